@@ -1,0 +1,145 @@
+"""ΔW from spectral coefficients: ``delta_w(c, E, shape, alpha) = alpha · Re(ifft2(F))``.
+
+``F`` is a ``d1 × d2`` spectrum that is zero except ``F[E[0, l], E[1, l]] = c[l]``; ifft2 carries its
+``1/(d1·d2)`` normalisation (Hugging Face PEFT's convention).
+
+Because ``F`` is real, ``Re(ifft2(F)) = Re(fft2(F)) / (d1·d2)``, and ``Re(fft2(F))`` of a real array is fixed by
+its half spectrum ``Re(rfft2(F))`` (``d1 × (d2//2 + 1)``) through ``X[p, q] = X[-p, -q]``. The fast path therefore
+runs one real-to-complex 2-D FFT and unfolds the other half with a flip, and its backward pass is a second
+``rfft2`` (of the cotangent) read at the ``n`` entries:
+
+    dL/dc_l = alpha / (d1·d2) · Re(rfft2(G))[u_l, v_l]   (entries past the half read their mirror)
+
+so neither pass touches complex ``d1 × d2`` arrays. FFTs always run in float32 (no complex128, which TPUs lack).
+:func:`delta_w_reference` keeps the plain ``ifft2`` formulation the fast path is tested against.
+
+Example::
+
+  >>> E = fourier_flax.peft_entries((768, 768), n=1000, seed=777)
+  >>> c = jax.random.normal(jax.random.key(0), (1000,))
+  >>> dw = jax.jit(delta_w, static_argnums=2)(c, E, (768, 768), 150.0)  # float32 (768, 768)
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Shape2D = tuple[int, int]
+
+
+def check_entries(c: jax.Array, entries: jax.Array | np.ndarray, shape: Shape2D) -> None:
+    """Validates a concrete entry set against ``c`` and ``shape``; a traced one is passed through.
+
+    Raises:
+      ValueError: ``entries`` is not ``(2, n)`` with ``n == c.shape[-1]``, has an entry outside the grid, or
+        repeats an entry.
+    """
+    if len(shape) != 2 or min(shape) < 1:
+        raise ValueError(f"shape must be a static (d1, d2) of positive ints, got {shape}.")
+    if np.ndim(entries) != 2 or np.shape(entries)[0] != 2:
+        raise ValueError(f"entries must have shape (2, n), got {np.shape(entries)}.")
+    n = np.shape(entries)[1]
+    if np.ndim(c) < 1 or np.shape(c)[-1] != n:
+        raise ValueError(
+            f"c has shape {np.shape(c)} but entries hold n={n} positions: c must be (..., {n})."
+        )
+    if isinstance(entries, jax.core.Tracer):
+        return
+    rows, cols = (np.asarray(axis, np.int64) for axis in entries)
+    outside = (rows < 0) | (rows >= shape[0]) | (cols < 0) | (cols >= shape[1])
+    if outside.any():
+        l = int(np.argmax(outside))
+        raise ValueError(
+            f"entry {l} = ({rows[l]}, {cols[l]}) lies outside the {shape[0]}x{shape[1]} grid "
+            "(entries must satisfy 0 <= row < d1 and 0 <= col < d2)."
+        )
+    flat = rows * shape[1] + cols
+    unique, counts = np.unique(flat, return_counts=True)
+    if (counts > 1).any():
+        repeated = int(unique[np.argmax(counts > 1)])
+        raise ValueError(
+            f"entry ({repeated // shape[1]}, {repeated % shape[1]}) appears {int(counts.max())} times; "
+            "an entry set must not repeat a position (sample it without replacement)."
+        )
+
+
+def _dense_spectrum(c: jax.Array, entries: jax.Array, shape: Shape2D) -> jax.Array:
+    """Scatters ``c (..., n)`` into a real ``(..., d1, d2)`` spectrum."""
+    zeros = jnp.zeros((*c.shape[:-1], *shape), c.dtype)
+    return zeros.at[..., entries[0], entries[1]].set(c, unique_indices=True)
+
+
+def _mirror(x: jax.Array) -> jax.Array:
+    """``x[..., (-p) % d1, :]``: the rows of the conjugate-symmetric partner."""
+    return jnp.roll(jnp.flip(x, axis=-2), 1, axis=-2)
+
+
+def _half_spectrum_entries(entries: jax.Array, shape: Shape2D) -> tuple[jax.Array, jax.Array]:
+    """Each entry's position in ``rfft2``'s half spectrum (its mirror ``(-u, -v)`` when ``v > d2 // 2``)."""
+    d1, d2 = shape
+    rows, cols = entries[0], entries[1]
+    in_half = cols <= d2 // 2
+    return jnp.where(in_half, rows, (-rows) % d1), jnp.where(in_half, cols, (-cols) % d2)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _unit_delta_w(c: jax.Array, entries: jax.Array, shape: Shape2D) -> jax.Array:
+    """``Re(ifft2(F))`` for float32 ``c (..., n)``: float32 ``(..., d1, d2)``."""
+    d1, d2 = shape
+    half = jnp.fft.rfft2(_dense_spectrum(c, entries, shape)).real  # (..., d1, d2 // 2 + 1)
+    upper = _mirror(half)[..., 1 : d2 - half.shape[-1] + 1][..., ::-1]
+    return jnp.concatenate([half, upper], axis=-1) * np.float32(1.0 / (d1 * d2))
+
+
+def _unit_delta_w_fwd(c, entries, shape):
+    return _unit_delta_w(c, entries, shape), entries
+
+
+def _unit_delta_w_bwd(shape, entries, cotangent):
+    d1, d2 = shape
+    half = jnp.fft.rfft2(cotangent.astype(jnp.float32)).real
+    rows, cols = _half_spectrum_entries(entries, shape)
+    return half[..., rows, cols] * np.float32(1.0 / (d1 * d2)), None
+
+
+_unit_delta_w.defvjp(_unit_delta_w_fwd, _unit_delta_w_bwd)
+
+
+def delta_w(
+    c: jax.Array, entries: jax.Array | np.ndarray, shape: Shape2D, alpha: float | jax.Array
+) -> jax.Array:
+    """The FourierFT weight update ``alpha · Re(ifft2(F))``.
+
+    Pure, jittable (``shape`` static), differentiable in ``c`` (and ``alpha``), vmappable.
+
+    Args:
+      c: coefficients, float ``(..., n)``; leading axes are stacked layers (e.g. under ``nn.scan``) that share
+        one entry set. bf16/fp16 are upcast: the FFTs always run in float32.
+      entries: int ``(2, n)``: row and column of each coefficient on the ``d1 × d2`` grid. When concrete, it is
+        checked (in range, no repeats, ``n`` matching ``c``).
+      shape: static ``(d1, d2)``.
+      alpha: the scaling (PEFT's ``scaling``).
+
+    Returns:
+      float32 ``(..., d1, d2)``.
+    """
+    check_entries(c, entries, shape)
+    shape = (int(shape[0]), int(shape[1]))
+    unit = _unit_delta_w(jnp.asarray(c).astype(jnp.float32), jnp.asarray(entries, jnp.int32), shape)
+    return unit * jnp.asarray(alpha, jnp.float32)
+
+
+def delta_w_reference(
+    c: jax.Array, entries: jax.Array | np.ndarray, shape: Shape2D, alpha: float | jax.Array
+) -> jax.Array:
+    """The plain formulation: scatter ``c`` into a complex64 spectrum and take ``ifft2(F).real * alpha``.
+
+    Same contract as :func:`delta_w`; kept as the reference the fast path is tested and benchmarked against.
+    """
+    check_entries(c, entries, shape)
+    spectrum = _dense_spectrum(jnp.asarray(c).astype(jnp.complex64), jnp.asarray(entries), tuple(shape))
+    return jnp.fft.ifft2(spectrum).real * jnp.asarray(alpha, jnp.float32)

