@@ -54,10 +54,7 @@ class _TargetingConfig:
             object.__setattr__(self, "layers_to_transform", tuple(self.layers_to_transform))
         if self.target_modules is None or len(self.target_modules) == 0:
             defaults = ", ".join(f"{k}: {list(v)}" for k, v in DEFAULT_TARGET_MODULES.items())
-            raise ValueError(
-                "target_modules is required: name the modules to adapt (PEFT's defaults are "
-                f"{defaults})."
-            )
+            raise ValueError(f"target_modules is required: name the modules to adapt (PEFT's defaults are {defaults}).")
         if self.layers_pattern is not None and self.layers_to_transform is None:
             raise ValueError("layers_pattern only makes sense with layers_to_transform; set both.")
 

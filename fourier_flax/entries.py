@@ -67,9 +67,7 @@ def centre_distance(shape: tuple[int, int]) -> np.ndarray:
     return np.hypot(u[:, None], v[None, :])
 
 
-def bandpass_log_weight(
-    shape: tuple[int, int], center_frequency: float, bandwidth: float
-) -> np.ndarray:
+def bandpass_log_weight(shape: tuple[int, int], center_frequency: float, bandwidth: float) -> np.ndarray:
     """``log H`` of the Gaussian band-pass filter on the FFT-layout grid, float64 ``(d1, d2)``.
 
     ``H(D) = exp(-((D² - f_c²) / (D W))²)``; at ``D = 0`` the limit is 1 for ``f_c = 0`` and 0 otherwise.
@@ -85,9 +83,7 @@ def bandpass_log_weight(
     return log_weight
 
 
-def bandpass_probability(
-    shape: tuple[int, int], center_frequency: float, bandwidth: float
-) -> np.ndarray:
+def bandpass_probability(shape: tuple[int, int], center_frequency: float, bandwidth: float) -> np.ndarray:
     """The per-cell probability of the first draw under the frequency bias, float64 ``(d1, d2)``, sums to 1.
 
     FFT layout; ``np.fft.fftshift`` it to plot the centred spectrum.

@@ -22,8 +22,6 @@ Example::
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,17 +42,15 @@ def check_entries(c: jax.Array, entries: jax.Array | np.ndarray, shape: Shape2D)
         raise ValueError(f"entries must have shape (2, n), got {np.shape(entries)}.")
     n = np.shape(entries)[1]
     if np.ndim(c) < 1 or np.shape(c)[-1] != n:
-        raise ValueError(
-            f"c has shape {np.shape(c)} but entries hold n={n} positions: c must be (..., {n})."
-        )
+        raise ValueError(f"c has shape {np.shape(c)} but entries hold n={n} positions: c must be (..., {n}).")
     if isinstance(entries, jax.core.Tracer):
         return
-    rows, cols = (np.asarray(axis, np.int64) for axis in entries)
+    rows, cols = np.asarray(entries, np.int64)
     outside = (rows < 0) | (rows >= shape[0]) | (cols < 0) | (cols >= shape[1])
     if outside.any():
-        l = int(np.argmax(outside))
+        bad = int(np.argmax(outside))
         raise ValueError(
-            f"entry {l} = ({rows[l]}, {cols[l]}) lies outside the {shape[0]}x{shape[1]} grid "
+            f"entry {bad} = ({rows[bad]}, {cols[bad]}) lies outside the {shape[0]}x{shape[1]} grid "
             "(entries must satisfy 0 <= row < d1 and 0 <= col < d2)."
         )
     flat = rows * shape[1] + cols
@@ -86,8 +82,7 @@ def _half_spectrum_entries(entries: jax.Array, shape: Shape2D) -> tuple[jax.Arra
     return jnp.where(in_half, rows, (-rows) % d1), jnp.where(in_half, cols, (-cols) % d2)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _unit_delta_w(c: jax.Array, entries: jax.Array, shape: Shape2D) -> jax.Array:
+def _unit_delta_w_impl(c: jax.Array, entries: jax.Array, shape: Shape2D) -> jax.Array:
     """``Re(ifft2(F))`` for float32 ``c (..., n)``: float32 ``(..., d1, d2)``."""
     d1, d2 = shape
     half = jnp.fft.rfft2(_dense_spectrum(c, entries, shape)).real  # (..., d1, d2 // 2 + 1)
@@ -95,8 +90,14 @@ def _unit_delta_w(c: jax.Array, entries: jax.Array, shape: Shape2D) -> jax.Array
     return jnp.concatenate([half, upper], axis=-1) * np.float32(1.0 / (d1 * d2))
 
 
+# Reverse mode gets the hand-written backward (one rfft2 of the cotangent, read at the entries). A custom_vjp
+# has no forward mode: jax.jvp/jacfwd of delta_w itself are refused (use delta_w_reference there), while
+# jax.hessian and other forward-over-reverse compositions work because both rules below are plain JAX.
+_unit_delta_w = jax.custom_vjp(_unit_delta_w_impl, nondiff_argnums=(2,))
+
+
 def _unit_delta_w_fwd(c, entries, shape):
-    return _unit_delta_w(c, entries, shape), entries
+    return _unit_delta_w_impl(c, entries, shape), entries
 
 
 def _unit_delta_w_bwd(shape, entries, cotangent):
@@ -109,12 +110,12 @@ def _unit_delta_w_bwd(shape, entries, cotangent):
 _unit_delta_w.defvjp(_unit_delta_w_fwd, _unit_delta_w_bwd)
 
 
-def delta_w(
-    c: jax.Array, entries: jax.Array | np.ndarray, shape: Shape2D, alpha: float | jax.Array
-) -> jax.Array:
+def delta_w(c: jax.Array, entries: jax.Array | np.ndarray, shape: Shape2D, alpha: float | jax.Array) -> jax.Array:
     """The FourierFT weight update ``alpha · Re(ifft2(F))``.
 
-    Pure, jittable (``shape`` static), differentiable in ``c`` (and ``alpha``), vmappable.
+    Pure, jittable (``shape`` static), vmappable, reverse-mode differentiable in ``c`` and ``alpha`` (also
+    forward-over-reverse, e.g. ``jax.hessian`` of a loss; plain ``jax.jvp`` of ``delta_w`` itself is not
+    defined — :func:`delta_w_reference` supports it).
 
     Args:
       c: coefficients, float ``(..., n)``; leading axes are stacked layers (e.g. under ``nn.scan``) that share
