@@ -6,15 +6,43 @@ from fourier_flax.entries import (
     peft_entries,
     uniform_entries,
 )
+from fourier_flax.partition import (
+    merge_params,
+    param_labels,
+    print_trainable_parameters,
+    split_params,
+    trainable_mask,
+    trainable_parameter_summary,
+)
 from fourier_flax.spectral import delta_w, delta_w_reference
+from fourier_flax.training import (
+    classification_loss,
+    linear_warmup_decay,
+    make_eval_step,
+    make_optimizer,
+    make_train_step,
+    regression_loss,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "bandpass_probability",
+    "classification_loss",
     "delta_w",
     "delta_w_reference",
     "frequency_biased_entries",
+    "linear_warmup_decay",
+    "make_eval_step",
+    "make_optimizer",
+    "make_train_step",
+    "merge_params",
+    "param_labels",
     "peft_entries",
+    "print_trainable_parameters",
+    "regression_loss",
+    "split_params",
+    "trainable_mask",
+    "trainable_parameter_summary",
     "uniform_entries",
 ]
