@@ -1,11 +1,16 @@
 """fourier_flax: FourierFT (Gao et al., ICML 2024) for JAX/Flax."""
 
+from fourier_flax.adapter import adapter_module_paths, init_adapter
+from fourier_flax.config import FourierFTConfig, LoraConfig
 from fourier_flax.entries import (
     bandpass_probability,
     frequency_biased_entries,
     peft_entries,
     uniform_entries,
 )
+from fourier_flax.interceptor import intercept
+from fourier_flax.lora import lora_delta_w
+from fourier_flax.merge import merge_adapter, unmerge_adapter
 from fourier_flax.partition import (
     merge_params,
     param_labels,
@@ -27,15 +32,22 @@ from fourier_flax.training import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "FourierFTConfig",
+    "LoraConfig",
+    "adapter_module_paths",
     "bandpass_probability",
     "classification_loss",
     "delta_w",
     "delta_w_reference",
     "frequency_biased_entries",
+    "init_adapter",
+    "intercept",
     "linear_warmup_decay",
+    "lora_delta_w",
     "make_eval_step",
     "make_optimizer",
     "make_train_step",
+    "merge_adapter",
     "merge_params",
     "param_labels",
     "peft_entries",
@@ -45,4 +57,5 @@ __all__ = [
     "trainable_mask",
     "trainable_parameter_summary",
     "uniform_entries",
+    "unmerge_adapter",
 ]

@@ -46,8 +46,10 @@ class _TargetingConfig:
     layers_pattern: str | tuple[str, ...] | None = None
     modules_to_save: tuple[str, ...] | None = None
     fan_in_fan_out: bool = False
+    kernel_in_axes: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
+        object.__setattr__(self, "kernel_in_axes", dict(self.kernel_in_axes))
         for name in ("target_modules", "exclude_modules", "layers_pattern", "modules_to_save"):
             object.__setattr__(self, name, _as_patterns(getattr(self, name)))
         if isinstance(self.layers_to_transform, list):
@@ -74,6 +76,10 @@ class _TargetingConfig:
     def is_saved_module(self, path: str) -> bool:
         """Whether the module at ``path`` is a fully trained ``modules_to_save`` module (e.g. the head)."""
         return targeting.matches_module(path, self.modules_to_save)
+
+    def kernel_in_axes_for(self, path: str) -> int:
+        """How many leading kernel axes the module at ``path`` contracts (1 unless ``kernel_in_axes`` says)."""
+        return targeting.pattern_value(path, self.kernel_in_axes, 1)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -111,12 +117,10 @@ class FourierFTConfig(_TargetingConfig):
     center_frequency: float | None = None
     bandwidth: float | None = None
     backward: Backward = "auto"
-    kernel_in_axes: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         super().__post_init__()
         object.__setattr__(self, "n_frequency_pattern", dict(self.n_frequency_pattern))
-        object.__setattr__(self, "kernel_in_axes", dict(self.kernel_in_axes))
         for name, n in {"n_frequency": self.n_frequency, **self.n_frequency_pattern}.items():
             if not isinstance(n, int) or n < 1:
                 raise ValueError(f"n_frequency must be a positive int, got {n!r} for {name!r}.")
@@ -147,10 +151,6 @@ class FourierFTConfig(_TargetingConfig):
     def n_frequency_for(self, path: str) -> int:
         """``n`` for the module at ``path`` (``n_frequency_pattern`` first, then ``n_frequency``)."""
         return targeting.pattern_value(path, self.n_frequency_pattern, self.n_frequency)
-
-    def kernel_in_axes_for(self, path: str) -> int:
-        """How many leading kernel axes the module at ``path`` contracts (1 unless ``kernel_in_axes`` says)."""
-        return targeting.pattern_value(path, self.kernel_in_axes, 1)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

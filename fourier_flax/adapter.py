@@ -1,0 +1,240 @@
+"""Adding an adapter to a pretrained params tree, and the weight update ``ΔW`` each adapted module carries.
+
+:func:`init_adapter` puts the adapter's leaves beside the ``kernel`` of every targeted module — for FourierFT a
+float32 ``fourierft_spectrum`` ``(n,)``, for LoRA ``lora_a`` ``(d1, r)`` and ``lora_b`` ``(r, d2)`` — and changes
+nothing else: every pretrained leaf is the same object in the returned tree and the model is not re-initialised.
+
+The update is defined on a kernel's 2-D view ``(d1, d2) = (prod(shape[:k]), prod(shape[k:]))`` with ``k`` from
+``config.kernel_in_axes_for(path)`` (1 for ``nn.Dense``'s ``(in, out)``). With ``config.entry_sampling == "peft"``
+the entries are PEFT's for the same layer: ``grid="in_out"`` for Flax kernels, and ``grid="out_in"`` when
+``config.fan_in_fan_out`` is set, which (as in PEFT) marks GPT-2's ``Conv1D``, stored ``(out, in)`` by Hugging
+Face's ``FlaxConv1D``.
+
+Layers stacked by ``nn.scan`` (kernel ``(L, in, out)``) need ``stacked_axes``, module-path prefix → number of
+leading stacked axes; their spectrum is ``(L, n)``, and the interceptor sees one ``(n,)`` slice per layer.
+
+Example::
+
+  >>> config = FourierFTConfig(target_modules=["query", "value"], n_frequency=1000)
+  >>> params = init_adapter(model.params, config, jax.random.key(0))  # HF FlaxBertModel: a bare params tree
+  >>> params["encoder"]["layer"]["0"]["attention"]["self"]["query"]["fourierft_spectrum"].shape
+  (1000,)
+  >>> variables = init_adapter(variables, config, rng, stacked_axes={"layers": 1})  # a linen nn.scan model
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import zlib
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fourier_flax import entries as entry_rules
+from fourier_flax import module_paths, targeting
+from fourier_flax.config import FourierFTConfig, LoraConfig
+from fourier_flax.lora import init_lora_leaves, lora_delta_w
+from fourier_flax.spectral import delta_w
+
+AdapterConfig = FourierFTConfig | LoraConfig
+
+SPECTRUM = "fourierft_spectrum"
+LORA_A = "lora_a"
+LORA_B = "lora_b"
+ADAPTER_LEAVES = (SPECTRUM, LORA_A, LORA_B)
+
+
+def adapter_leaf_names(config: AdapterConfig) -> tuple[str, ...]:
+    """The leaves ``config``'s adapter adds beside a kernel."""
+    if isinstance(config, FourierFTConfig):
+        return (SPECTRUM,)
+    if isinstance(config, LoraConfig):
+        return (LORA_A, LORA_B)
+    raise TypeError(f"expected a FourierFTConfig or LoraConfig, got {type(config).__name__}.")
+
+
+def kernel_grid(config: AdapterConfig) -> entry_rules.Grid:
+    """Layout of the 2-D kernel view: ``"out_in"`` under ``fan_in_fan_out`` (GPT-2's Conv1D), else ``"in_out"``."""
+    return "out_in" if config.fan_in_fan_out else "in_out"
+
+
+def kernel_view(path: str, kernel_shape: tuple[int, ...], in_axes: int) -> tuple[int, int]:
+    """The 2-D view ``(prod(shape[:k]), prod(shape[k:]))`` of one layer's kernel, ``k = in_axes``.
+
+    Raises:
+      ValueError: ``k`` does not split the kernel's axes into two non-empty groups.
+    """
+    if not 1 <= in_axes < len(kernel_shape):
+        raise ValueError(
+            f"module {path!r}: a kernel of shape {tuple(kernel_shape)} has no 2-D view with "
+            f"kernel_in_axes={in_axes}; it must be between 1 and {len(kernel_shape) - 1}. If this kernel "
+            "carries layers stacked by nn.scan, pass stacked_axes (e.g. {'layers': 1})."
+        )
+    return math.prod(kernel_shape[:in_axes]), math.prod(kernel_shape[in_axes:])
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_entries(shape, n, seed, rule, grid, center_frequency, bandwidth) -> np.ndarray:
+    if rule == "peft":
+        found = entry_rules.peft_entries(shape, n, seed, grid=grid)
+    elif rule == "uniform":
+        found = entry_rules.uniform_entries(shape, n, seed)
+    else:
+        found = entry_rules.frequency_biased_entries(
+            shape, n, seed, center_frequency=center_frequency, bandwidth=bandwidth
+        )
+    found.setflags(write=False)  # shared by every caller of the cache
+    return found
+
+
+def spectral_entries(config: FourierFTConfig, shape: tuple[int, int], n: int) -> np.ndarray:
+    """The entry set ``E`` (int32 ``(2, n)``, read-only) of a ``shape`` kernel view under ``config``; memoised."""
+    return _cached_entries(
+        (int(shape[0]), int(shape[1])),
+        int(n),
+        config.random_loc_seed,
+        config.entry_sampling,
+        kernel_grid(config),
+        config.center_frequency,
+        config.bandwidth,
+    )
+
+
+def stacked_layers(config: AdapterConfig, module: Mapping) -> int:
+    """How many leading stacked-layer axes the adapter leaves (and so the kernel) of ``module`` carry."""
+    if isinstance(config, FourierFTConfig):
+        return jnp.ndim(module[SPECTRUM]) - 1
+    return jnp.ndim(module[LORA_A]) - 2
+
+
+def module_delta_w(config: AdapterConfig, path: str, module: Mapping) -> jax.Array:
+    """The float32 update ``ΔW`` of the adapted module at ``path``, in the shape of its ``kernel``.
+
+    Args:
+      config: the adapter's configuration.
+      path: the module path (for ``kernel_in_axes`` and the ``n`` checks).
+      module: the module's params, holding ``kernel`` and the adapter leaves; leaves stacked by ``nn.scan``
+        give a stacked ``ΔW``.
+    """
+    stack = stacked_layers(config, module)
+    kernel_shape = tuple(jnp.shape(module["kernel"]))
+    shape = kernel_view(path, kernel_shape[stack:], config.kernel_in_axes_for(path))
+    if isinstance(config, FourierFTConfig):
+        spectrum = module[SPECTRUM]
+        update = delta_w(spectrum, spectral_entries(config, shape, spectrum.shape[-1]), shape, config.scaling)
+    else:
+        update = lora_delta_w(module[LORA_A], module[LORA_B], config.scale)
+    return update.reshape(kernel_shape)
+
+
+def adapter_module_paths(tree: module_paths.Tree) -> list[str]:
+    """Sorted paths of the modules in ``tree`` that carry adapter leaves (FourierFT or LoRA)."""
+    return [
+        path
+        for path in module_paths.kernel_paths(tree)
+        if any(leaf in module_paths.get_module(tree, path) for leaf in ADAPTER_LEAVES)
+    ]
+
+
+def targeted_paths(tree: module_paths.Tree, config: AdapterConfig) -> list[str]:
+    """Sorted paths of the kernel modules of ``tree`` that ``config`` targets.
+
+    Raises:
+      ValueError: nothing matches; the message lists the module paths that exist.
+    """
+    available = module_paths.kernel_paths(tree)
+    paths = [path for path in available if config.is_targeted(path)]
+    if not paths:
+        raise ValueError(
+            f"target_modules={config.target_modules!r} (exclude_modules={config.exclude_modules!r}, "
+            f"layers_to_transform={config.layers_to_transform!r}) matches none of the {len(available)} "
+            "modules with a kernel in this params tree. Module paths are dotted, without the 'params' key:\n"
+            + targeting.describe_paths(available)
+        )
+    return paths
+
+
+def _stack_count(path: str, stacked_axes: Mapping[str, int]) -> int:
+    counts = [v for k, v in stacked_axes.items() if path == k or path.startswith(k + ".")]
+    return max(counts, default=0)
+
+
+def _check_stacked_axes(available: list[str], stacked_axes: Mapping[str, int]) -> None:
+    for prefix, count in stacked_axes.items():
+        if not isinstance(count, int) or count < 1:
+            raise ValueError(f"stacked_axes[{prefix!r}] must be a positive int, got {count!r}.")
+        if not any(p == prefix or p.startswith(prefix + ".") for p in available):
+            raise ValueError(
+                f"stacked_axes key {prefix!r} is not a prefix of any module path; the modules with a kernel "
+                "are:\n" + targeting.describe_paths(available)
+            )
+
+
+def _module_rng(rng: jax.Array, path: str) -> jax.Array:
+    """A key per module path, stable when other modules are added or removed from the targets."""
+    return jax.random.fold_in(rng, zlib.crc32(path.encode()) & 0x7FFFFFFF)
+
+
+def _new_leaves(config, path, kernel_shape, stack, rng) -> dict[str, jax.Array]:
+    stack_shape = tuple(kernel_shape[:stack])
+    shape = kernel_view(path, kernel_shape[stack:], config.kernel_in_axes_for(path))
+    if isinstance(config, LoraConfig):
+        in_features = shape[1] if config.fan_in_fan_out else shape[0]
+        lora_a, lora_b = init_lora_leaves(rng, shape, config.r, in_features, stack_shape)
+        return {LORA_A: lora_a, LORA_B: lora_b}
+    n = config.n_frequency_for(path)
+    if n > shape[0] * shape[1]:
+        raise ValueError(
+            f"module {path!r}: n_frequency={n} exceeds the {shape[0]}x{shape[1]} = {shape[0] * shape[1]} "
+            "entries of its kernel. Lower n_frequency, or set n_frequency_pattern for this module."
+        )
+    if config.init_weights:
+        return {SPECTRUM: jnp.zeros((*stack_shape, n), jnp.float32)}
+    return {SPECTRUM: jax.random.normal(rng, (*stack_shape, n), jnp.float32)}
+
+
+def init_adapter(
+    tree: module_paths.Tree,
+    config: AdapterConfig,
+    rng: jax.Array,
+    *,
+    stacked_axes: Mapping[str, int] | None = None,
+) -> module_paths.Tree:
+    """Adds the adapter leaves of ``config`` beside the kernel of every targeted module of ``tree``.
+
+    Args:
+      tree: a pretrained variables dict ``{'params': ...}`` or a bare params tree (Hugging Face's
+        ``model.params``); the result has the same form.
+      config: a :class:`FourierFTConfig` (adds ``fourierft_spectrum``: N(0, 1), or zeros when
+        ``config.init_weights``) or a :class:`LoraConfig` (adds ``lora_a``, Kaiming-uniform, and ``lora_b``,
+        zeros).
+      rng: PRNG key; each module's leaves use a key derived from it and the module path.
+      stacked_axes: module-path prefix → number of leading axes of layers stacked by ``nn.scan`` (or a
+        ``variable_axes`` ``nn.vmap``) under it, e.g. ``{"layers": 1}``: those modules get ``(L, n)`` spectra.
+
+    Returns:
+      A new tree: every pretrained leaf (and every untouched subtree) is the same object as in ``tree``.
+
+    Raises:
+      ValueError: the targets match no module (the message lists the module paths), ``n`` exceeds a kernel's
+        size, a kernel has no 2-D view, or a targeted module already carries adapter leaves.
+    """
+    adapter_leaf_names(config)  # rejects other config types
+    stacked_axes = dict(stacked_axes or {})
+    _check_stacked_axes(module_paths.kernel_paths(tree), stacked_axes)
+    updates = {}
+    for path in targeted_paths(tree, config):
+        module = module_paths.get_module(tree, path)
+        present = [leaf for leaf in ADAPTER_LEAVES if leaf in module]
+        if present:
+            raise ValueError(
+                f"module {path!r} already carries adapter leaves {present}; start from the pretrained tree "
+                "(or merge_adapter first)."
+            )
+        stack = _stack_count(path, stacked_axes)
+        leaves = _new_leaves(config, path, tuple(jnp.shape(module["kernel"])), stack, _module_rng(rng, path))
+        updates[path] = lambda m, leaves=leaves: {**m, **leaves}
+    return module_paths.update_modules(tree, updates)

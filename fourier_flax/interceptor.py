@@ -1,0 +1,211 @@
+"""Running an unmodified Flax model with its adapter: ``with intercept(config): model.apply(params, x)``.
+
+Inside :func:`intercept`, every call of a targeted ``nn.Dense``, ``nn.DenseGeneral`` or Hugging Face GPT-2
+``FlaxConv1D`` reads the module's ``kernel`` and adapter leaves (``fourierft_spectrum``, or ``lora_a``/``lora_b``),
+builds ``W0 + ΔW`` (``ΔW`` in float32, added in float32, then cast to the layer's compute dtype) and runs the
+layer's own computation on it: one matmul per layer, as after :func:`fourier_flax.merge_adapter`. Layers that are
+not targeted run untouched. A module's path is its scope path (``encoder.layer.0.attention.self.query``); inside
+``nn.scan``/``nn.vmap`` it is the params-tree path of the stacked module and the variables are per-layer slices.
+Because the update is built the same way as in :func:`fourier_flax.merge_adapter`, the adapted model and the
+merged model agree up to the rounding of the cast.
+
+jit. Entering :func:`intercept` also sets a ``jax.make_user_context`` value that is part of ``jax.jit``'s cache
+key, so a function traced inside the context is retraced outside it (and the reverse): a jitted function never
+silently reuses a trace made with the other setting (or another config).
+
+Example::
+
+  >>> config = FourierFTConfig(target_modules=["query", "value"], n_frequency=1000, scaling=150.0)
+  >>> params = init_adapter(model.params, config, jax.random.key(0))
+  >>> with intercept(config):
+  ...   hidden = model(input_ids, params=params).last_hidden_state
+
+Backward. For ``config.backward`` "spectral"/"auto" and ``nn.Dense``/``FlaxConv1D`` layers, the layer's matmul
+goes through a :data:`LayerProduct` (``fourier_flax.spectral_grad.adapted_matmul`` when that module is present),
+which computes ``dL/dc`` without forming the ``d1 × d2`` weight gradient; otherwise the dense path above is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import math
+import sys
+from collections.abc import Callable, Iterator, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from fourier_flax.adapter import (
+    ADAPTER_LEAVES,
+    SPECTRUM,
+    AdapterConfig,
+    adapter_leaf_names,
+    kernel_view,
+    module_delta_w,
+    spectral_entries,
+    stacked_layers,
+)
+from fourier_flax.config import FourierFTConfig
+
+try:
+    from fourier_flax import spectral_grad
+except ImportError:  # fourier_flax/spectral_grad.py is developed alongside; the dense path needs nothing from it.
+    spectral_grad = None
+
+# x (..., d1), kernel (d1, d2), c (n,), entries (2, n), (d1, d2), alpha, *, precision, dtype -> (..., d2):
+# x @ (kernel + ΔW) with a backward pass of its own.
+LayerProduct = Callable[..., jax.Array]
+
+_GPT2_MODULE = "transformers.models.gpt2.modeling_flax_gpt2"
+
+# Part of jax.jit's cache key: the stack of configs intercepting right now.
+_ACTIVE = jax.make_user_context(default_value=())
+# Set while the interceptor runs a layer itself, so that inner call is not intercepted again.
+_INSIDE = contextvars.ContextVar("fourier_flax_inside_adapted_layer", default=False)
+
+
+def _config_key(config: AdapterConfig) -> tuple[str, str]:
+    return type(config).__name__, repr(config)
+
+
+@contextlib.contextmanager
+def intercept(config: AdapterConfig) -> Iterator[None]:
+    """Within this context, targeted layers of any Flax model run with their adapter's ``ΔW``.
+
+    Args:
+      config: the :class:`FourierFTConfig` or :class:`LoraConfig` the params were adapted with
+        (:func:`fourier_flax.init_adapter`).
+
+    Raises (at the layer call):
+      ValueError: a targeted layer has no adapter leaves (call ``init_adapter`` first), has a layout the config
+        does not declare (GPT-2's ``FlaxConv1D`` needs ``fan_in_fan_out=True``, as in PEFT), or is of a kind
+        FourierFT does not adapt.
+    """
+    adapter_leaf_names(config)  # rejects other config types
+    interceptor = functools.partial(_intercept_call, config)
+    with _ACTIVE(_ACTIVE.value + (_config_key(config),)), nn.intercept_methods(interceptor):
+        yield
+
+
+def _conv1d_type() -> type | None:
+    """HF's ``FlaxConv1D`` if transformers' GPT-2 is loaded (a model using it must have imported it)."""
+    gpt2 = sys.modules.get(_GPT2_MODULE)
+    return getattr(gpt2, "FlaxConv1D", None)
+
+
+def _intercept_call(config: AdapterConfig, next_fun, args, kwargs, context):
+    module = context.module
+    if _INSIDE.get() or context.method_name != "__call__" or module.scope is None:
+        return next_fun(*args, **kwargs)
+    path = ".".join(str(key) for key in module.scope.path)
+    if not config.is_targeted(path) or module.is_initializing() or not module.has_variable("params", "kernel"):
+        return next_fun(*args, **kwargs)
+    _check_layer(config, path, module)
+    params = module.variables["params"]
+    kernel = params["kernel"]
+    compute_dtype = getattr(module, "dtype", None) or kernel.dtype
+    product = _spectral_product(config, module, args[0])
+    if product is not None:
+        return _layer_with_product(config, path, module, params, compute_dtype, product, *args)
+    update = module_delta_w(config, path, params)
+    effective = (kernel.astype(jnp.float32) + update).astype(compute_dtype)
+    return _call_with_kernel(module, params, effective, args, kwargs)
+
+
+def _check_layer(config: AdapterConfig, path: str, module: nn.Module) -> None:
+    """Clear errors for a targeted layer the adapter cannot run on."""
+    conv1d = _conv1d_type()
+    is_conv1d = conv1d is not None and isinstance(module, conv1d)
+    if not (is_conv1d or isinstance(module, nn.Dense | nn.DenseGeneral)):
+        raise ValueError(
+            f"module {path!r} is a {type(module).__name__}; adapters apply to nn.Dense, nn.DenseGeneral and "
+            "GPT-2's FlaxConv1D. Narrow target_modules (or add it to exclude_modules)."
+        )
+    if is_conv1d != config.fan_in_fan_out:
+        raise ValueError(
+            f"module {path!r} is a {type(module).__name__} but the config has "
+            f"fan_in_fan_out={config.fan_in_fan_out}: set fan_in_fan_out=True exactly for GPT-2's Conv1D "
+            "(its kernel is stored (out, in)), as in PEFT."
+        )
+    if isinstance(module, nn.DenseGeneral):
+        axis = (module.axis,) if isinstance(module.axis, int) else tuple(module.axis)
+        if module.batch_dims:
+            raise ValueError(f"module {path!r}: nn.DenseGeneral with batch_dims is not supported.")
+        if len(axis) != config.kernel_in_axes_for(path):
+            raise ValueError(
+                f"module {path!r} is an nn.DenseGeneral contracting {len(axis)} axes, but kernel_in_axes gives "
+                f"{config.kernel_in_axes_for(path)}: set kernel_in_axes={{{path.split('.')[-1]!r}: {len(axis)}}}."
+            )
+    missing = [leaf for leaf in adapter_leaf_names(config) if not module.has_variable("params", leaf)]
+    if missing:
+        raise ValueError(
+            f"module {path!r} is targeted but its params have no {missing}: add the adapter first with "
+            "params = fourier_flax.init_adapter(params, config, rng) (same config, and stacked_axes for "
+            "nn.scan layers)."
+        )
+    if stacked_layers(config, module.variables["params"]) != 0:
+        raise ValueError(
+            f"module {path!r} sees one layer's kernel but stacked adapter leaves: stacked_axes was given to "
+            "init_adapter for a module that is not stacked by nn.scan/nn.vmap."
+        )
+
+
+def _call_with_kernel(module, params: Mapping, kernel: jax.Array, args, kwargs):
+    """The layer's own computation with ``kernel`` in place of its stored one (and no adapter leaves)."""
+    layer_params = {k: v for k, v in params.items() if k not in ADAPTER_LEAVES}
+    token = _INSIDE.set(True)
+    try:
+        return module.clone(parent=None).apply({"params": {**layer_params, "kernel": kernel}}, *args, **kwargs)
+    finally:
+        _INSIDE.reset(token)
+
+
+def _spectral_product(config: AdapterConfig, module: nn.Module, inputs: jax.Array) -> LayerProduct | None:
+    """The matmul owning the backward pass (``config.backward`` "spectral", or "auto" where it pays), or None."""
+    if (
+        spectral_grad is None
+        or not isinstance(config, FourierFTConfig)
+        or config.backward == "dense"
+        or not _owns_matmul(module)
+    ):
+        return None
+    if config.backward == "auto":
+        kernel = module.variables["params"]["kernel"]
+        tokens = math.prod(jnp.shape(inputs)[:-1])
+        n = module.variables["params"][SPECTRUM].shape[-1]
+        if spectral_grad.choose_backward(tuple(kernel.shape), tokens, n) == "dense":
+            return None
+    return spectral_grad.adapted_matmul
+
+
+def _owns_matmul(module: nn.Module) -> bool:
+    """Layers whose computation is exactly ``x @ kernel (+ bias)`` (or ``x @ kernel.T`` for FlaxConv1D)."""
+    if type(module) is nn.Dense:
+        return module.dot_general is None and module.dot_general_cls is None
+    return type(module) is _conv1d_type()
+
+
+def _layer_with_product(config, path, module, params, compute_dtype, product, inputs):
+    """``product(x, W0, c, E, shape, alpha) + bias`` for an ``nn.Dense`` or ``FlaxConv1D`` layer."""
+    kernel, spectrum = params["kernel"], params[SPECTRUM]
+    shape = kernel_view(path, kernel.shape, 1)
+    entries = spectral_entries(config, shape, spectrum.shape[-1])
+    if type(module) is not nn.Dense:  # FlaxConv1D: y = x @ kernel.T; ΔW(E, shape).T == ΔW(E[::-1], shape[::-1])
+        kernel, entries, shape = kernel.T, entries[::-1], shape[::-1]
+    x = jnp.asarray(inputs, compute_dtype)
+    y = product(
+        x,
+        kernel,
+        spectrum,
+        entries,
+        shape,
+        config.scaling,
+        precision=module.precision,
+        dtype=compute_dtype,
+    )
+    if module.use_bias:
+        y = y + jnp.asarray(params["bias"], compute_dtype)
+    return y
