@@ -70,8 +70,8 @@ def _dense_spectrum(c: jax.Array, entries: jax.Array, shape: Shape2D) -> jax.Arr
 
 
 def _mirror(x: jax.Array) -> jax.Array:
-    """``x[..., (-p) % d1, :]``: the rows of the conjugate-symmetric partner."""
-    return jnp.roll(jnp.flip(x, axis=-2), 1, axis=-2)
+    """``x[(-p) % d1, :]``: the rows of the conjugate-symmetric partner."""
+    return jnp.roll(jnp.flip(x, axis=0), 1, axis=0)
 
 
 def _half_spectrum_entries(entries: jax.Array, shape: Shape2D) -> tuple[jax.Array, jax.Array]:
@@ -82,12 +82,29 @@ def _half_spectrum_entries(entries: jax.Array, shape: Shape2D) -> tuple[jax.Arra
     return jnp.where(in_half, rows, (-rows) % d1), jnp.where(in_half, cols, (-cols) % d2)
 
 
+def _per_layer(fn, stacked: jax.Array, core_ndim: int) -> jax.Array:
+    """Applies ``fn`` to each slice of ``stacked`` over its leading (stacked-layer) axes, one layer at a time.
+
+    XLA's CPU FFT and scatter run a batched ``(L, d1, d2)`` array about twice as slowly as ``L`` single-layer
+    calls (measured in experiments/bench_delta_w.py), so stacked layers go through ``lax.map``.
+    """
+    lead = stacked.shape[: stacked.ndim - core_ndim]
+    if not lead:
+        return fn(stacked)
+    out = jax.lax.map(fn, stacked.reshape(-1, *stacked.shape[len(lead) :]))
+    return out.reshape(*lead, *out.shape[1:])
+
+
 def _unit_delta_w_impl(c: jax.Array, entries: jax.Array, shape: Shape2D) -> jax.Array:
     """``Re(ifft2(F))`` for float32 ``c (..., n)``: float32 ``(..., d1, d2)``."""
     d1, d2 = shape
-    half = jnp.fft.rfft2(_dense_spectrum(c, entries, shape)).real  # (..., d1, d2 // 2 + 1)
-    upper = _mirror(half)[..., 1 : d2 - half.shape[-1] + 1][..., ::-1]
-    return jnp.concatenate([half, upper], axis=-1) * np.float32(1.0 / (d1 * d2))
+
+    def one_layer(c_layer):
+        half = jnp.fft.rfft2(_dense_spectrum(c_layer, entries, shape)).real  # (d1, d2 // 2 + 1)
+        upper = _mirror(half)[:, 1 : d2 - half.shape[-1] + 1][:, ::-1]
+        return jnp.concatenate([half, upper], axis=-1) * np.float32(1.0 / (d1 * d2))
+
+    return _per_layer(one_layer, c, core_ndim=1)
 
 
 # Reverse mode gets the hand-written backward (one rfft2 of the cotangent, read at the entries). A custom_vjp
@@ -102,9 +119,12 @@ def _unit_delta_w_fwd(c, entries, shape):
 
 def _unit_delta_w_bwd(shape, entries, cotangent):
     d1, d2 = shape
-    half = jnp.fft.rfft2(cotangent.astype(jnp.float32)).real
     rows, cols = _half_spectrum_entries(entries, shape)
-    return half[..., rows, cols] * np.float32(1.0 / (d1 * d2)), None
+
+    def one_layer(cotangent_layer):
+        return jnp.fft.rfft2(cotangent_layer.astype(jnp.float32)).real[rows, cols] * np.float32(1.0 / (d1 * d2))
+
+    return _per_layer(one_layer, cotangent, core_ndim=2), None
 
 
 _unit_delta_w.defvjp(_unit_delta_w_fwd, _unit_delta_w_bwd)

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check --progress-bar off)
 # The CPU build of torch first (test/benchmark reference only): with it in place nothing below pulls a CUDA build.
 "${PIP[@]}" "torch==2.13.0"
 "${PIP[@]}" -e ".[hf,experiments,test]"
