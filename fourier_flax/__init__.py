@@ -1,6 +1,7 @@
 """fourier_flax: FourierFT (Gao et al., ICML 2024) for JAX/Flax."""
 
 from fourier_flax.adapter import adapter_module_paths, init_adapter
+from fourier_flax.checkpoint import AdapterMismatchError, load_adapter, save_adapter
 from fourier_flax.config import FourierFTConfig, LoraConfig
 from fourier_flax.entries import (
     bandpass_probability,
@@ -19,6 +20,7 @@ from fourier_flax.partition import (
     trainable_mask,
     trainable_parameter_summary,
 )
+from fourier_flax.peft_interop import export_peft, import_peft
 from fourier_flax.spectral import delta_w, delta_w_reference
 from fourier_flax.training import (
     classification_loss,
@@ -32,6 +34,7 @@ from fourier_flax.training import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdapterMismatchError",
     "FourierFTConfig",
     "LoraConfig",
     "adapter_module_paths",
@@ -39,10 +42,13 @@ __all__ = [
     "classification_loss",
     "delta_w",
     "delta_w_reference",
+    "export_peft",
     "frequency_biased_entries",
+    "import_peft",
     "init_adapter",
     "intercept",
     "linear_warmup_decay",
+    "load_adapter",
     "lora_delta_w",
     "make_eval_step",
     "make_optimizer",
@@ -53,6 +59,7 @@ __all__ = [
     "peft_entries",
     "print_trainable_parameters",
     "regression_loss",
+    "save_adapter",
     "split_params",
     "trainable_mask",
     "trainable_parameter_summary",

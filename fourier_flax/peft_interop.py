@@ -1,0 +1,444 @@
+"""FourierFT adapters to and from Hugging Face PEFT's files: :func:`export_peft` and :func:`import_peft`.
+
+PEFT's ``save_pretrained`` writes two files:
+
+* ``adapter_config.json`` — ``peft_type: "FOURIERFT"`` and the fields of PEFT's ``FourierFTConfig`` (ours carry
+  the same names);
+* ``adapter_model.safetensors`` — float32 tensors keyed ``base_model.model.<module>.<name>``:
+  ``<module>.fourierft_spectrum`` ``(n,)`` per adapted layer; ``modules_to_save`` leaves as PyTorch parameters
+  (``classifier.weight`` ``(out, in)``, ``classifier.bias``); trained biases as ``<module>.bias``, or
+  ``<module>.base_layer.bias`` on an adapted layer.
+
+The spectra need no conversion: our entry set for a Flax ``(in, out)`` kernel is PEFT's entry set on the PyTorch
+``(out, in)`` weight, transposed (:func:`fourier_flax.peft_entries`), and both hold the coefficients in the same
+order. Head kernels are transposed to and from PyTorch's ``(out, in)``, LayerNorm ``scale`` is PyTorch's
+``weight``.
+
+Module paths: for Hugging Face twins (``BertModel`` / ``FlaxBertModel``, ``BertForSequenceClassification`` /
+``FlaxBertForSequenceClassification``) PEFT's module keys and our module paths coincide. Otherwise
+:func:`import_peft` takes a ``module_map`` and :func:`export_peft` a ``module_prefix``.
+
+Example::
+
+  >>> export_peft(params, config, "adapter_for_peft")          # then, in PyTorch:
+  >>> # PeftModel.from_pretrained(BertModel.from_pretrained(...), "adapter_for_peft")
+  >>> config, params = import_peft("peft_adapter_dir", model.params)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import safetensors.numpy
+from flax import traverse_util
+
+from fourier_flax import module_paths, targeting
+from fourier_flax.adapter import SPECTRUM
+from fourier_flax.checkpoint import AdapterMismatchError, adapter_leaves, apply_leaves
+from fourier_flax.config import FourierFTConfig
+
+PEFT_PREFIX = "base_model.model."
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+
+# Fields of PEFT's FourierFTConfig that ours shares (same names, same meaning).
+PEFT_FIELDS = (
+    "n_frequency",
+    "scaling",
+    "random_loc_seed",
+    "fan_in_fan_out",
+    "target_modules",
+    "exclude_modules",
+    "bias",
+    "modules_to_save",
+    "layers_to_transform",
+    "layers_pattern",
+    "n_frequency_pattern",
+    "init_weights",
+)
+# Bookkeeping fields of PeftConfig that do not change the adapter.
+PEFT_BOOKKEEPING = (
+    "peft_type",
+    "peft_version",
+    "auto_mapping",
+    "base_model_name_or_path",
+    "revision",
+    "task_type",
+    "inference_mode",
+)
+# Flax leaf name -> PyTorch parameter name, for modules_to_save modules.
+_TORCH_NAMES = {"kernel": "weight", "scale": "weight", "embedding": "weight", "bias": "bias"}
+# Segments PEFT's bias="all" adds to keys of a modules_to_save wrapper (duplicates of the head's bias).
+_PEFT_WRAPPER_SEGMENTS = {"original_module", "modules_to_save"}
+
+ModuleMap = Mapping[str, str] | Callable[[str], str]
+
+
+# --- targeting that PEFT reproduces ---------------------------------------------------------------------------
+
+
+def _targets_exactly(config: FourierFTConfig, candidates: set[str], n_by_module: Mapping[str, int]) -> bool:
+    """Whether ``config``'s rules select exactly the modules of ``n_by_module`` among ``candidates``, with
+    their ``n``."""
+    selected = {path for path in candidates | set(n_by_module) if config.is_targeted(path)}
+    return selected == set(n_by_module) and all(config.n_frequency_for(p) == n for p, n in n_by_module.items())
+
+
+def explicit_targets(config: FourierFTConfig, n_by_module: Mapping[str, int]) -> FourierFTConfig:
+    """``config`` rewritten to name exactly the modules of ``n_by_module`` (full paths) with their ``n``.
+
+    Used when ``config``'s own patterns would select other modules on the other side of a conversion (other path
+    prefixes, a base with more layers than the adapter): the most common ``n`` becomes ``n_frequency``, the
+    others go to ``n_frequency_pattern`` under their full paths.
+    """
+    n_default = Counter(n_by_module.values()).most_common(1)[0][0]
+    return dataclasses.replace(
+        config,
+        target_modules=tuple(sorted(n_by_module)),
+        exclude_modules=None,
+        layers_to_transform=None,
+        layers_pattern=None,
+        n_frequency=n_default,
+        n_frequency_pattern={path: n for path, n in sorted(n_by_module.items()) if n != n_default},
+    )
+
+
+# --- export ---------------------------------------------------------------------------------------------------
+
+
+def _check_exportable(config: Any) -> None:
+    if not isinstance(config, FourierFTConfig):
+        raise ValueError(f"export_peft writes FourierFT adapters; got a {type(config).__name__}.")
+    if config.entry_sampling != "peft":
+        raise ValueError(
+            f"PEFT draws its entries with torch.randperm (entry_sampling='peft'); an adapter trained with "
+            f"entry_sampling={config.entry_sampling!r} has other entries, which PEFT's FourierFT cannot represent. "
+            "Keep it in fourier_flax's own format (save_adapter), or train with entry_sampling='peft'."
+        )
+
+
+def peft_tensors(
+    leaves: Mapping[tuple[str, ...], Any], config: FourierFTConfig, module_prefix: str = PEFT_PREFIX
+) -> dict[str, np.ndarray]:
+    """PEFT's state dict (float32 NumPy arrays by key) for the trained ``leaves`` of a FourierFT adapter.
+
+    Args:
+      leaves: key path inside the params collection -> array, as :func:`fourier_flax.checkpoint.adapter_leaves`.
+      config: the adapter's config.
+      module_prefix: prepended to every module path.
+
+    Raises:
+      ValueError: a stacked ``(L, n)`` spectrum, or a head leaf with no PyTorch counterpart.
+    """
+    adapted = {key[:-1] for key in leaves if key[-1] == SPECTRUM}
+    tensors = {}
+    for key, leaf in sorted(leaves.items()):
+        module, name = ".".join(key[:-1]), key[-1]
+        value = np.asarray(leaf, np.float32)
+        if name == SPECTRUM:
+            if value.ndim != 1:
+                raise ValueError(
+                    f"module {module}: a stacked spectrum of shape {value.shape} (layers under nn.scan); PEFT keeps "
+                    "one (n,) spectrum per named layer, so this adapter has no PEFT equivalent."
+                )
+            tensors[f"{module_prefix}{module}.{SPECTRUM}"] = value
+        elif _is_saved(key[:-1], config):
+            if name not in _TORCH_NAMES or (name == "kernel" and value.ndim != 2):
+                raise ValueError(
+                    f"modules_to_save leaf {module}.{name} {value.shape} has no PyTorch equivalent this exporter "
+                    f"knows (it maps {sorted(_TORCH_NAMES)}, with 2-D kernels)."
+                )
+            tensors[f"{module_prefix}{module}.{_TORCH_NAMES[name]}"] = value.T if name == "kernel" else value
+        else:  # a trained bias
+            wrapped = ".base_layer" if key[:-1] in adapted else ""
+            tensors[f"{module_prefix}{module}{wrapped}.bias"] = value
+    return {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+
+
+def _is_saved(module: tuple[str, ...], config: FourierFTConfig) -> bool:
+    return any(config.is_saved_module(".".join(module[:k])) for k in range(1, len(module) + 1))
+
+
+def peft_config_dict(config: FourierFTConfig) -> dict[str, Any]:
+    """``adapter_config.json`` as PEFT's ``save_pretrained`` writes it for ``config``."""
+    fields = {name: getattr(config, name) for name in PEFT_FIELDS}
+    as_json = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
+    bookkeeping = {"auto_mapping": None, "base_model_name_or_path": None, "revision": None, "task_type": None}
+    return dict(sorted({**as_json, **bookkeeping, "inference_mode": True, "peft_type": "FOURIERFT"}.items()))
+
+
+def write_peft(
+    out_dir: str | pathlib.Path,
+    leaves: Mapping[tuple[str, ...], Any],
+    config: FourierFTConfig,
+    *,
+    module_prefix: str = PEFT_PREFIX,
+    kernel_modules: tuple[str, ...] = (),
+) -> pathlib.Path:
+    """Writes PEFT's two files for trained ``leaves`` (the work of :func:`export_peft`).
+
+    ``kernel_modules`` are the module paths with a kernel in the model, to check that the config's patterns,
+    read by PEFT on its side, select the adapted modules and no others; if not, the written config names the
+    adapted modules explicitly (:func:`explicit_targets`).
+    """
+    _check_exportable(config)
+    if not module_prefix.startswith(PEFT_PREFIX):
+        raise ValueError(
+            f"module_prefix must start with {PEFT_PREFIX!r} (PEFT's PeftModel keys); got {module_prefix!r}."
+        )
+    tensors = peft_tensors(leaves, config, module_prefix)
+    peft_side = module_prefix[len(PEFT_PREFIX) :]
+    n_by_module = {
+        peft_side + ".".join(key[:-1]): int(np.shape(leaf)[-1]) for key, leaf in leaves.items() if key[-1] == SPECTRUM
+    }
+    if not n_by_module:
+        raise ValueError(f"no {SPECTRUM} leaves to export: add the adapter first (fourier_flax.init_adapter).")
+    candidates = {peft_side + path for path in kernel_modules}
+    written = config if _targets_exactly(config, candidates, n_by_module) else explicit_targets(config, n_by_module)
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    safetensors.numpy.save_file(tensors, out_dir / WEIGHTS_FILE, metadata={"format": "pt"})
+    (out_dir / CONFIG_FILE).write_text(json.dumps(peft_config_dict(written), indent=2, sort_keys=True) + "\n")
+    return out_dir
+
+
+def export_peft(
+    params: module_paths.Tree, config: FourierFTConfig, out_dir: str | pathlib.Path, *, module_prefix: str = PEFT_PREFIX
+) -> pathlib.Path:
+    """Writes the FourierFT adapter of ``params`` as Hugging Face PEFT's ``save_pretrained`` would.
+
+    ``PeftModel.from_pretrained(torch_twin, out_dir)`` then loads it and computes what our model computes under
+    :func:`fourier_flax.intercept`.
+
+    Args:
+      params: adapted params (variables dict or bare) of a Flax model whose PyTorch twin has the same module
+        paths.
+      config: its :class:`FourierFTConfig` (``entry_sampling="peft"``).
+      out_dir: directory for ``adapter_config.json`` and ``adapter_model.safetensors`` (created if needed).
+      module_prefix: prepended to our module paths to make PEFT's keys; e.g. ``"base_model.model.bert."`` to
+        load an adapter of a ``FlaxBertModel`` into PEFT on ``BertForSequenceClassification``.
+
+    Returns:
+      ``out_dir``.
+
+    Raises:
+      ValueError: ``config`` is not a FourierFT config PEFT can represent (``entry_sampling != "peft"``), the
+        adapter has stacked ``(L, n)`` spectra, or a head leaf has no PyTorch counterpart.
+
+    Example::
+
+      >>> export_peft(params, config, "/tmp/peft_adapter")
+      PosixPath('/tmp/peft_adapter')
+    """
+    _check_exportable(config)
+    kernels = tuple(module_paths.kernel_paths(params))
+    return write_peft(
+        out_dir, adapter_leaves(params, config), config, module_prefix=module_prefix, kernel_modules=kernels
+    )
+
+
+# --- import ---------------------------------------------------------------------------------------------------
+
+
+def read_peft(adapter_dir: str | pathlib.Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``(adapter_config.json as a dict, tensors by key)`` of a PEFT adapter directory.
+
+    Raises:
+      FileNotFoundError: a file is missing.
+      ValueError: not a FourierFT adapter, or it uses settings fourier_flax does not support.
+    """
+    adapter_dir = pathlib.Path(adapter_dir)
+    missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (adapter_dir / name).is_file()]
+    if missing:
+        hint = (
+            " (adapter_model.bin is not read: re-save with safe_serialization=True)" if WEIGHTS_FILE in missing else ""
+        )
+        raise FileNotFoundError(f"{adapter_dir} is not a PEFT adapter directory: no {missing}{hint}.")
+    peft_config = json.loads((adapter_dir / CONFIG_FILE).read_text())
+    if peft_config.get("peft_type") != "FOURIERFT":
+        raise ValueError(
+            f"{adapter_dir} holds a PEFT {peft_config.get('peft_type')!r} adapter; import_peft reads FourierFT "
+            "adapters (peft_type 'FOURIERFT') only."
+        )
+    unsupported = {
+        k: v for k, v in peft_config.items() if k not in PEFT_FIELDS + PEFT_BOOKKEEPING and v not in (None, False)
+    }
+    if unsupported:
+        raise ValueError(
+            f"{adapter_dir}/{CONFIG_FILE} sets PEFT options fourier_flax does not implement: {unsupported}. "
+            "Nothing was imported."
+        )
+    return peft_config, safetensors.numpy.load_file(adapter_dir / WEIGHTS_FILE)
+
+
+def config_from_peft(peft_config: Mapping[str, Any]) -> FourierFTConfig:
+    """Our :class:`FourierFTConfig` with the fields of a PEFT ``adapter_config.json`` (entries: PEFT's)."""
+    fields = {name: peft_config[name] for name in PEFT_FIELDS if name in peft_config}
+    if isinstance(fields.get("target_modules"), list):
+        fields["target_modules"] = sorted(fields["target_modules"])
+    return FourierFTConfig(**fields, entry_sampling="peft")
+
+
+def _mapper(module_map: ModuleMap | None) -> Callable[[str], str]:
+    """PEFT module key -> our module path: longest matching prefix (whole dotted components) replaced."""
+    if module_map is None:
+        return lambda path: path
+    if callable(module_map):
+        return module_map
+    prefixes = sorted(((k.rstrip("."), v.rstrip(".")) for k, v in module_map.items()), key=lambda kv: -len(kv[0]))
+
+    def mapped(path: str) -> str:
+        for old, new in prefixes:
+            if path == old:
+                return new
+            if path.startswith(old + ".") or not old:
+                rest = path[len(old) + 1 :] if old else path
+                return f"{new}.{rest}" if new else rest
+        return path
+
+    return mapped
+
+
+def is_trained_key(key: str) -> bool:
+    """False for the copies of a head's bias PEFT also writes under ``bias="all"`` (``classifier.original_module.bias``,
+    ``classifier.modules_to_save.bias``); True for every other tensor key."""
+    return not _PEFT_WRAPPER_SEGMENTS & set(key.split(".")[:-1])
+
+
+def _split_key(key: str) -> tuple[str, str] | None:
+    """``(PEFT module key, kind)`` of a tensor key, kind in spectrum / bias / <torch parameter name>; None for
+    PEFT's duplicate bias copies inside a ``modules_to_save`` wrapper."""
+    if not key.startswith(PEFT_PREFIX):
+        raise ValueError(f"tensor {key!r} does not start with {PEFT_PREFIX!r}; this is not a PeftModel state dict.")
+    if not is_trained_key(key):
+        return None
+    module, _, name = key[len(PEFT_PREFIX) :].rpartition(".")
+    if name == SPECTRUM:
+        return module, SPECTRUM
+    if module.endswith(".base_layer"):
+        return module[: -len(".base_layer")], name
+    return module, name
+
+
+def import_peft(
+    adapter_dir: str | pathlib.Path, base_params: module_paths.Tree, *, module_map: ModuleMap | None = None
+) -> tuple[FourierFTConfig, module_paths.Tree]:
+    """Reads a FourierFT adapter saved by Hugging Face PEFT into the params of the model's Flax twin.
+
+    Args:
+      adapter_dir: a ``save_pretrained`` directory (``adapter_config.json``, ``adapter_model.safetensors``).
+      base_params: the Flax twin's pretrained params (variables dict or bare).
+      module_map: PEFT module key -> our module path; a mapping of dotted prefixes (the longest matching one is
+        replaced, e.g. ``{"bert": ""}`` to load an adapter of ``BertForSequenceClassification`` into
+        ``FlaxBertModel``) or a function. By default the paths are the same.
+
+    Returns:
+      ``(config, params)``: the config (PEFT's fields; when its patterns would select other modules here, the
+      imported modules by full path, see :func:`explicit_targets`) and ``base_params`` with the spectra,
+      ``modules_to_save`` leaves and trained biases. Works with :func:`fourier_flax.intercept` and
+      :func:`fourier_flax.merge_adapter`.
+
+    Raises:
+      ValueError: unknown ``peft_type`` or unsupported options.
+      AdapterMismatchError: modules missing from ``base_params`` (the message lists those that exist), a spectrum
+        whose length differs from ``n_frequency`` for its module, ``fan_in_fan_out`` contradicting a kernel's
+        layout, head shapes that differ. All problems are listed at once.
+
+    Example::
+
+      >>> model, base = fourier_flax.load_minilm(num_labels=2)
+      >>> config, params = import_peft("peft_sst2_adapter", base)
+    """
+    peft_fields, tensors = read_peft(adapter_dir)
+    peft_config = config_from_peft(peft_fields)
+    to_ours = _mapper(module_map)
+    base = dict(module_paths.params_of(base_params))
+    kernels = set(module_paths.kernel_paths(base))
+    flat_base = _dotted_leaves(base)
+    leaves, n_by_module, problems = {}, {}, []
+    for key, value in sorted(tensors.items()):
+        split = _split_key(key)
+        if split is None:
+            continue
+        peft_module, kind = split
+        path = to_ours(peft_module)
+        if kind == SPECTRUM:
+            problems += _spectrum_problems(key, peft_module, path, value, peft_config, kernels, flat_base)
+            n_by_module[path] = int(value.shape[-1])
+            leaves[(*path.split("."), SPECTRUM)] = value
+        else:
+            leaf, problem = _torch_leaf(key, path, kind, value, flat_base)
+            problems += [problem] if problem else []
+            if leaf is not None:
+                leaves[(*path.split("."), leaf[0])] = leaf[1]
+    if not n_by_module:
+        problems.append(f"{adapter_dir}/{WEIGHTS_FILE} holds no {SPECTRUM} tensors")
+    if problems:
+        problems.append("modules with a kernel in the base params:\n" + targeting.describe_paths(kernels))
+        raise AdapterMismatchError(f"the PEFT adapter at {adapter_dir}", problems)
+    config = _our_config(peft_config, to_ours, kernels, n_by_module)
+    return config, apply_leaves(base_params, leaves)
+
+
+def _dotted_leaves(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"<module path>.<leaf>": leaf}`` of a bare params tree."""
+    return {".".join(key): leaf for key, leaf in traverse_util.flatten_dict(params).items()}
+
+
+def _spectrum_problems(key, peft_module, path, value, peft_config, kernels, flat_base) -> list[str]:
+    if path not in kernels:
+        return [f"{key}: module {path!r} is not in the base params (or has no kernel); pass module_map"]
+    n, expected = value.shape[-1], peft_config.n_frequency_for(peft_module)
+    kernel_shape = np.shape(flat_base[f"{path}.kernel"])
+    problems = []
+    if value.ndim != 1:
+        problems.append(f"{key}: shape {value.shape}, expected ({expected},)")
+    if n != expected:
+        problems.append(
+            f"{key}: {n} coefficients, but n_frequency for {peft_module} is {expected} (n_frequency / "
+            "n_frequency_pattern in adapter_config.json)"
+        )
+    if n > int(np.prod(kernel_shape)):
+        problems.append(f"{key}: n={n} exceeds the {kernel_shape} kernel of {path}")
+    bias = flat_base.get(f"{path}.bias")
+    if bias is not None and len(kernel_shape) == 2 and kernel_shape[0] != kernel_shape[1]:
+        stored_out_in = np.shape(bias)[0] == kernel_shape[0]
+        if stored_out_in != peft_config.fan_in_fan_out:
+            layout = "(out, in) like GPT-2's FlaxConv1D" if stored_out_in else "(in, out) like nn.Dense"
+            problems.append(
+                f"{key}: fan_in_fan_out={peft_config.fan_in_fan_out} in adapter_config.json, but the base kernel of "
+                f"{path} {kernel_shape} with bias {np.shape(bias)} is stored {layout}; these entries would land on "
+                "the wrong layout"
+            )
+    return problems
+
+
+def _torch_leaf(key, path, name, value, flat_base) -> tuple[tuple[str, np.ndarray] | None, str | None]:
+    """The Flax leaf ``(name, array)`` for a PyTorch parameter, or a problem."""
+    candidates = ("bias",) if name == "bias" else ("kernel", "scale", "embedding") if name == "weight" else ()
+    present = [leaf for leaf in candidates if f"{path}.{leaf}" in flat_base]
+    if not present:
+        return None, f"{key}: no module {path!r} with a {'/'.join(candidates) or name} leaf in the base params"
+    leaf = present[0]
+    array = value.T if leaf == "kernel" else value
+    expected = np.shape(flat_base[f"{path}.{leaf}"])
+    if array.shape != expected:
+        return None, f"{key}: shape {value.shape} gives {path}.{leaf} {array.shape}, the base has {expected}"
+    return (leaf, array), None
+
+
+def _our_config(peft_config, to_ours, kernels, n_by_module) -> FourierFTConfig:
+    saved = peft_config.modules_to_save
+    mapped_saved = None if saved is None else tuple(to_ours(name) for name in saved)
+    config = FourierFTConfig(
+        **{name: getattr(peft_config, name) for name in PEFT_FIELDS if name != "modules_to_save"},
+        modules_to_save=mapped_saved,
+        entry_sampling="peft",
+    )
+    return config if _targets_exactly(config, kernels, n_by_module) else explicit_targets(config, n_by_module)
