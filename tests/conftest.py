@@ -39,3 +39,21 @@ def minilm2_torch():
     from fourier_flax.hf_models import minilm_path
 
     return transformers.BertModel.from_pretrained(minilm_path(), num_hidden_layers=2).eval()
+
+
+def closed_form_delta_w(c, entries, shape, alpha):
+    """Float64 ``alpha · Re(ifft2(F))`` as a sum of cosines: ``alpha/(d1 d2) Σ_l c_l cos 2π(p u_l/d1 + q v_l/d2)``."""
+    import numpy as np
+
+    d1, d2 = shape
+    p = np.arange(d1, dtype=np.float64)[:, None, None]
+    q = np.arange(d2, dtype=np.float64)[None, :, None]
+    u, v = (np.asarray(axis, np.float64) for axis in entries)
+    phase = 2 * np.pi * (p * u / d1 + q * v / d2)  # (d1, d2, n)
+    return alpha / (d1 * d2) * np.tensordot(np.cos(phase), np.asarray(c, np.float64), axes=([-1], [-1]))
+
+
+@pytest.fixture(scope="session")
+def reference_delta_w():
+    """The independent float64 ΔW (:func:`closed_form_delta_w`) for tests to compare with."""
+    return closed_form_delta_w
