@@ -307,3 +307,78 @@ def test_non_targeted_layers_untouched(two_layer):
     with intercept(config), nn.intercept_methods(capture):  # inner interceptor sees the query layer's output
         model.apply(adapted, X)
     np.testing.assert_array_equal(captured["query"], nn.Dense(6).apply({"params": variables["params"]["query"]}, X))
+
+
+def copy_spectra_into_peft(peft_model, adapted_params):
+    """Writes our coefficients into PEFT's ``fourierft_spectrum['default']``; returns the module paths copied."""
+    import torch
+
+    copied = []
+    for name, module in peft_model.named_modules():
+        if "default" not in getattr(module, "fourierft_spectrum", {}):
+            continue
+        path = name.removeprefix("base_model.model.")
+        node = adapted_params
+        for key in path.split("."):
+            node = node[key]
+        with torch.no_grad():
+            module.fourierft_spectrum["default"].copy_(torch.tensor(np.asarray(node["fourierft_spectrum"])))
+        copied.append(path)
+    return sorted(copied)
+
+
+def relative_error(got, expected):
+    return float(np.abs(np.asarray(got, np.float64) - expected).max() / np.abs(expected).max())
+
+
+@pytest.mark.torch
+def test_minilm_matches_peft(minilm2, minilm2_torch):
+    import copy
+
+    peft = pytest.importorskip("peft")
+    torch = pytest.importorskip("torch")
+    model, params = minilm2
+    fields = {"target_modules": ["query", "value"], "n_frequency": 200, "scaling": 150.0, "random_loc_seed": 777}
+    config = FourierFTConfig(**fields)  # default backward="auto": the spectral hook where it pays
+    adapted = init_adapter(params, config, jax.random.key(3))
+    ids = np.random.default_rng(0).integers(1000, 20000, size=(2, 12))
+    mask = np.ones_like(ids)
+    mask[1, 9:] = 0
+    with intercept(config):
+        ours = jax.jit(lambda p: model(ids, attention_mask=mask, params=p).last_hidden_state)(adapted)
+    peft_model = peft.get_peft_model(copy.deepcopy(minilm2_torch), peft.FourierFTConfig(**fields)).eval()
+    copied = copy_spectra_into_peft(peft_model, adapted)
+    assert copied == [f"encoder.layer.{i}.attention.self.{m}" for i in range(2) for m in ("query", "value")]
+    with torch.no_grad():
+        theirs = peft_model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
+        base = minilm2_torch(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
+    theirs, base = theirs.last_hidden_state.numpy(), base.last_hidden_state.numpy()
+    assert relative_error(base, theirs) > 1e-2  # the adapter changes the output
+    assert relative_error(ours, theirs) <= 1e-4
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("backward", ["dense", "spectral"])
+def test_gpt2_conv1d_matches_peft(backward):
+    peft = pytest.importorskip("peft")
+    torch = pytest.importorskip("torch")
+    from transformers import GPT2Model
+    from transformers.modeling_flax_pytorch_utils import load_flax_weights_in_pytorch_model
+
+    from fourier_flax.hf_models import dummy_inputs, tiny_model
+
+    model, params = tiny_model("gpt2")
+    torch_model = load_flax_weights_in_pytorch_model(GPT2Model(model.config), params).eval()
+    fields = {"target_modules": ["c_attn"], "n_frequency": 50, "scaling": 20.0, "random_loc_seed": 123}
+    config = FourierFTConfig(**fields, fan_in_fan_out=True, backward=backward)
+    adapted = init_adapter(params, config, jax.random.key(0))
+    inputs = dummy_inputs(model)
+    with intercept(config):
+        ours = jax.jit(lambda p: model(**inputs, params=p).last_hidden_state)(adapted)
+    peft_model = peft.get_peft_model(torch_model, peft.FourierFTConfig(**fields, fan_in_fan_out=True)).eval()
+    assert copy_spectra_into_peft(peft_model, adapted) == ["h.0.attn.c_attn", "h.1.attn.c_attn"]
+    with torch.no_grad():
+        theirs = peft_model(**{k: torch.tensor(np.asarray(v)).long() for k, v in inputs.items()})
+    base = model(**inputs, params=params).last_hidden_state
+    assert relative_error(base, theirs.last_hidden_state.numpy()) > 1e-2
+    assert relative_error(ours, theirs.last_hidden_state.numpy()) <= 1e-4
