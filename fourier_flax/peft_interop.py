@@ -280,8 +280,6 @@ def read_peft(adapter_dir: str | pathlib.Path) -> tuple[dict[str, Any], dict[str
 def config_from_peft(peft_config: Mapping[str, Any]) -> FourierFTConfig:
     """Our :class:`FourierFTConfig` with the fields of a PEFT ``adapter_config.json`` (entries: PEFT's)."""
     fields = {name: peft_config[name] for name in PEFT_FIELDS if name in peft_config}
-    if isinstance(fields.get("target_modules"), list):
-        fields["target_modules"] = sorted(fields["target_modules"])
     return FourierFTConfig(**fields, entry_sampling="peft")
 
 
