@@ -24,17 +24,15 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import jax
+import jax.numpy as jnp
 from flax import traverse_util
 
-from fourier_flax import targeting
+from fourier_flax import module_paths, targeting
+from fourier_flax.adapter import adapter_leaf_names
 from fourier_flax.config import FourierFTConfig, LoraConfig
 
 Params = Mapping[str, Any]
 Label = Literal["adapter", "head", "frozen"]
-
-FOURIER_LEAVES = ("fourierft_spectrum",)
-LORA_LEAVES = ("lora_a", "lora_b")
-ADAPTER_LEAVES = FOURIER_LEAVES + LORA_LEAVES
 
 
 def _flat(params: Params) -> dict[tuple[str, ...], Any]:
@@ -42,11 +40,6 @@ def _flat(params: Params) -> dict[tuple[str, ...], Any]:
     if not isinstance(params, Mapping):
         raise TypeError(f"params must be a nested dict of arrays, got {type(params).__name__}.")
     return traverse_util.flatten_dict(params)
-
-
-def _module_path(key: tuple[str, ...]) -> tuple[str, ...]:
-    """The module components of a leaf's key path, without the leading 'params' collection key."""
-    return key[1:-1] if key[:1] == ("params",) else key[:-1]
 
 
 def _is_saved(module: tuple[str, ...], config: FourierFTConfig | LoraConfig) -> bool:
@@ -69,10 +62,13 @@ def param_labels(params: Params, config: FourierFTConfig | LoraConfig) -> dict:
       ValueError: ``params`` holds no adapter leaf of ``config``'s kind, or ``modules_to_save`` matches no
         module.
     """
+    if module_paths.is_variables_dict(params):  # other collections (e.g. batch_stats) never train
+        others = {name: jax.tree.map(lambda _: "frozen", tree) for name, tree in params.items() if name != "params"}
+        return {**others, "params": param_labels(params["params"], config)}
     flat = _flat(params)
-    own = FOURIER_LEAVES if isinstance(config, FourierFTConfig) else LORA_LEAVES
-    modules = {_module_path(key) for key in flat}
-    adapted = {_module_path(key) for key in flat if key[-1] in own}
+    own = adapter_leaf_names(config)
+    modules = {key[:-1] for key in flat}
+    adapted = {key[:-1] for key in flat if key[-1] in own}
     if not adapted:
         raise ValueError(
             f"params hold no {' / '.join(repr(name) for name in own)} leaves: add the adapter first "
@@ -86,7 +82,7 @@ def param_labels(params: Params, config: FourierFTConfig | LoraConfig) -> dict:
         )
 
     def label(key: tuple[str, ...]) -> Label:
-        module = _module_path(key)
+        module = key[:-1]
         if key[-1] in own:
             return "adapter"
         if _is_saved(module, config):
@@ -112,7 +108,8 @@ def split_params(params: Params, mask: Params) -> tuple[dict, dict]:
     """Splits ``params`` into ``(trainable, frozen)`` nested dicts holding the ``True`` / ``False`` leaves.
 
     Both keep ``params``' nesting but only their own leaves, so an optimizer initialised on ``trainable``
-    has no state for frozen leaves. :func:`merge_params` puts them back together.
+    has no state for frozen leaves. The trainable leaves are copies (a train step may donate them), the
+    frozen ones are ``params``' own arrays. :func:`merge_params` puts them back together.
 
     Args:
       params: a nested dict of arrays.
@@ -128,7 +125,8 @@ def split_params(params: Params, mask: Params) -> tuple[dict, dict]:
             f"mask and params have different leaves (e.g. {missing}); build the mask from this params "
             "tree with trainable_mask(params, config)."
         )
-    trainable = {key: leaf for key, leaf in flat.items() if flat_mask[key]}
+    # Copies, so a train step that donates them never deletes arrays the caller's tree (model.params) holds.
+    trainable = {key: jnp.array(leaf, copy=True) for key, leaf in flat.items() if flat_mask[key]}
     frozen = {key: leaf for key, leaf in flat.items() if not flat_mask[key]}
     return traverse_util.unflatten_dict(trainable), traverse_util.unflatten_dict(frozen)
 

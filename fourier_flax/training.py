@@ -32,7 +32,8 @@ from typing import Any
 import jax
 import optax
 
-from fourier_flax.partition import ADAPTER_LEAVES, merge_params
+from fourier_flax.adapter import ADAPTER_LEAVES
+from fourier_flax.partition import merge_params
 
 ApplyFn = Callable[[Mapping[str, Any], Mapping[str, Any], jax.Array | None, bool], jax.Array]
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
