@@ -1,0 +1,105 @@
+"""What trains under each fine-tuning method, and the model call that runs it.
+
+``fourierft`` and ``lora`` add adapter leaves (:func:`fourier_flax.init_adapter`) to the query/value kernels and
+train them with the classifier head; ``bitfit`` trains every bias and the head; ``head`` only the head; ``full``
+every leaf. Optimizer labels are the same for all: the ``classifier`` subtree is "head" (``head_lr``), every
+other trained leaf "adapter" (``lr``).
+
+Example::
+
+  >>> model, params = load_minilm(num_labels=2)
+  >>> params, adapter = prepare_params(params, run, jax.random.key(run.seed))
+  >>> mask = method_mask(params, run, adapter)
+  >>> trainable, frozen = fourier_flax.split_params(params, mask)
+  >>> logits = make_apply_fn(model, adapter)(merge_params(trainable, frozen), batch, None, False)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from fourier_flax.adapter import init_adapter
+from fourier_flax.config import FourierFTConfig, LoraConfig
+from fourier_flax.finetune.presets import RunConfig
+from fourier_flax.interceptor import intercept
+from fourier_flax.partition import trainable_mask
+
+HEAD = "classifier"
+AdapterConfig = FourierFTConfig | LoraConfig
+
+
+def adapter_config(run: RunConfig) -> AdapterConfig | None:
+    """The adapter ``run.method`` adds (with the classifier as ``modules_to_save``), or None."""
+    common = {"target_modules": run.target_modules, "modules_to_save": (HEAD,)}
+    if run.method == "fourierft":
+        return FourierFTConfig(
+            n_frequency=run.n_frequency, scaling=run.scaling, random_loc_seed=run.random_loc_seed, **common
+        )
+    if run.method == "lora":
+        return LoraConfig(r=run.lora_r, lora_alpha=run.lora_alpha, **common)
+    return None
+
+
+def init_head(params: Mapping[str, Any], rng: jax.Array, std: float = 0.02) -> dict:
+    """``params`` with a fresh classifier: kernel ~ N(0, std²) (BERT's ``initializer_range``), bias 0.
+
+    Traceable, so a vmapped sweep draws one head per seed.
+    """
+    head = params[HEAD]
+    kernel = std * jax.random.normal(rng, head["kernel"].shape, head["kernel"].dtype)
+    return {**params, HEAD: {"kernel": kernel, "bias": jnp.zeros_like(head["bias"])}}
+
+
+def prepare_params(
+    params: Mapping[str, Any], run: RunConfig, rng: jax.Array
+) -> tuple[dict[str, Any], AdapterConfig | None]:
+    """Pretrained ``params`` with a fresh head (and the adapter of ``run.method``), plus that adapter's config."""
+    head_rng, adapter_rng = jax.random.split(rng)
+    params = init_head(params, head_rng)
+    config = adapter_config(run)
+    if config is not None:
+        params = init_adapter(params, config, adapter_rng)
+    return params, config
+
+
+def method_mask(params: Mapping[str, Any], run: RunConfig, adapter: AdapterConfig | None) -> Any:
+    """The bool tree of trained leaves under ``run.method``."""
+    if adapter is not None:
+        return trainable_mask(params, adapter)
+
+    def trained(path, _) -> bool:
+        keys = [getattr(k, "key", None) for k in path]
+        return run.method == "full" or keys[0] == HEAD or (run.method == "bitfit" and keys[-1] == "bias")
+
+    return jax.tree_util.tree_map_with_path(trained, params)
+
+
+def optimizer_labels(trainable: Mapping[str, Any]) -> Any:
+    """ "head" for the classifier's leaves, "adapter" for every other trained leaf (see ``make_optimizer``)."""
+    return {k: jax.tree.map(lambda _, k=k: "head" if k == HEAD else "adapter", v) for k, v in trainable.items()}
+
+
+def make_apply_fn(model: Any, adapter: AdapterConfig | None) -> Callable[..., jax.Array]:
+    """``apply_fn(params, batch, rng, train) -> logits`` for a Hugging Face ``Flax*ForSequenceClassification``."""
+
+    def apply_fn(params, batch, rng, train):
+        def call():
+            return model(
+                batch["input_ids"],
+                batch["attention_mask"],
+                batch["token_type_ids"],
+                params=params,
+                dropout_rng=rng,
+                train=train,
+            ).logits
+
+        if adapter is None:
+            return call()
+        with intercept(adapter):
+            return call()
+
+    return apply_fn

@@ -1,0 +1,139 @@
+"""Seed sweeps as one compiled program: a whole training run is a pure function of its seed, vmapped over seeds.
+
+:func:`make_seed_run` builds ``run_seed(seed, lr, head_lr) -> (trainable, losses)``: the seed draws the head and the
+adapter (spectrum or LoRA A) and the data order of every epoch (``jax.random.permutation``), the training steps are
+one ``lax.scan``. :func:`sweep` jits ``jax.vmap(run_seed)`` over a seed axis (and optionally a grid of learning
+rates), so S seeds compile once and run as one batched program; :func:`sequential` runs the same function seed by
+seed, which is the reference the sweep must equal.
+
+The data order here is drawn in JAX, so it differs from :func:`fourier_flax.data.batches` (grain) used by
+:func:`fourier_flax.finetune.train_run`; both are deterministic in the seed.
+
+Example::
+
+  >>> run_seed = make_seed_run(model, base_params, run, train_arrays)
+  >>> trained, losses = sweep(run_seed, [0, 1, 2], [(run.lr, run.head_lr)])  # leaves (3, ...), losses (3, steps)
+  >>> scores = evaluate_seeds(model, base_params, run, trained, dev_arrays)   # one dev metric per seed
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fourier_flax.finetune.loop import evaluate, loss_for
+from fourier_flax.finetune.methods import make_apply_fn, method_mask, optimizer_labels, prepare_params
+from fourier_flax.finetune.presets import RunConfig
+from fourier_flax.partition import merge_params, split_params
+from fourier_flax.training import make_eval_step, make_optimizer
+
+SeedRun = Callable[[jax.Array, jax.Array, jax.Array], tuple[Any, jax.Array]]
+_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
+
+
+def total_steps(run: RunConfig, num_examples: int) -> int:
+    """Optimizer steps of ``run`` on ``num_examples`` training rows (full batches only, ``max_steps`` cap)."""
+    steps = run.epochs * (num_examples // run.batch_size)
+    return steps if run.max_steps is None else min(steps, run.max_steps)
+
+
+def _split_for(base: Mapping[str, Any], run: RunConfig, seed: jax.Array):
+    params, adapter = prepare_params(base, run, jax.random.key(seed))
+    return split_params(params, method_mask(params, run, adapter)), adapter
+
+
+def make_seed_run(model: Any, base: Mapping[str, Any], run: RunConfig, train: Mapping[str, np.ndarray]) -> SeedRun:
+    """``run_seed(seed, lr, head_lr) -> (trainable, losses (steps,))``: one whole training run, traceable.
+
+    Args:
+      model: a Hugging Face ``Flax*ForSequenceClassification``.
+      base: its pretrained params (the head is re-drawn per seed).
+      run: the settings; ``run.lr``/``run.head_lr`` are ignored (the arguments give the rates).
+      train: tokenized training arrays ``(N, L)`` and labels ``(N,)``.
+    """
+    data = {k: jnp.asarray(train[k]) for k in _INPUTS}
+    n, batch_size = len(train["labels"]), run.batch_size
+    per_epoch = n // batch_size
+    steps = total_steps(run, n)
+    (_, frozen), adapter = _split_for(base, run, jnp.uint32(0))
+    apply_fn = make_apply_fn(model, adapter)
+    loss_fn = loss_for(run.task)
+
+    def run_seed(seed, lr, head_lr):
+        (trainable, _), _ = _split_for(base, run, seed)
+        key = jax.random.key(seed)
+        order_key, dropout_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
+        epochs = -(-steps // per_epoch)
+        order = jnp.concatenate(
+            [
+                jax.random.permutation(jax.random.fold_in(order_key, e), n)[: per_epoch * batch_size]
+                for e in range(epochs)
+            ]
+        )[: steps * batch_size].reshape(steps, batch_size)
+        optimizer = make_optimizer(
+            spectrum_lr=lr,
+            head_lr=head_lr,
+            total_steps=steps,
+            weight_decay=run.weight_decay,
+            warmup_ratio=run.warmup_ratio,
+            labels=optimizer_labels,
+        )
+
+        def step(carry, inputs):
+            trainable, opt_state = carry
+            index, rows = inputs
+            batch = {k: v[rows] for k, v in data.items()}
+
+            def objective(trainable):
+                logits = apply_fn(merge_params(trainable, frozen), batch, jax.random.fold_in(dropout_key, index), True)
+                return loss_fn(logits, batch["labels"])
+
+            loss, grads = jax.value_and_grad(objective)(trainable)
+            updates, opt_state = optimizer.update(grads, opt_state, trainable)
+            trainable = optax.apply_updates(trainable, updates)
+            return (trainable, opt_state), loss
+
+        (trainable, _), losses = jax.lax.scan(step, (trainable, optimizer.init(trainable)), (jnp.arange(steps), order))
+        return trainable, losses
+
+    return run_seed
+
+
+def _grid(seeds: Sequence[int], lrs: Sequence[tuple[float, float]]) -> tuple[jax.Array, jax.Array, jax.Array]:
+    pairs = [(s, lr, head) for lr, head in lrs for s in seeds]
+    seed, lr, head = zip(*pairs, strict=True)
+    return jnp.asarray(seed, jnp.uint32), jnp.asarray(lr, jnp.float32), jnp.asarray(head, jnp.float32)
+
+
+def sweep(run_seed: SeedRun, seeds: Sequence[int], lrs: Sequence[tuple[float, float]]) -> tuple[Any, jax.Array]:
+    """All ``(lr, head_lr) × seed`` runs in one jitted, vmapped program.
+
+    Returns:
+      ``(trainable, losses)`` with a leading axis of ``len(lrs) · len(seeds)`` (learning rates outer, seeds inner).
+    """
+    return jax.jit(jax.vmap(run_seed))(*_grid(seeds, lrs))
+
+
+def sequential(run_seed: SeedRun, seeds: Sequence[int], lrs: Sequence[tuple[float, float]]) -> tuple[Any, jax.Array]:
+    """The same runs as :func:`sweep`, one jitted call per run (compiled once), stacked in the same order."""
+    compiled = jax.jit(run_seed)
+    outputs = [compiled(*args) for args in zip(*_grid(seeds, lrs), strict=True)]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *outputs)
+
+
+def evaluate_seeds(
+    model: Any, base: Mapping[str, Any], run: RunConfig, trainable: Any, dev: Mapping[str, np.ndarray]
+) -> list[dict[str, float]]:
+    """Dev metrics (:func:`fourier_flax.finetune.evaluate`) of every run of a stacked ``trainable``."""
+    (_, frozen), adapter = _split_for(base, run, jnp.uint32(0))
+    eval_step = make_eval_step(make_apply_fn(model, adapter), loss_for(run.task))
+    count = jax.tree.leaves(trainable)[0].shape[0]
+    return [
+        evaluate(eval_step, jax.tree.map(lambda x, i=i: x[i], trainable), frozen, dev, run.task, run.batch_size)
+        for i in range(count)
+    ]
