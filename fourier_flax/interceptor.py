@@ -9,6 +9,9 @@ not targeted run untouched. A module's path is its scope path (``encoder.layer.0
 Because the update is built the same way as in :func:`fourier_flax.merge_adapter`, the adapted model and the
 merged model agree up to the rounding of the cast.
 
+Contexts nest: FourierFT on some layers and LoRA on others compose (:func:`fourier_flax.init_adapter` refuses
+two adapters on one layer).
+
 jit. Entering :func:`intercept` also sets a ``jax.make_user_context`` value that is part of ``jax.jit``'s cache
 key, so a function traced inside the context is retraced outside it (and the reverse): a jitted function never
 silently reuses a trace made with the other setting (or another config).
@@ -105,11 +108,12 @@ def _intercept_call(config: AdapterConfig, next_fun, args, kwargs, context):
         return next_fun(*args, **kwargs)
     _check_layer(config, path, module)
     params = module.variables["params"]
-    kernel = params["kernel"]
-    compute_dtype = getattr(module, "dtype", None) or kernel.dtype
     product = _spectral_product(config, module, args[0])
     if product is not None:
-        return _layer_with_product(config, path, module, params, compute_dtype, product, *args)
+        return _layer_with_product(config, path, module, params, product, *args)
+    kernel = params["kernel"]
+    # The layer's compute dtype; with dtype=None the layer promotes itself, so keep the kernel's dtype.
+    compute_dtype = getattr(module, "dtype", None) or kernel.dtype
     update = module_delta_w(config, path, params)
     effective = (kernel.astype(jnp.float32) + update).astype(compute_dtype)
     return _call_with_kernel(module, params, effective, args, kwargs)
@@ -188,24 +192,16 @@ def _owns_matmul(module: nn.Module) -> bool:
     return type(module) is _conv1d_type()
 
 
-def _layer_with_product(config, path, module, params, compute_dtype, product, inputs):
+def _layer_with_product(config, path, module, params, product, inputs):
     """``product(x, W0, c, E, shape, alpha) + bias`` for an ``nn.Dense`` or ``FlaxConv1D`` layer."""
     kernel, spectrum = params["kernel"], params[SPECTRUM]
     shape = kernel_view(path, kernel.shape, 1)
     entries = spectral_entries(config, shape, spectrum.shape[-1])
     if type(module) is not nn.Dense:  # FlaxConv1D: y = x @ kernel.T; ΔW(E, shape).T == ΔW(E[::-1], shape[::-1])
         kernel, entries, shape = kernel.T, entries[::-1], shape[::-1]
-    x = jnp.asarray(inputs, compute_dtype)
-    y = product(
-        x,
-        kernel,
-        spectrum,
-        entries,
-        shape,
-        config.scaling,
-        precision=module.precision,
-        dtype=compute_dtype,
-    )
+    # dtype=None promotes x and the kernel as nn.Dense(dtype=None) does.
+    x = inputs if module.dtype is None else jnp.asarray(inputs, module.dtype)
+    y = product(x, kernel, spectrum, entries, shape, config.scaling, precision=module.precision, dtype=module.dtype)
     if module.use_bias:
-        y = y + jnp.asarray(params["bias"], compute_dtype)
+        y = y + jnp.asarray(params["bias"], y.dtype)
     return y

@@ -99,7 +99,8 @@ def update_modules(tree: Tree, updates: Mapping[str, Callable[[Tree], Mapping]])
             {k: rebuild(v, (*prefix, str(k))) if isinstance(v, Mapping) else v for k, v in node.items()},
         )
 
-    missing = [p for p in updates if p not in kernel_paths(tree)]
+    existing = set(kernel_paths(tree))
+    missing = [p for p in updates if p not in existing]
     if missing:
         raise KeyError(f"no kernel module at {missing} in the params tree.")
     return with_params(tree, rebuild(params_of(tree), ()))
