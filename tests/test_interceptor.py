@@ -382,3 +382,21 @@ def test_gpt2_conv1d_matches_peft(backward):
     base = model(**inputs, params=params).last_hidden_state
     assert relative_error(base, theirs.last_hidden_state.numpy()) > 1e-2
     assert relative_error(ours, theirs.last_hidden_state.numpy()) <= 1e-4
+
+
+def test_fourierft_and_lora_contexts_nest(two_layer):
+    from fourier_flax import LoraConfig
+
+    model, variables = two_layer
+    lora = LoraConfig(target_modules=["key"], r=2)
+    adapted = init_adapter(init_adapter(variables, CONFIG, jax.random.key(1)), lora, jax.random.key(2))
+    flat = traverse_util.flatten_dict(adapted)
+    flat[("params", "key", "lora_b")] = jnp.ones((2, 5), jnp.float32)
+    adapted = traverse_util.unflatten_dict(flat)
+    with intercept(CONFIG), intercept(lora):
+        out = jax.jit(model.apply)(adapted, X)
+    merged = merge_adapter(merge_adapter(adapted, lora), CONFIG)
+    np.testing.assert_allclose(out, model.apply(merged, X), rtol=1e-5, atol=1e-5)
+    with intercept(CONFIG):  # LoRA's leaves are ignored outside its context
+        only_fourier = jax.jit(model.apply)(adapted, X)
+    assert np.abs(out - only_fourier).max() > 1e-2
