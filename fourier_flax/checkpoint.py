@@ -168,15 +168,14 @@ def _manager(path: pathlib.Path) -> ocp.CheckpointManager:
 
 
 def _check_target_directory(path: pathlib.Path) -> None:
-    """Refuses to write into a file or a directory that is not an adapter checkpoint."""
+    """Refuses to write into a file, or into a non-empty directory that holds no checkpoint step or unfinished
+    save (so never into someone else's files)."""
     if path.exists() and not path.is_dir():
         raise ValueError(f"{path} is a file; save_adapter writes a directory. Choose another path.")
-    foreign = (
-        [p.name for p in path.iterdir() if not (p.name.isdigit() or _TMP_MARKER in p.name)] if path.exists() else []
-    )
-    if foreign:
+    names = [p.name for p in path.iterdir()] if path.exists() else []
+    if names and not any(name.isdigit() or _TMP_MARKER in name for name in names):
         raise ValueError(
-            f"{path} exists and holds {sorted(foreign)[:5]}, which are not fourier_flax adapter checkpoint "
+            f"{path} exists and holds {sorted(names)[:5]}, which are not fourier_flax adapter checkpoint "
             "steps; refusing to write into it. Choose a new or empty directory."
         )
 

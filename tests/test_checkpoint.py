@@ -7,18 +7,20 @@ import subprocess
 import sys
 import textwrap
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import traverse_util
 
 import fourier_flax
 from fourier_flax import checkpoint
 from fourier_flax.adapter import init_adapter
 from fourier_flax.checkpoint import AdapterMismatchError, load_adapter, save_adapter
 from fourier_flax.config import FourierFTConfig, LoraConfig
+
+pytestmark = pytest.mark.usefixtures("strict_jax")
 
 D = 6
 
@@ -78,11 +80,8 @@ def adapted(config=FOURIER, tree=None, seed: int = 1):
 
 
 def assert_same_leaves(actual, expected):
-    flat_actual, flat_expected = traverse_util.flatten_dict(actual), traverse_util.flatten_dict(expected)
-    assert flat_actual.keys() == flat_expected.keys()
-    for key, leaf in flat_expected.items():
-        assert np.asarray(flat_actual[key]).dtype == np.asarray(leaf).dtype, key
-        np.testing.assert_array_equal(np.asarray(flat_actual[key]), np.asarray(leaf), err_msg=str(key))
+    """Same tree, and every leaf bit-identical with the same dtype."""
+    chex.assert_trees_all_equal(actual, expected, strict=True)
 
 
 def metadata_file(path: pathlib.Path) -> pathlib.Path:

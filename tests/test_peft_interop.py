@@ -5,7 +5,9 @@ file-level round trip run on a tiny params tree without torch."""
 import copy
 import json
 import pathlib
+import warnings
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -184,6 +186,48 @@ def test_module_map_and_explicit_targets(tmp_path, classifier_twins, minilm2, in
         assert rel_err(flax_forward(model, params, inputs), expected) <= 1e-4
 
 
+@pytest.mark.torch
+def test_gpt2_conv1d_adapter_both_ways(tmp_path):
+    """GPT-2's Conv1D (fan_in_fan_out=True): PyTorch weight (in, out), Flax FlaxConv1D kernel (out, in)."""
+    import peft
+    import torch
+    import transformers
+    from transformers.modeling_flax_pytorch_utils import load_flax_weights_in_pytorch_model
+
+    from fourier_flax.hf_models import dummy_inputs, tiny_model
+
+    model, base = tiny_model("gpt2")
+    with warnings.catch_warnings():  # transformers' converter trips torch's non-writable-NumPy warning
+        warnings.simplefilter("ignore", UserWarning)
+        torch_model = load_flax_weights_in_pytorch_model(transformers.GPT2Model(model.config), base).eval()
+    feed = dummy_inputs(model)
+    torch_inputs = {k: torch.tensor(np.asarray(v), dtype=torch.long) for k, v in feed.items()}
+    torch.manual_seed(0)
+    fields = {"target_modules": ["c_attn", "c_fc"], "n_frequency": 100, "scaling": 300.0, "random_loc_seed": 5}
+    reference = peft.get_peft_model(
+        copy.deepcopy(torch_model), peft.FourierFTConfig(fan_in_fan_out=True, init_weights=False, **fields)
+    ).eval()
+    reference.save_pretrained(tmp_path / "peft")
+    with torch.no_grad():
+        expected = reference(**torch_inputs).last_hidden_state.numpy()
+
+    config, params = import_peft(tmp_path / "peft", base)
+    assert config.fan_in_fan_out
+    forward = jax.jit(lambda params: model(**feed, params=params).last_hidden_state)  # retraced under intercept
+    with intercept(config):
+        assert rel_err(forward(params), expected) <= 1e-4
+    assert rel_err(forward(base), expected) > 1e-2
+
+    export_peft(params, config, tmp_path / "ours")
+    with torch.no_grad():
+        loaded = peft_load(torch_model, tmp_path / "ours")(**torch_inputs).last_hidden_state.numpy()
+    assert rel_err(loaded, expected) <= 1e-4
+
+    edit_config(tmp_path / "peft", fan_in_fan_out=False)
+    with pytest.raises(AdapterMismatchError, match=r"fan_in_fan_out=False .* is stored \(out, in\) like GPT-2's"):
+        import_peft(tmp_path / "peft", base)
+
+
 # --- fourier_flax -> PEFT -------------------------------------------------------------------------------------
 
 
@@ -240,7 +284,7 @@ TINY = FourierFTConfig(
 
 
 @pytest.fixture
-def exported(tmp_path) -> tuple[pathlib.Path, dict]:
+def exported(tmp_path, strict_jax) -> tuple[pathlib.Path, dict]:
     params = init_adapter(tiny_base(), TINY, jax.random.key(0))
     export_peft(params, TINY, tmp_path / "peft")
     return tmp_path / "peft", params
@@ -255,10 +299,7 @@ def test_export_then_import_is_bit_exact(exported):
     adapter_dir, params = exported
     config, imported = import_peft(adapter_dir, tiny_base())
     assert config == TINY
-    flat, flat_imported = traverse_util.flatten_dict(params), traverse_util.flatten_dict(imported)
-    assert flat.keys() == flat_imported.keys()
-    for key in flat:
-        np.testing.assert_array_equal(np.asarray(flat_imported[key]), np.asarray(flat[key]), err_msg=str(key))
+    chex.assert_trees_all_equal(imported, params, strict=True)
 
 
 def test_export_writes_peft_names_and_torch_layouts(exported):
@@ -273,7 +314,7 @@ def test_export_writes_peft_names_and_torch_layouts(exported):
     assert json.loads((adapter_dir / "adapter_config.json").read_text())["peft_type"] == "FOURIERFT"
 
 
-def test_export_names_modules_explicitly_when_patterns_would_not_match(tmp_path):
+def test_export_names_modules_explicitly_when_patterns_would_not_match(tmp_path, strict_jax):
     config = FourierFTConfig(target_modules=r"encoder\.layer\.0\.query", n_frequency=5)
     params = init_adapter(tiny_base(), config, jax.random.key(0))
     export_peft(params, config, tmp_path, module_prefix="base_model.model.bert.")
@@ -281,20 +322,20 @@ def test_export_names_modules_explicitly_when_patterns_would_not_match(tmp_path)
     assert written["target_modules"] == ["bert.encoder.layer.0.query"]
 
 
-def test_export_refuses_non_peft_entries(tmp_path):
+def test_export_refuses_non_peft_entries(tmp_path, strict_jax):
     config = FourierFTConfig(target_modules=["query"], n_frequency=5, entry_sampling="uniform")
     params = init_adapter(tiny_base(), config, jax.random.key(0))
     with pytest.raises(ValueError, match="entry_sampling='uniform' has other entries, which PEFT's FourierFT cannot"):
         export_peft(params, config, tmp_path)
 
 
-def test_export_refuses_lora(tmp_path):
+def test_export_refuses_lora(tmp_path, strict_jax):
     config = LoraConfig(target_modules=["query"], r=2)
     with pytest.raises(ValueError, match="export_peft writes FourierFT adapters; got a LoraConfig"):
         export_peft(init_adapter(tiny_base(), config, jax.random.key(0)), config, tmp_path)
 
 
-def test_export_refuses_stacked_spectra(tmp_path):
+def test_export_refuses_stacked_spectra(tmp_path, strict_jax):
     tree = {"stack": {"query": {"kernel": jnp.zeros((3, 4, 4))}}}
     config = FourierFTConfig(target_modules=["query"], n_frequency=5)
     params = init_adapter(tree, config, jax.random.key(0), stacked_axes={"stack": 1})
@@ -302,7 +343,7 @@ def test_export_refuses_stacked_spectra(tmp_path):
         export_peft(params, config, tmp_path)
 
 
-def test_export_refuses_a_prefix_peft_cannot_load(tmp_path):
+def test_export_refuses_a_prefix_peft_cannot_load(tmp_path, strict_jax):
     params = init_adapter(tiny_base(), TINY, jax.random.key(0))
     with pytest.raises(ValueError, match="module_prefix must start with 'base_model.model.'"):
         export_peft(params, TINY, tmp_path, module_prefix="model.")
