@@ -1,0 +1,454 @@
+"""Benchmark: one training step of FourierFT vs LoRA vs head-only vs the frozen floor, JAX and PEFT/PyTorch.
+
+Command (from the repo root)::
+
+    .venv/bin/python experiments/bench_train_step.py                  # full run, ~RUNTIME on this 2-core CPU
+    .venv/bin/python experiments/bench_train_step.py --models minilm --batches 8x128 --repeats 3   # smoke run
+
+Writes ``experiments/results/bench_train_step.md`` (the full run; pass ``--out`` elsewhere for smoke runs).
+
+Models: the real all-MiniLM-L6-v2 (6 layers, hidden 384) and a random-init RoBERTa-base-shaped model (12
+layers, hidden 768, 12 heads, FFN 3072), both as sequence classifiers with 2 labels, on batches of random
+token ids (``B × 128``, full attention mask, dropout on). Configurations, all AdamW (two learning rates):
+
+* ``fourierft-dense`` / ``fourierft-spectral``: fourier_flax FourierFT on query/value, n = 1000, scaling 150,
+  classifier in ``modules_to_save``, with ``FourierFTConfig.backward`` "dense" (autodiff through W0 + ΔW) and
+  "spectral" (the custom VJP that never forms the weight gradient);
+* ``lora``: fourier_flax LoRA r = 8 on query/value (+ classifier), through the same interceptor;
+* ``head``: only the classifier trains (no adapter, plain model);
+* ``floor``: only the token-type embedding table trains (2 × hidden, or 1 × hidden for RoBERTa): the step must
+  run the frozen backbone forward and back-propagate to its inputs, but computes no weight gradient — the
+  cost every adapter that touches the first layer pays at least;
+* ``peft-fourierft`` / ``peft-lora``: Hugging Face PEFT on PyTorch CPU (``get_peft_model`` with
+  ``FourierFTConfig(n_frequency=1000, scaling=150)`` / ``LoraConfig(r=8, lora_alpha=8)``, query/value,
+  ``modules_to_save=["classifier"]``), ``torch.optim.AdamW`` with the same two groups, ``set_num_threads(2)``.
+
+Timing: one long-lived worker process per framework builds every configuration, compiles (JAX:
+``jit(...).lower(...).compile()``) and runs a warm-up step; the coordinator then asks the workers for one
+step at a time, cycling through all configurations (JAX and torch interleaved) ``--repeats`` times, so load
+from other users of the machine spreads over every configuration. Only one worker computes at a time.
+Reported: the median step time (and min–max).
+
+Memory, two measures:
+
+* JAX ``memory_analysis()`` of the compiled step: argument + output + temp bytes (minus aliased donated
+  buffers: the bytes the executable needs at its peak, model weights included);
+* peak-RSS delta, the same method for both frameworks: a fresh subprocess per configuration builds the model,
+  the adapter and the batch (JAX also compiles), returns freed heap to the OS (``malloc_trim``), resets the
+  kernel's peak-RSS mark (``/proc/self/clear_refs`` ← 5) and records RSS; then it creates the optimizer state
+  and runs one training step. Reported: the peak RSS (``VmHWM``) minus that baseline, i.e. the memory training
+  adds on top of the loaded model (optimizer state, activations, gradients, temporaries).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+SEQ_LEN = 128
+N_FREQUENCY, SCALING, RANK = 1000, 150.0, 8
+SPECTRUM_LR, HEAD_LR = 0.05, 5e-3
+ROBERTA_BASE = dict(
+    vocab_size=50265,
+    hidden_size=768,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    intermediate_size=3072,
+    max_position_embeddings=514,
+    type_vocab_size=1,
+    pad_token_id=1,
+    num_labels=2,
+)
+TORCH_CONFIGS = ("peft-fourierft", "peft-lora")
+
+
+# --------------------------------------------------------------------------------------------- shared
+
+
+def jax_configs() -> tuple[str, ...]:
+    """fourier_flax's configurations; "fourierft-spectral" only where the interceptor has the spectral VJP."""
+    from fourier_flax import interceptor
+
+    spectral = ("fourierft-spectral",) if interceptor.spectral_grad is not None else ()
+    return ("fourierft-dense", *spectral, "lora", "head", "floor")
+
+
+def batch_arrays(vocab_size: int, batch: int, seed: int = 0) -> dict:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return {
+        "input_ids": rng.integers(5, vocab_size, (batch, SEQ_LEN)).astype(np.int32),
+        "attention_mask": np.ones((batch, SEQ_LEN), np.int32),
+        "labels": rng.integers(0, 2, batch).astype(np.int32),
+    }
+
+
+def rss_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} missing from /proc/self/status")
+
+
+def reset_peak_rss() -> int:
+    """Returns freed heap to the OS, resets the peak-RSS mark to the current RSS, and returns it (KiB)."""
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+    return rss_kib("VmRSS")
+
+
+# ------------------------------------------------------------------------------------------------ JAX
+
+
+class JaxBench:
+    """Builds the JAX configurations of one model and batch size."""
+
+    def __init__(self, model_name: str, batch: int):
+        import jax
+        import jax.numpy as jnp
+        import transformers
+
+        from fourier_flax.hf_models import load_minilm
+
+        if model_name == "minilm":
+            self.model, self.params = load_minilm(num_labels=2)
+        else:
+            config = transformers.RobertaConfig(**ROBERTA_BASE)
+            self.model = transformers.FlaxRobertaForSequenceClassification(config, seed=0)
+            self.params = self.model.params
+        self.prefix = "bert" if model_name == "minilm" else "roberta"
+        arrays = batch_arrays(self.model.config.vocab_size, batch)
+        self.batch = {k: jnp.asarray(v) for k, v in arrays.items()}
+        self.rng = jax.random.key(0)
+
+    def setup(self, name: str):
+        """``(step, trainable, opt_state_fn, frozen)`` for configuration ``name`` (opt state built lazily)."""
+        import jax
+        from flax import traverse_util
+
+        import fourier_flax as ff
+        from fourier_flax.config import FourierFTConfig, LoraConfig
+
+        targets = dict(target_modules=["query", "value"], modules_to_save=["classifier"])
+        if name.startswith("fourierft"):
+            backward = name.split("-")[1]
+            config = FourierFTConfig(**targets, n_frequency=N_FREQUENCY, scaling=SCALING, backward=backward)
+        elif name == "lora":
+            config = LoraConfig(**targets, r=RANK, lora_alpha=float(RANK))
+        else:
+            config = None
+        if config is not None:
+            params = ff.init_adapter(self.params, config, jax.random.key(1))
+            mask = ff.trainable_mask(params, config)
+        else:
+            params = self.params
+            wanted = ("classifier",) if name == "head" else (self.prefix, "embeddings", "token_type_embeddings")
+            flat = traverse_util.flatten_dict(params)
+            mask = traverse_util.unflatten_dict({k: k[: len(wanted)] == wanted for k in flat})
+        trainable, frozen = ff.split_params(params, mask)
+        model = self.model
+
+        def apply_fn(params, batch, rng, train):
+            def run():
+                out = model(batch["input_ids"], batch["attention_mask"], params=params, dropout_rng=rng, train=train)
+                return out.logits
+
+            if config is None:
+                return run()
+            with ff.intercept(config):
+                return run()
+
+        optimizer = ff.make_optimizer(spectrum_lr=SPECTRUM_LR, head_lr=HEAD_LR, total_steps=10_000)
+        step = ff.make_train_step(apply_fn, ff.classification_loss, optimizer)
+        opt_state = jax.eval_shape(optimizer.init, trainable)
+        compiled = step.lower(trainable, opt_state, frozen, self.batch, self.rng).compile()
+        count = ff.trainable_parameter_summary(params, mask)[0]
+        return compiled, trainable, (lambda: optimizer.init(trainable)), frozen, count
+
+
+def jax_memory(compiled) -> dict:
+    analysis = compiled.memory_analysis()
+    parts = {
+        "argument": analysis.argument_size_in_bytes,
+        "output": analysis.output_size_in_bytes,
+        "temp": analysis.temp_size_in_bytes,
+        "alias": analysis.alias_size_in_bytes,
+    }
+    parts["peak"] = parts["argument"] + parts["output"] + parts["temp"] - parts["alias"]
+    return parts
+
+
+def run_jax_step(compiled, state, frozen, batch, rng):
+    import jax
+
+    trainable, opt_state = state
+    trainable, opt_state, metrics = compiled(trainable, opt_state, frozen, batch, rng)
+    jax.block_until_ready((trainable, opt_state, metrics))
+    return trainable, opt_state
+
+
+# ---------------------------------------------------------------------------------------------- torch
+
+
+class TorchBench:
+    """Builds the PEFT configurations of one model and batch size."""
+
+    def __init__(self, model_name: str, batch: int):
+        import torch
+
+        torch.set_num_threads(2)
+        self.model_name = model_name
+        vocab = 30522 if model_name == "minilm" else ROBERTA_BASE["vocab_size"]
+        self.batch = {k: torch.as_tensor(v).long() for k, v in batch_arrays(vocab, batch).items()}
+
+    def base_model(self):
+        import torch
+        import transformers
+
+        torch.manual_seed(0)
+        if self.model_name == "minilm":
+            from fourier_flax.hf_models import minilm_path
+
+            return transformers.BertForSequenceClassification.from_pretrained(minilm_path(), num_labels=2)
+        return transformers.RobertaForSequenceClassification(transformers.RobertaConfig(**ROBERTA_BASE))
+
+    def setup(self, name: str):
+        """``(step, count)``; ``step()`` runs one forward/backward/AdamW step."""
+        import peft
+        import torch
+
+        targets = dict(target_modules=["query", "value"], modules_to_save=["classifier"])
+        if name == "peft-fourierft":
+            config = peft.FourierFTConfig(**targets, n_frequency=N_FREQUENCY, scaling=SCALING)
+        else:
+            config = peft.LoraConfig(**targets, r=RANK, lora_alpha=RANK)
+        model = peft.get_peft_model(self.base_model(), config)
+        model.train()
+        trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        head = [p for n, p in trained if "modules_to_save" in n]
+        adapter = [p for n, p in trained if "modules_to_save" not in n]
+        optimizer = torch.optim.AdamW(
+            [{"params": adapter, "lr": SPECTRUM_LR}, {"params": head, "lr": HEAD_LR}], weight_decay=0.0
+        )
+        batch = self.batch
+
+        def step():
+            loss = model(**batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        return step, sum(p.numel() for _, p in trained)
+
+
+# -------------------------------------------------------------------------------------------- workers
+
+
+def timing_worker(framework: str, model_name: str, batch: int) -> None:
+    """Serves ``{"config": name}`` requests on stdin with one timed step each, one JSON line per answer."""
+    protocol = sys.stdout
+    sys.stdout = sys.stderr  # keep library prints off the protocol channel
+    info = {}
+    steps = {}
+    if framework == "jax":
+        bench = JaxBench(model_name, batch)
+        for name in jax_configs():
+            compiled, trainable, init, frozen, count = bench.setup(name)
+            state = run_jax_step(compiled, (trainable, init()), frozen, bench.batch, bench.rng)  # warm-up
+            steps[name] = [compiled, state, frozen]
+            info[name] = {"trainable": count, "memory_analysis": jax_memory(compiled)}
+    else:
+        bench = TorchBench(model_name, batch)
+        for name in TORCH_CONFIGS:
+            step, count = bench.setup(name)
+            step()  # warm-up (also creates AdamW's state)
+            steps[name] = step
+            info[name] = {"trainable": count}
+    print(json.dumps(info), file=protocol, flush=True)
+    for line in sys.stdin:
+        name = json.loads(line)["config"]
+        start = time.perf_counter()
+        if framework == "jax":
+            compiled, state, frozen = steps[name]
+            steps[name][1] = run_jax_step(compiled, state, frozen, bench.batch, bench.rng)
+        else:
+            steps[name]()
+        print(json.dumps({"seconds": time.perf_counter() - start}), file=protocol, flush=True)
+
+
+def memory_worker(framework: str, model_name: str, batch: int, name: str) -> None:
+    """Prints the peak-RSS delta (MiB) of creating the optimizer state and running one step of ``name``."""
+    protocol = sys.stdout
+    sys.stdout = sys.stderr
+    if framework == "jax":
+        bench = JaxBench(model_name, batch)
+        compiled, trainable, init, frozen, _ = bench.setup(name)
+        base = reset_peak_rss()
+        run_jax_step(compiled, (trainable, init()), frozen, bench.batch, bench.rng)
+    else:
+        step, _ = TorchBench(model_name, batch).setup(name)
+        base = reset_peak_rss()
+        step()
+    print(json.dumps({"rss_delta_mib": (rss_kib("VmHWM") - base) / 1024}), file=protocol, flush=True)
+
+
+# ---------------------------------------------------------------------------------------- coordinator
+
+
+def spawn(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def measure(model_name: str, batch: int, repeats: int, with_memory: bool) -> dict:
+    """Timing (interleaved workers), JAX memory_analysis and per-config peak-RSS deltas for one shape."""
+    results = {}
+    workers = {}
+    for framework in ("jax", "torch"):  # built one after the other: each warms up alone
+        workers[framework] = spawn("--timing-worker", framework, model_name, str(batch))
+        results.update(json.loads(workers[framework].stdout.readline()))
+    order = [("jax", name) for name in jax_configs()] + [("torch", name) for name in TORCH_CONFIGS]
+    times = {name: [] for _, name in order}
+    for r in range(repeats):
+        for framework, name in order if r % 2 == 0 else order[::-1]:
+            worker = workers[framework]
+            worker.stdin.write(json.dumps({"config": name}) + "\n")
+            worker.stdin.flush()
+            times[name].append(json.loads(worker.stdout.readline())["seconds"])
+        print(f"  {model_name} {batch}x{SEQ_LEN} round {r + 1}/{repeats}", file=sys.stderr, flush=True)
+    for worker in workers.values():
+        worker.stdin.close()
+        worker.wait()
+    for name, seconds in times.items():
+        results[name]["times"] = seconds
+    if with_memory:
+        for framework, name in order:
+            worker = spawn("--memory-worker", framework, model_name, str(batch), name)
+            out, _ = worker.communicate()
+            results[name].update(json.loads(out.strip().splitlines()[-1]))
+            print(f"  memory {model_name} {batch}x{SEQ_LEN} {name} done", file=sys.stderr, flush=True)
+    return results
+
+
+def mib(num_bytes: float) -> str:
+    return f"{num_bytes / 2**20:,.0f}"
+
+
+def report(all_results: dict, command: str, runtime_s: float, repeats: dict, loads: tuple) -> str:
+    from bench_machine import machine_summary
+
+    lines = [
+        "# Train step: FourierFT vs LoRA vs head-only vs frozen floor, fourier_flax (JAX) and PEFT (PyTorch)",
+        "",
+        f"Command: `{command}` — {runtime_s / 60:.0f} min. Machine: {machine_summary()} (shared with other "
+        f"jobs; 1-min load average {loads[0]:.1f} at start, {loads[1]:.1f} at end).",
+        "",
+        "Step = forward + backward + AdamW update on a sequence classifier (2 labels, dropout on), random "
+        f"token ids, B × {SEQ_LEN}. FourierFT n = {N_FREQUENCY}, scaling {SCALING:g}; LoRA r = {RANK}; both on "
+        "query/value with the classifier trained. Time: median (min–max) over the repeats, configurations "
+        "interleaved. `XLA peak`: compiled `memory_analysis()`, argument + output + temp − aliased bytes "
+        "(weights included). `RSS Δ`: peak RSS of a fresh process running one step (with optimizer-state "
+        "creation) minus its RSS after loading the model — the memory training adds. See the script's "
+        "docstring for the method.",
+        "",
+    ]
+    for key, results in all_results.items():
+        floor = statistics.median(results["floor"]["times"])
+        lines += [
+            f"## {key} ({repeats[key]} repeats)",
+            "",
+            "| configuration | trainable params | step (s) | ÷ floor | XLA peak (MiB) | XLA temp (MiB) | RSS Δ (MiB) |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, res in results.items():
+            median, analysis = statistics.median(res["times"]), res.get("memory_analysis")
+            xla = f"{mib(analysis['peak'])} | {mib(analysis['temp'])}" if analysis else "— | —"
+            rss = f"{res['rss_delta_mib']:,.0f}" if "rss_delta_mib" in res else "—"
+            spread = f"{min(res['times']):.3f}–{max(res['times']):.3f}"
+            lines.append(
+                f"| {name} | {res['trainable']:,} | {median:.3f} ({spread}) | {median / floor:.2f} | {xla} | {rss} |"
+            )
+        lines += ["", *targets(results), ""]
+    return "\n".join(lines)
+
+
+def targets(results: dict) -> list[str]:
+    """The four targets for each FourierFT backward, met or not."""
+
+    def med(name):
+        return statistics.median(results[name]["times"])
+
+    rows = ["| target | " + " | ".join(n for n in results if n.startswith("fourierft")) + " |"]
+    rows.append("|---|" + "---|" * (len(rows[0].split("|")) - 3))
+    variants = [n for n in results if n.startswith("fourierft")]
+    checks = [
+        ("step ≤ 1.0 × our LoRA", lambda v: med(v) / med("lora"), 1.0),
+        ("step ≤ 0.8 × PEFT FourierFT", lambda v: med(v) / med("peft-fourierft"), 0.8),
+        ("step ÷ frozen floor ≤ 1.10", lambda v: med(v) / med("floor"), 1.10),
+        (
+            "XLA peak ≤ our LoRA's",
+            lambda v: results[v]["memory_analysis"]["peak"] / results["lora"]["memory_analysis"]["peak"],
+            1.0,
+        ),
+    ]
+    if all("rss_delta_mib" in results[n] for n in ("lora", *variants)):
+        checks.append(
+            ("RSS Δ ≤ our LoRA's", lambda v: results[v]["rss_delta_mib"] / results["lora"]["rss_delta_mib"], 1.0)
+        )
+    for label, ratio, limit in checks:
+        cells = [f"{ratio(v):.3f} {'met' if ratio(v) <= limit else '**not met**'}" for v in variants]
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="minilm,roberta-base")
+    parser.add_argument("--batches", default="8x128,32x128", help="comma-separated BxL (L must be 128)")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--big-repeats", type=int, default=5, help="repeats for roberta-base at 32x128")
+    parser.add_argument("--no-memory", action="store_true", help="skip the per-configuration RSS processes")
+    parser.add_argument("--out", default=str(HERE / "results" / "bench_train_step.md"))
+    parser.add_argument("--timing-worker", nargs=3, metavar=("FRAMEWORK", "MODEL", "BATCH"))
+    parser.add_argument("--memory-worker", nargs=4, metavar=("FRAMEWORK", "MODEL", "BATCH", "CONFIG"))
+    args = parser.parse_args()
+    if args.timing_worker:
+        framework, model_name, batch = args.timing_worker
+        return timing_worker(framework, model_name, int(batch))
+    if args.memory_worker:
+        framework, model_name, batch, name = args.memory_worker
+        return memory_worker(framework, model_name, int(batch), name)
+
+    start, load_start = time.perf_counter(), os.getloadavg()[0]
+    all_results, repeats = {}, {}
+    for model_name in args.models.split(","):
+        for shape in args.batches.split(","):
+            batch, length = (int(x) for x in shape.split("x"))
+            if length != SEQ_LEN:
+                raise SystemExit(f"sequence length must be {SEQ_LEN}, got {shape}")
+            key = f"{model_name} {batch}x{SEQ_LEN}"
+            repeats[key] = args.big_repeats if (model_name, batch) == ("roberta-base", 32) else args.repeats
+            all_results[key] = measure(model_name, batch, repeats[key], not args.no_memory)
+    command = "python experiments/bench_train_step.py " + " ".join(sys.argv[1:])
+    text = report(all_results, command.strip(), time.perf_counter() - start, repeats, (load_start, os.getloadavg()[0]))
+    Path(args.out).write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
