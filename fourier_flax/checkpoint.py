@@ -62,10 +62,10 @@ Params = Mapping[str, Any]
 class AdapterMismatchError(ValueError):
     """An adapter does not fit the base params; ``mismatches`` lists every problem found."""
 
-    def __init__(self, what: str, mismatches: list[str]):
+    def __init__(self, headline: str, mismatches: list[str]):
         self.mismatches = mismatches
         listed = "\n".join(f"  - {m}" for m in mismatches)
-        super().__init__(f"{what} does not match the base params ({len(mismatches)} problems):\n{listed}")
+        super().__init__(f"{headline} ({len(mismatches)} problems):\n{listed}")
 
 
 # --- config <-> JSON ---------------------------------------------------------------------------------------
@@ -183,7 +183,8 @@ def _check_target_directory(path: pathlib.Path) -> None:
 def save_adapter(path: str | pathlib.Path, params: Params, config: AdapterConfig) -> pathlib.Path:
     """Writes the trained leaves of ``params`` and the metadata that rebuilds them, atomically.
 
-    An existing checkpoint at ``path`` is replaced only once the new one is complete.
+    An existing checkpoint at ``path`` is replaced only once the new one is complete. ``params`` and ``config``
+    are checked against each other first, with the checks :func:`load_adapter` runs, so what is saved loads back.
 
     Args:
       path: the checkpoint directory (created if needed).
@@ -192,6 +193,12 @@ def save_adapter(path: str | pathlib.Path, params: Params, config: AdapterConfig
 
     Returns:
       The directory of the step written (``path/<step>``).
+
+    Raises:
+      ValueError: ``path`` is a file or a directory of other files; ``params`` holds no adapter of ``config``'s
+        kind.
+      AdapterMismatchError: ``params`` and ``config`` disagree (a module with adapter leaves the config does not
+        target or the reverse, ``n`` or ``r`` other than the config's).
 
     Example::
 
@@ -202,6 +209,11 @@ def save_adapter(path: str | pathlib.Path, params: Params, config: AdapterConfig
     _check_target_directory(path)
     leaves = adapter_leaves(params, config)
     metadata = adapter_metadata(params, config)
+    problems = check_against_base(metadata, config, params)
+    if problems:  # the checkpoint would not load back
+        raise AdapterMismatchError(
+            "the adapter leaves of params do not match the config passed to save_adapter", problems
+        )
     tree = traverse_util.unflatten_dict({key: np.asarray(leaf) for key, leaf in leaves.items()})
     manager = _manager(path)
     latest = manager.latest_step()
@@ -284,6 +296,8 @@ def check_against_base(metadata: Mapping[str, Any], config: AdapterConfig, base_
     problems = []
     for path in sorted(recorded.keys() - kernels):
         problems.append(f"module {path}: in the adapter, but the base params have no kernel there")
+    for path in sorted(p for p in recorded if not config.is_targeted(p)):
+        problems.append(f"module {path}: has adapter weights, but the config does not target it")
     own = adapter_leaf_names(config)
     for path in sorted(p for p in kernels - recorded.keys() if config.is_targeted(p)):
         problems.append(f"module {path}: targeted by the config, but the adapter has no weights for it")
@@ -309,7 +323,11 @@ def _module_problems(path: str, record: Mapping[str, Any], config: AdapterConfig
         trained = tuple(record["kernel_shape"])
         return [f"module {path}: the adapter was trained on a kernel of shape {trained}, the base kernel is {shape}"]
     if isinstance(config, LoraConfig):
-        return []
+        return (
+            []
+            if record["r"] == config.r
+            else [f"module {path}: stores rank {record['r']}, the config has r={config.r}"]
+        )
     problems = []
     n, wanted_n = record["n"], config.n_frequency_for(path)
     if n != wanted_n:
@@ -359,7 +377,7 @@ def load_adapter(path: str | pathlib.Path, base_params: Params) -> tuple[Adapter
         written = metadata["library_version"]
         if written != fourier_flax.__version__ and any("sha256" in p for p in problems):
             problems.append(f"the adapter was written by fourier_flax {written}, this is {fourier_flax.__version__}")
-        raise AdapterMismatchError(f"the adapter at {path}", problems)
+        raise AdapterMismatchError(f"the adapter at {path} does not match the base params", problems)
     leaves = read_leaves(path, metadata)
     return config, apply_leaves(base_params, leaves)
 

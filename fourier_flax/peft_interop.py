@@ -379,7 +379,7 @@ def import_peft(
         problems.append(f"{adapter_dir}/{WEIGHTS_FILE} holds no {SPECTRUM} tensors")
     if problems:
         problems.append("modules with a kernel in the base params:\n" + targeting.describe_paths(kernels))
-        raise AdapterMismatchError(f"the PEFT adapter at {adapter_dir}", problems)
+        raise AdapterMismatchError(f"the PEFT adapter at {adapter_dir} does not match the base params", problems)
     config = _our_config(peft_config, to_ours, kernels, n_by_module)
     return config, apply_leaves(base_params, leaves)
 

@@ -399,3 +399,24 @@ def test_refuses_to_write_into_a_foreign_directory(tmp_path):
 def test_refuses_params_without_adapter(tmp_path):
     with pytest.raises(ValueError, match="hold no 'fourierft_spectrum' leaves"):
         save_adapter(tmp_path / "a", base(), FOURIER)
+
+
+def test_save_refuses_a_config_that_does_not_fit_params(tmp_path):
+    other = FourierFTConfig(target_modules=["query", "value", "intermediate"], n_frequency=7)  # no n=11 override
+    with pytest.raises(AdapterMismatchError, match="do not match the config passed to save_adapter") as error:
+        save_adapter(tmp_path / "a", adapted(), FourierFTConfig(target_modules=["query", "value"], n_frequency=7))
+    assert error.value.mismatches[:2] == [
+        f"module block_{i}.intermediate: has adapter weights, but the config does not target it" for i in range(2)
+    ]
+    with pytest.raises(AdapterMismatchError, match="stores n=11 coefficients, the config gives n=7"):
+        save_adapter(tmp_path / "a", adapted(), other)
+    assert not (tmp_path / "a").exists()
+
+
+def test_lora_rank_mismatch(tmp_path):
+    config = LoraConfig(target_modules=["query"], r=2)
+    save_adapter(tmp_path / "a", adapted(config), config)
+    edit_metadata(tmp_path / "a", lambda m: m["config"].update(r=4))
+    assert mismatches(tmp_path / "a", base()) == [
+        f"module block_{i}.query: stores rank 2, the config has r=4" for i in range(2)
+    ]
