@@ -266,9 +266,8 @@ def read_peft(adapter_dir: str | pathlib.Path) -> tuple[dict[str, Any], dict[str
             f"{adapter_dir} holds a PEFT {peft_config.get('peft_type')!r} adapter; import_peft reads FourierFT "
             "adapters (peft_type 'FOURIERFT') only."
         )
-    unsupported = {
-        k: v for k, v in peft_config.items() if k not in PEFT_FIELDS + PEFT_BOOKKEEPING and v not in (None, False)
-    }
+    # Options newer PEFT versions add are harmless while unset (None, False, 0, {}, []).
+    unsupported = {k: v for k, v in peft_config.items() if k not in PEFT_FIELDS + PEFT_BOOKKEEPING and v}
     if unsupported:
         raise ValueError(
             f"{adapter_dir}/{CONFIG_FILE} sets PEFT options fourier_flax does not implement: {unsupported}. "
