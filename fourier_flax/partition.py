@@ -10,11 +10,13 @@ The training step differentiates, and the optimizer keeps state, only for the *t
 
 Example::
 
+  >>> model, params = fourier_flax.hf_models.load_minilm(num_labels=2)  # 6-layer BERT, hidden 384
   >>> config = FourierFTConfig(target_modules=["query", "value"], modules_to_save=["classifier"])
+  >>> params = fourier_flax.init_adapter(params, config, jax.random.key(0))
   >>> mask = trainable_mask(params, config)           # same tree as params, bool leaves
   >>> trainable, frozen = split_params(params, mask)  # two nested dicts holding disjoint leaves
   >>> print_trainable_parameters(params, mask)
-  trainable params: 13,538 || all params: 22,727,714 || trainable%: 0.0596
+  trainable params: 12,770 || all params: 22,725,986 || trainable%: 0.0562
 """
 
 from __future__ import annotations
@@ -40,6 +42,18 @@ def _flat(params: Params) -> dict[tuple[str, ...], Any]:
     if not isinstance(params, Mapping):
         raise TypeError(f"params must be a nested dict of arrays, got {type(params).__name__}.")
     return traverse_util.flatten_dict(params)
+
+
+def _flat_pair(params: Params, mask: Params) -> tuple[dict, dict]:
+    """Flat ``params`` and ``mask``, checked to hold the same leaves."""
+    flat, flat_mask = _flat(params), _flat(mask)
+    if flat.keys() != flat_mask.keys():
+        differing = sorted(".".join(k) for k in flat.keys() ^ flat_mask.keys())[:5]
+        raise ValueError(
+            f"mask and params have different leaves (e.g. {differing}); build the mask from this params "
+            "tree with trainable_mask(params, config)."
+        )
+    return flat, flat_mask
 
 
 def _is_saved(module: tuple[str, ...], config: FourierFTConfig | LoraConfig) -> bool:
@@ -118,13 +132,7 @@ def split_params(params: Params, mask: Params) -> tuple[dict, dict]:
     Raises:
       ValueError: ``mask`` does not have ``params``' keys.
     """
-    flat, flat_mask = _flat(params), _flat(mask)
-    if flat.keys() != flat_mask.keys():
-        missing = sorted(".".join(k) for k in flat.keys() ^ flat_mask.keys())[:5]
-        raise ValueError(
-            f"mask and params have different leaves (e.g. {missing}); build the mask from this params "
-            "tree with trainable_mask(params, config)."
-        )
+    flat, flat_mask = _flat_pair(params, mask)
     # Copies, so a train step that donates them never deletes arrays the caller's tree (model.params) holds.
     trainable = {key: jnp.array(leaf, copy=True) for key, leaf in flat.items() if flat_mask[key]}
     frozen = {key: leaf for key, leaf in flat.items() if not flat_mask[key]}
@@ -148,14 +156,13 @@ def merge_params(trainable: Params, frozen: Params) -> dict:
 
 
 def trainable_parameter_summary(params: Params, mask: Params) -> tuple[int, int, float]:
-    """``(trainable, total, percent)`` scalar counts, adapter leaves included in the total (as PEFT counts).
+    """``(trainable, total, percent)`` parameter counts, adapter leaves included in the total (as PEFT counts).
 
-    PEFT's ``print_trainable_parameters`` also counts the frozen original of each ``modules_to_save`` module
-    beside its trained copy; here each leaf is counted once.
+    Only the ``'params'`` collection of a variables dict counts. PEFT's ``print_trainable_parameters`` also
+    counts the frozen original of each ``modules_to_save`` module beside its trained copy; here each leaf is
+    counted once. Leaves may be ``jax.ShapeDtypeStruct`` (count a model from ``jax.eval_shape``).
     """
-    flat, flat_mask = _flat(params), _flat(mask)
-    if flat.keys() != flat_mask.keys():
-        raise ValueError("mask and params have different leaves; build the mask from this params tree.")
+    flat, flat_mask = _flat_pair(module_paths.params_of(params), module_paths.params_of(mask))
     sizes = {key: math.prod(leaf.shape) for key, leaf in flat.items()}
     total = sum(sizes.values())
     trainable = sum(size for key, size in sizes.items() if flat_mask[key])

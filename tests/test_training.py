@@ -198,6 +198,16 @@ def test_summary_against_hand_count(capsys):
     assert capsys.readouterr().out == expected + "\n"
 
 
+def test_summary_counts_params_collection_and_shapes_only():
+    params = bert_like()
+    mask = trainable_mask(params, fourier_config())
+    expected = trainable_parameter_summary(params, mask)
+    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+    assert trainable_parameter_summary(shapes, mask) == expected
+    variables = {"params": params, "batch_stats": {"classifier": {"mean": jnp.zeros(100)}}}
+    assert trainable_parameter_summary(variables, trainable_mask(variables, fourier_config())) == expected
+
+
 def state_sizes(state) -> int:
     """Elements in the optimizer state's non-scalar arrays (moments), step counters excluded."""
     return sum(x.size for x in jax.tree.leaves(state) if np.ndim(x) > 0)
@@ -378,11 +388,8 @@ class TestSteps:
 
 @pytest.fixture(scope="module")
 def minilm_classifier():
-    """The real all-MiniLM-L6-v2, first 2 layers, with a fresh 2-way head (loaded offline)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        patch.setenv("TRANSFORMERS_OFFLINE", "1")
-        yield load_minilm(num_labels=2, num_hidden_layers=2)
+    """The real all-MiniLM-L6-v2, first 2 layers, with a fresh 2-way head (offline: see conftest.py)."""
+    return load_minilm(num_labels=2, num_hidden_layers=2)
 
 
 @pytest.mark.parametrize(
