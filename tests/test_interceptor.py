@@ -400,3 +400,10 @@ def test_fourierft_and_lora_contexts_nest(two_layer):
     with intercept(CONFIG):  # LoRA's leaves are ignored outside its context
         only_fourier = jax.jit(model.apply)(adapted, X)
     assert np.abs(out - only_fourier).max() > 1e-2
+
+
+def test_init_inside_the_context_builds_the_base_tree(two_layer):
+    model, variables = two_layer
+    with intercept(CONFIG):
+        fresh = model.init(jax.random.key(0), X)
+    chex.assert_trees_all_equal(fresh, variables)
