@@ -15,24 +15,25 @@ ALPHA = 150.0
 RTOL_OF_MAX = 2e-6
 
 
-def closed_form(c: np.ndarray, entries: np.ndarray, shape, alpha: float) -> np.ndarray:
-    """ΔW[p, q] = alpha / (d1 d2) Σ_l c_l cos 2π(p u_l / d1 + q v_l / d2), float64."""
+def cosine_basis(entries: np.ndarray, shape) -> np.ndarray:
+    """B[p, q, l] = cos 2π(p u_l / d1 + q v_l / d2), float64 (d1, d2, n)."""
     d1, d2 = shape
     p = np.arange(d1, dtype=np.float64)[:, None, None]
     q = np.arange(d2, dtype=np.float64)[None, :, None]
     u, v = (np.asarray(axis, np.float64) for axis in entries)
-    phase = 2 * np.pi * (p * u / d1 + q * v / d2)
-    return alpha / (d1 * d2) * np.tensordot(np.cos(phase), np.asarray(c, np.float64), axes=([2], [-1]))
+    return np.cos(2 * np.pi * (p * u / d1 + q * v / d2))
+
+
+def closed_form(c: np.ndarray, entries: np.ndarray, shape, alpha: float) -> np.ndarray:
+    """ΔW[p, q] = alpha / (d1 d2) Σ_l c_l cos 2π(p u_l / d1 + q v_l / d2), float64."""
+    basis = cosine_basis(entries, shape)
+    return alpha / (shape[0] * shape[1]) * np.tensordot(basis, np.asarray(c, np.float64), axes=([2], [-1]))
 
 
 def closed_form_grad(cotangent: np.ndarray, entries: np.ndarray, shape, alpha: float) -> np.ndarray:
     """d/dc of Σ G ΔW: alpha / (d1 d2) Σ_pq G[p, q] cos 2π(p u_l / d1 + q v_l / d2), float64."""
-    d1, d2 = shape
-    p = np.arange(d1, dtype=np.float64)[:, None, None]
-    q = np.arange(d2, dtype=np.float64)[None, :, None]
-    u, v = (np.asarray(axis, np.float64) for axis in entries)
-    phase = 2 * np.pi * (p * u / d1 + q * v / d2)
-    return alpha / (d1 * d2) * np.einsum("pq,pql->l", np.asarray(cotangent, np.float64), np.cos(phase))
+    basis = cosine_basis(entries, shape)
+    return alpha / (shape[0] * shape[1]) * np.einsum("pq,pql->l", np.asarray(cotangent, np.float64), basis)
 
 
 def edge_entries(shape, n_random: int, seed: int) -> np.ndarray:
