@@ -26,10 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from fourier_flax.data import get_task
 from fourier_flax.finetune.loop import evaluate, loss_for
 from fourier_flax.finetune.methods import make_apply_fn, method_mask, optimizer_labels, prepare_params
 from fourier_flax.finetune.presets import RunConfig
-from fourier_flax.partition import merge_params, split_params
+from fourier_flax.partition import merge_params, split_params, trainable_parameter_summary
 from fourier_flax.training import make_eval_step, make_optimizer
 
 SeedRun = Callable[[jax.Array, jax.Array, jax.Array], tuple[Any, jax.Array]]
@@ -104,7 +105,8 @@ def make_seed_run(model: Any, base: Mapping[str, Any], run: RunConfig, train: Ma
     return run_seed
 
 
-def _grid(seeds: Sequence[int], lrs: Sequence[tuple[float, float]]) -> tuple[jax.Array, jax.Array, jax.Array]:
+def seed_grid(seeds: Sequence[int], lrs: Sequence[tuple[float, float]]) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(seed, lr, head_lr)`` arrays of every run: learning-rate pairs outer, seeds inner."""
     pairs = [(s, lr, head) for lr, head in lrs for s in seeds]
     seed, lr, head = zip(*pairs, strict=True)
     return jnp.asarray(seed, jnp.uint32), jnp.asarray(lr, jnp.float32), jnp.asarray(head, jnp.float32)
@@ -116,13 +118,13 @@ def sweep(run_seed: SeedRun, seeds: Sequence[int], lrs: Sequence[tuple[float, fl
     Returns:
       ``(trainable, losses)`` with a leading axis of ``len(lrs) · len(seeds)`` (learning rates outer, seeds inner).
     """
-    return jax.jit(jax.vmap(run_seed))(*_grid(seeds, lrs))
+    return jax.jit(jax.vmap(run_seed))(*seed_grid(seeds, lrs))
 
 
 def sequential(run_seed: SeedRun, seeds: Sequence[int], lrs: Sequence[tuple[float, float]]) -> tuple[Any, jax.Array]:
     """The same runs as :func:`sweep`, one jitted call per run (compiled once), stacked in the same order."""
     compiled = jax.jit(run_seed)
-    outputs = [compiled(*args) for args in zip(*_grid(seeds, lrs), strict=True)]
+    outputs = [compiled(*args) for args in zip(*seed_grid(seeds, lrs), strict=True)]
     return jax.tree.map(lambda *xs: jnp.stack(xs), *outputs)
 
 
@@ -137,3 +139,31 @@ def evaluate_seeds(
         evaluate(eval_step, jax.tree.map(lambda x, i=i: x[i], trainable), frozen, dev, run.task, run.batch_size)
         for i in range(count)
     ]
+
+
+def trainable_count(base: Mapping[str, Any], run: RunConfig) -> int:
+    """Trained parameters of ``run.method`` on ``base`` (adapter + head, biases, or everything)."""
+    params, adapter = prepare_params(base, run, jax.random.key(0))
+    mask = method_mask(params, run, adapter)
+    return trainable_parameter_summary(params, mask)[0]
+
+
+def seed_scores(
+    model: Any,
+    base: Mapping[str, Any],
+    run: RunConfig,
+    data: tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]],
+    seeds: Sequence[int],
+    *,
+    vmap: bool = False,
+) -> tuple[list[float], Any]:
+    """The headline dev metric of ``run`` for every seed, and the stacked trained leaves.
+
+    ``vmap`` runs the seeds as one vmapped program (:func:`sweep`), else one compiled program in a loop
+    (:func:`sequential`); both give the same numbers.
+    """
+    train, dev = data
+    run_seed = make_seed_run(model, base, run, train)
+    trained, _ = (sweep if vmap else sequential)(run_seed, seeds, [(run.lr, run.head_lr)])
+    metric = get_task(run.task).metric
+    return [s[metric] for s in evaluate_seeds(model, base, run, trained, dev)], trained
