@@ -2,10 +2,12 @@
 
 Command (from the repo root)::
 
-    .venv/bin/python experiments/bench_train_step.py                  # full run, ~RUNTIME on this 2-core CPU
-    .venv/bin/python experiments/bench_train_step.py --models minilm --batches 8x128 --repeats 3   # smoke run
+    .venv/bin/python experiments/bench_train_step.py            # full run, ~RUNTIME on this 2-core CPU
+    .venv/bin/python experiments/bench_train_step.py --models minilm --batches 8x128 --repeats 3 \
+        --out /tmp/smoke.md                                      # smoke run, ~10 min
 
-Writes ``experiments/results/bench_train_step.md`` (the full run; pass ``--out`` elsewhere for smoke runs).
+Writes ``experiments/results/bench_train_step.md`` and the raw numbers to ``bench_train_step.json`` beside it
+(after each shape, so ``--resume`` continues an interrupted run).
 
 Models: the real all-MiniLM-L6-v2 (6 layers, hidden 384) and a random-init RoBERTa-base-shaped model (12
 layers, hidden 768, 12 heads, FFN 3072), both as sequence classifiers with 2 labels, on batches of random
@@ -25,7 +27,8 @@ token ids (``B × 128``, full attention mask, dropout on). Configurations, all A
 
 Timing: one long-lived worker process per framework builds every configuration, compiles (JAX:
 ``jit(...).lower(...).compile()``) and runs a warm-up step; the coordinator then asks the workers for one
-step at a time, cycling through all configurations (JAX and torch interleaved) ``--repeats`` times, so load
+step at a time, cycling through all configurations (JAX and torch interleaved; the order reverses every round)
+``--repeats`` times (default 10; 5 for RoBERTa-base 8×128 and 3 for 32×128, whose steps take minutes), so load
 from other users of the machine spreads over every configuration. Only one worker computes at a time.
 Reported: the median step time (and min–max).
 
@@ -349,14 +352,17 @@ def mib(num_bytes: float) -> str:
     return f"{num_bytes / 2**20:,.0f}"
 
 
-def report(all_results: dict, command: str, runtime_s: float, repeats: dict, loads: tuple) -> str:
+def report(shapes: dict, command: str) -> str:
+    """The markdown results page from the raw per-shape results."""
     from bench_machine import machine_summary
 
+    minutes = sum(shape["minutes"] for shape in shapes.values())
     lines = [
         "# Train step: FourierFT vs LoRA vs head-only vs frozen floor, fourier_flax (JAX) and PEFT (PyTorch)",
         "",
-        f"Command: `{command}` — {runtime_s / 60:.0f} min. Machine: {machine_summary()} (shared with other "
-        f"jobs; 1-min load average {loads[0]:.1f} at start, {loads[1]:.1f} at end).",
+        f"Command: `{command}` — {minutes:.0f} min in all. Machine: {machine_summary()}; shared with other "
+        "jobs (the 1-minute load average at the start and end of each shape is given: above 2 means other "
+        "processes competed for the 2 cores, which slows every configuration and PyTorch's thread pool most).",
         "",
         "Step = forward + backward + AdamW update on a sequence classifier (2 labels, dropout on), random "
         f"token ids, B × {SEQ_LEN}. FourierFT n = {N_FREQUENCY}, scaling {SCALING:g}; LoRA r = {RANK}; both on "
@@ -364,13 +370,15 @@ def report(all_results: dict, command: str, runtime_s: float, repeats: dict, loa
         "interleaved. `XLA peak`: compiled `memory_analysis()`, argument + output + temp − aliased bytes "
         "(weights included). `RSS Δ`: peak RSS of a fresh process running one step (with optimizer-state "
         "creation) minus its RSS after loading the model — the memory training adds. See the script's "
-        "docstring for the method.",
+        "docstring for the method. Raw numbers: `bench_train_step.json`.",
         "",
     ]
-    for key, results in all_results.items():
+    for key, shape in shapes.items():
+        results = shape["results"]
         floor = statistics.median(results["floor"]["times"])
         lines += [
-            f"## {key} ({repeats[key]} repeats)",
+            f"## {key}: {shape['repeats']} repeats, {shape['minutes']:.0f} min, load {shape['load'][0]:.1f} → "
+            f"{shape['load'][1]:.1f}",
             "",
             "| configuration | trainable params | step (s) | ÷ floor | XLA peak (MiB) | XLA temp (MiB) | RSS Δ (MiB) |",
             "|---|---:|---:|---:|---:|---:|---:|",
@@ -416,14 +424,25 @@ def targets(results: dict) -> list[str]:
     return rows
 
 
+def repeats_for(spec: str, model_name: str, shape: str) -> int:
+    """``spec`` is a default count then overrides, e.g. ``10,roberta-base=5,roberta-base/32x128=3``."""
+    default, *overrides = spec.split(",")
+    table = dict(item.split("=") for item in overrides)
+    return int(table.get(f"{model_name}/{shape}", table.get(model_name, default)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="minilm,roberta-base")
     parser.add_argument("--batches", default="8x128,32x128", help="comma-separated BxL (L must be 128)")
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--big-repeats", type=int, default=5, help="repeats for roberta-base at 32x128")
+    parser.add_argument(
+        "--repeats",
+        default="10,roberta-base=5,roberta-base/32x128=3",
+        help="timed steps per configuration: a default, then MODEL=N or MODEL/BxL=N overrides",
+    )
     parser.add_argument("--no-memory", action="store_true", help="skip the per-configuration RSS processes")
     parser.add_argument("--out", default=str(HERE / "results" / "bench_train_step.md"))
+    parser.add_argument("--resume", action="store_true", help="keep shapes already in the raw .json next to --out")
     parser.add_argument("--timing-worker", nargs=3, metavar=("FRAMEWORK", "MODEL", "BATCH"))
     parser.add_argument("--memory-worker", nargs=4, metavar=("FRAMEWORK", "MODEL", "BATCH", "CONFIG"))
     args = parser.parse_args()
@@ -434,18 +453,28 @@ def main() -> None:
         framework, model_name, batch, name = args.memory_worker
         return memory_worker(framework, model_name, int(batch), name)
 
-    start, load_start = time.perf_counter(), os.getloadavg()[0]
-    all_results, repeats = {}, {}
+    raw_path = Path(args.out).with_suffix(".json")
+    shapes = json.loads(raw_path.read_text()) if args.resume and raw_path.exists() else {}
     for model_name in args.models.split(","):
         for shape in args.batches.split(","):
             batch, length = (int(x) for x in shape.split("x"))
             if length != SEQ_LEN:
                 raise SystemExit(f"sequence length must be {SEQ_LEN}, got {shape}")
-            key = f"{model_name} {batch}x{SEQ_LEN}"
-            repeats[key] = args.big_repeats if (model_name, batch) == ("roberta-base", 32) else args.repeats
-            all_results[key] = measure(model_name, batch, repeats[key], not args.no_memory)
-    command = "python experiments/bench_train_step.py " + " ".join(sys.argv[1:])
-    text = report(all_results, command.strip(), time.perf_counter() - start, repeats, (load_start, os.getloadavg()[0]))
+            key = f"{model_name} {shape}"
+            if key in shapes:
+                continue
+            repeats = repeats_for(args.repeats, model_name, shape)
+            start, load = time.perf_counter(), os.getloadavg()[0]
+            results = measure(model_name, batch, repeats, not args.no_memory)
+            shapes[key] = {
+                "repeats": repeats,
+                "minutes": (time.perf_counter() - start) / 60,
+                "load": [load, os.getloadavg()[0]],
+                "results": results,
+            }
+            raw_path.write_text(json.dumps(shapes, indent=1) + "\n")
+    command = " ".join(["python experiments/bench_train_step.py", *sys.argv[1:]])
+    text = report(shapes, command)
     Path(args.out).write_text(text + "\n")
     print(text)
 
