@@ -3,12 +3,17 @@
 The step works on the two halves of :func:`fourier_flax.split_params`: it differentiates only the *trainable*
 tree and the optimizer holds state only for it, while the frozen tree passes through untouched.
 
-The paper's protocol (Gao et al., 2024, GLUE with RoBERTa; official ``NLU_GLUE.py``): AdamW (betas
-0.9/0.999, eps 1e-8, weight decay 0) with two learning rates — the spectral coefficients at 0.05–0.12 for
-RoBERTa-base (CoLA 0.12, SST-2 0.05, MRPC 0.05, QNLI 0.1, RTE 0.09, STS-B 0.09) and 0.043–0.08 for
--large, the classifier head at 1e-3–1.1e-2 (SST-2/MRPC 6e-3, CoLA 8e-3, RTE 1.1e-2, QNLI 1e-3, STS-B 9e-3)
-— with a linear schedule: warm-up over the first 6% of steps, then linear decay to zero (Hugging Face's
-``get_linear_schedule_with_warmup``). Batch 32, n = 1000, scaling 29–151 (base).
+The paper's protocol (Gao et al., 2024, GLUE with RoBERTa; the official ``experiments/GLUE/NLU_GLUE.py`` and
+``*-best.sh`` of github.com/Chaos96/fourierft): AdamW (betas 0.9/0.999, eps 1e-8, weight decay 0) with two
+learning rates, spectral coefficients vs classifier head —
+
+* RoBERTa-base: CoLA 0.12 / 8e-3, SST-2 0.05 / 6e-3, MRPC 0.05 / 6e-3, QNLI 0.1 / 1e-3, RTE 0.09 / 1.1e-2,
+  STS-B 0.09 / 9e-3 (scaling 49, 140, 151, 29, 110, 84);
+* RoBERTa-large: spectra 0.043–0.1, head 1e-3–1.1e-2 (scaling 90–121);
+
+with a linear schedule: warm-up over the first 6% of the steps, then linear decay to zero (Hugging Face's
+``get_linear_schedule_with_warmup``). Batch 32, n = 1000. The official script puts every non-head trained
+leaf (spectra, and biases when they train) in the spectral group; here trained biases take ``head_lr``.
 
 Example::
 
