@@ -22,6 +22,7 @@ from fourier_flax.partition import (
 )
 from fourier_flax.peft_interop import export_peft, import_peft
 from fourier_flax.spectral import delta_w, delta_w_reference
+from fourier_flax.spectral_grad import adapted_matmul, choose_backward
 from fourier_flax.training import (
     classification_loss,
     linear_warmup_decay,
@@ -37,8 +38,10 @@ __all__ = [
     "AdapterMismatchError",
     "FourierFTConfig",
     "LoraConfig",
+    "adapted_matmul",
     "adapter_module_paths",
     "bandpass_probability",
+    "choose_backward",
     "classification_loss",
     "delta_w",
     "delta_w_reference",
