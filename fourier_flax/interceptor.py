@@ -24,7 +24,7 @@ Example::
   ...   hidden = model(input_ids, params=params).last_hidden_state
 
 Backward. For ``config.backward`` "spectral"/"auto" and ``nn.Dense``/``FlaxConv1D`` layers, the layer's matmul
-goes through a :data:`LayerProduct` (``fourier_flax.spectral_grad.adapted_matmul`` when that module is present),
+goes through a :data:`LayerProduct` (:func:`fourier_flax.spectral_grad.adapted_matmul`),
 which computes ``dL/dc`` without forming the ``d1 × d2`` weight gradient; otherwise the dense path above is used.
 """
 
@@ -41,6 +41,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fourier_flax import spectral_grad
 from fourier_flax.adapter import (
     ADAPTER_LEAVES,
     SPECTRUM,
@@ -52,11 +53,6 @@ from fourier_flax.adapter import (
     stacked_layers,
 )
 from fourier_flax.config import FourierFTConfig
-
-try:
-    from fourier_flax import spectral_grad
-except ImportError:  # fourier_flax/spectral_grad.py is developed alongside; the dense path needs nothing from it.
-    spectral_grad = None
 
 # x (..., d1), kernel (d1, d2), c (n,), entries (2, n), (d1, d2), alpha, *, precision, dtype -> (..., d2):
 # x @ (kernel + ΔW) with a backward pass of its own.
@@ -169,12 +165,7 @@ def _call_with_kernel(module, params: Mapping, kernel: jax.Array, args, kwargs):
 
 def _spectral_product(config: AdapterConfig, module: nn.Module, inputs: jax.Array) -> LayerProduct | None:
     """The matmul owning the backward pass (``config.backward`` "spectral", or "auto" where it pays), or None."""
-    if (
-        spectral_grad is None
-        or not isinstance(config, FourierFTConfig)
-        or config.backward == "dense"
-        or not _owns_matmul(module)
-    ):
+    if not isinstance(config, FourierFTConfig) or config.backward == "dense" or not _owns_matmul(module):
         return None
     if config.backward == "auto":
         kernel = module.variables["params"]["kernel"]
