@@ -80,10 +80,8 @@ def main() -> None:
         f"| ratio sequential / vmapped | {c_seq / c_sweep:.2f} | {r_seq / r_sweep:.2f} | {t_seq / t_sweep:.2f} |",
         "",
         f"Largest per-step loss difference between the two: {max_diff:.2e}.",
-        "One measurement each, on a machine shared with other jobs: treat the ratios as indicative. A ratio below 1 "
-        "means the vmapped sweep is slower: on XLA:CPU the batched FFTs and gathers of the vmapped program do not "
-        "beat running the seeds one after another; vmapping pays off where one seed leaves the hardware idle "
-        "(accelerators, tiny models).",
+        "One measurement each, on a machine shared with other jobs: treat the ratios as indicative (a second run "
+        "can differ by tens of percent). A ratio below 1 means the vmapped sweep was slower in that column.",
         "",
     ]
     RESULTS.write_text("\n".join(lines))
