@@ -83,7 +83,10 @@ def main() -> None:
         lines.append(f"| {method} | {stats[0]:.1f} | {stats[1]:.0f} | {stats[2]:.0f} | {stats[3]:.3g} |")
         for i, s in enumerate(values):
             axis.semilogy(
-                s / s[0], color="C0" if method == "fourierft" else "C1", alpha=0.5, label=method if i == 0 else None
+                s / s[0],
+                color={"fourierft": "C0", "lora": "C1"}.get(method, "C2"),
+                alpha=0.5,
+                label=method if i == 0 else None,
             )
     axis.set(xlabel="index", ylabel="σ_i / σ_max", title=f"ΔW singular values, MiniLM-L6 {args.task} (12 kernels each)")
     axis.set_ylim(1e-8, 2)
