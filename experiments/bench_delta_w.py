@@ -50,7 +50,9 @@ RESULTS = Path(__file__).resolve().parent / "results" / "bench_delta_w.md"
 def peft_layer(d1: int, d2: int):
     model = torch.nn.Sequential()
     model.add_module("lin", torch.nn.Linear(d1, d2))
-    config = peft.FourierFTConfig(target_modules=["lin"], n_frequency=N_FREQUENCY, scaling=SCALING, random_loc_seed=SEED)
+    config = peft.FourierFTConfig(
+        target_modules=["lin"], n_frequency=N_FREQUENCY, scaling=SCALING, random_loc_seed=SEED
+    )
     return peft.get_peft_model(model, config).base_model.model.lin
 
 
