@@ -28,19 +28,23 @@ token ids (``B × 128``, full attention mask, dropout on). Configurations, all A
 Timing: one long-lived worker process per framework builds every configuration, compiles (JAX:
 ``jit(...).lower(...).compile()``) and runs a warm-up step; the coordinator then asks the workers for one
 step at a time, cycling through all configurations (JAX and torch interleaved; the order reverses every round)
-``--repeats`` times (default 10; 5 for RoBERTa-base 8×128 and 3 for 32×128, whose steps take minutes), so load
-from other users of the machine spreads over every configuration. Only one worker computes at a time.
-Reported: the median step time (and min–max).
+``--repeats`` rounds (default 10; 5 for RoBERTa-base 8×128 and 3 for 32×128, whose steps take many seconds).
+Only one worker computes at a time. Before each step the coordinator samples how many other threads are
+runnable on the machine (``procs_running`` in ``/proc/stat``, our idle workers excluded): the machine is
+shared, and contention slows the configurations unequally (PyTorch's thread pool most). Reported: median
+(min–max) step times, the median of per-round ratios (both configurations timed in the same round), and the
+same over the *quiet* rounds (≤ 0.5 other runnable threads on average).
 
 Memory, two measures:
 
 * JAX ``memory_analysis()`` of the compiled step: argument + output + temp bytes (minus aliased donated
   buffers: the bytes the executable needs at its peak, model weights included);
-* peak-RSS delta, the same method for both frameworks: a fresh subprocess per configuration builds the model,
-  the adapter and the batch (JAX also compiles), returns freed heap to the OS (``malloc_trim``), resets the
-  kernel's peak-RSS mark (``/proc/self/clear_refs`` ← 5) and records RSS; then it creates the optimizer state
-  and runs one training step. Reported: the peak RSS (``VmHWM``) minus that baseline, i.e. the memory training
-  adds on top of the loaded model (optimizer state, activations, gradients, temporaries).
+* peak-RSS delta, the same method for both frameworks, after the timing: a fresh subprocess per configuration
+  builds the model, the adapter and the batch (JAX also compiles), returns freed heap to the OS
+  (``malloc_trim``), resets the kernel's peak-RSS mark (``/proc/self/clear_refs`` ← 5) and records RSS; then
+  it creates the optimizer state and runs one training step. Reported: the peak RSS (``VmHWM``) minus that
+  baseline, i.e. the memory training adds on top of the loaded model (optimizer state, activations,
+  gradients, temporaries).
 """
 
 from __future__ import annotations
@@ -106,6 +110,15 @@ def rss_kib(field: str) -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     raise RuntimeError(f"{field} missing from /proc/self/status")
+
+
+def others_running() -> int:
+    """Runnable threads on the machine right now, minus the sampling one (our workers are idle then)."""
+    with open("/proc/stat") as stat:
+        for line in stat:
+            if line.startswith("procs_running"):
+                return int(line.split()[1]) - 1
+    raise RuntimeError("procs_running missing from /proc/stat")
 
 
 def reset_peak_rss() -> int:
@@ -318,109 +331,154 @@ def spawn(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
-def measure(model_name: str, batch: int, repeats: int, with_memory: bool) -> dict:
-    """Timing (interleaved workers), JAX memory_analysis and per-config peak-RSS deltas for one shape."""
-    results = {}
-    workers = {}
+def measure_timing(model_name: str, batch: int, repeats: int) -> dict:
+    """Interleaved step times (and each config's trainable count and XLA memory) for one shape."""
+    results, workers = {}, {}
     for framework in ("jax", "torch"):  # built one after the other: each warms up alone
         workers[framework] = spawn("--timing-worker", framework, model_name, str(batch))
         results.update(json.loads(workers[framework].stdout.readline()))
     order = [("jax", name) for name in jax_configs()] + [("torch", name) for name in TORCH_CONFIGS]
     times = {name: [] for _, name in order}
+    contention = []
     for r in range(repeats):
+        samples = []
         for framework, name in order if r % 2 == 0 else order[::-1]:
+            time.sleep(0.05)  # lets the last worker's thread pool stop spinning before sampling and timing
+            samples.append(others_running())
             worker = workers[framework]
             worker.stdin.write(json.dumps({"config": name}) + "\n")
             worker.stdin.flush()
             times[name].append(json.loads(worker.stdout.readline())["seconds"])
+        contention.append(statistics.mean(samples))
         print(f"  {model_name} {batch}x{SEQ_LEN} round {r + 1}/{repeats}", file=sys.stderr, flush=True)
     for worker in workers.values():
         worker.stdin.close()
         worker.wait()
     for name, seconds in times.items():
         results[name]["times"] = seconds
-    if with_memory:
-        for framework, name in order:
+    return {"results": results, "contention": contention}
+
+
+def measure_memory(model_name: str, batch: int) -> dict[str, float]:
+    """Peak-RSS delta (MiB) of each configuration, each in a fresh process."""
+    rss = {}
+    for framework, names in (("jax", jax_configs()), ("torch", TORCH_CONFIGS)):
+        for name in names:
             worker = spawn("--memory-worker", framework, model_name, str(batch), name)
             out, _ = worker.communicate()
-            results[name].update(json.loads(out.strip().splitlines()[-1]))
+            rss[name] = json.loads(out.strip().splitlines()[-1])["rss_delta_mib"]
             print(f"  memory {model_name} {batch}x{SEQ_LEN} {name} done", file=sys.stderr, flush=True)
-    return results
+    return rss
 
 
 def mib(num_bytes: float) -> str:
     return f"{num_bytes / 2**20:,.0f}"
 
 
+QUIET = 0.5  # a round is "quiet" when on average at most this many other threads were runnable
+
+
+def paired_ratio(shape: dict, a: str, b: str, quiet: bool = False) -> float | None:
+    """Median over rounds of ``time(a) / time(b)`` measured in the same round (None: no such rounds)."""
+    ta, tb = shape["results"][a]["times"], shape["results"][b]["times"]
+    rounds = [r for r, c in enumerate(shape["contention"]) if c <= QUIET or not quiet]
+    return statistics.median(ta[r] / tb[r] for r in rounds) if rounds else None
+
+
 def report(shapes: dict, command: str) -> str:
     """The markdown results page from the raw per-shape results."""
     from bench_machine import machine_summary
+
+    from fourier_flax.spectral_grad import choose_backward
 
     minutes = sum(shape["minutes"] for shape in shapes.values())
     lines = [
         "# Train step: FourierFT vs LoRA vs head-only vs frozen floor, fourier_flax (JAX) and PEFT (PyTorch)",
         "",
         f"Command: `{command}` — {minutes:.0f} min in all. Machine: {machine_summary()}; shared with other "
-        "jobs (the 1-minute load average at the start and end of each shape is given: above 2 means other "
-        "processes competed for the 2 cores, which slows every configuration and PyTorch's thread pool most).",
+        "jobs, so each round also records how many other threads were runnable (sampled from "
+        "`/proc/stat` before every step, averaged over the round). Rounds averaging ≤ "
+        f"{QUIET} are *quiet*. Contention slows every configuration, PyTorch's thread pool most, so ratios "
+        "are given over all rounds and over the quiet ones.",
         "",
         "Step = forward + backward + AdamW update on a sequence classifier (2 labels, dropout on), random "
         f"token ids, B × {SEQ_LEN}. FourierFT n = {N_FREQUENCY}, scaling {SCALING:g}; LoRA r = {RANK}; both on "
-        "query/value with the classifier trained. Time: median (min–max) over the repeats, configurations "
-        "interleaved. `XLA peak`: compiled `memory_analysis()`, argument + output + temp − aliased bytes "
-        "(weights included). `RSS Δ`: peak RSS of a fresh process running one step (with optimizer-state "
-        "creation) minus its RSS after loading the model — the memory training adds. See the script's "
-        "docstring for the method. Raw numbers: `bench_train_step.json`.",
+        "query/value with the classifier trained. Time: median (min–max) over the rounds; ratios: median "
+        "over rounds of the two configurations' times in the same round. `XLA peak`: compiled "
+        "`memory_analysis()`, argument + output + temp − aliased bytes (weights included). `RSS Δ`: peak RSS "
+        "of a fresh process running one step (with optimizer-state creation) minus its RSS after loading the "
+        "model — the memory training adds. See the script's docstring for the method. Raw numbers: "
+        "`bench_train_step.json`.",
         "",
     ]
     for key, shape in shapes.items():
-        results = shape["results"]
-        floor = statistics.median(results["floor"]["times"])
+        results, contention = shape["results"], shape["contention"]
+        quiet = sum(c <= QUIET for c in contention)
+        d = 384 if key.startswith("minilm") else 768
+        tokens = int(key.split()[1].split("x")[0]) * SEQ_LEN
+        auto = choose_backward((d, d), tokens, N_FREQUENCY)
         lines += [
-            f"## {key}: {shape['repeats']} repeats, {shape['minutes']:.0f} min, load {shape['load'][0]:.1f} → "
-            f"{shape['load'][1]:.1f}",
+            f"## {key}: {shape['repeats']} rounds ({quiet} quiet), {shape['minutes']:.0f} min",
             "",
-            "| configuration | trainable params | step (s) | ÷ floor | XLA peak (MiB) | XLA temp (MiB) | RSS Δ (MiB) |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            f"Other runnable threads per round: {', '.join(f'{c:.1f}' for c in contention)}. "
+            f"`FourierFTConfig(backward='auto')` picks **{auto}** for these {d}×{d} query/value layers.",
+            "",
+            "| configuration | trainable params | step (s) | quiet rounds (s) | ÷ floor | XLA peak (MiB) "
+            "| XLA temp (MiB) | RSS Δ (MiB) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for name, res in results.items():
-            median, analysis = statistics.median(res["times"]), res.get("memory_analysis")
+            times, analysis = res["times"], res.get("memory_analysis")
+            quiet_times = [t for t, c in zip(times, contention, strict=True) if c <= QUIET]
+            quiet_cell = f"{statistics.median(quiet_times):.3f}" if quiet_times else "—"
             xla = f"{mib(analysis['peak'])} | {mib(analysis['temp'])}" if analysis else "— | —"
             rss = f"{res['rss_delta_mib']:,.0f}" if "rss_delta_mib" in res else "—"
-            spread = f"{min(res['times']):.3f}–{max(res['times']):.3f}"
             lines.append(
-                f"| {name} | {res['trainable']:,} | {median:.3f} ({spread}) | {median / floor:.2f} | {xla} | {rss} |"
+                f"| {name} | {res['trainable']:,} | {statistics.median(times):.3f} ({min(times):.3f}–"
+                f"{max(times):.3f}) | {quiet_cell} | {paired_ratio(shape, name, 'floor'):.2f} | {xla} | {rss} |"
             )
-        lines += ["", *targets(results), ""]
+        lines += ["", *targets(shape), ""]
     return "\n".join(lines)
 
 
-def targets(results: dict) -> list[str]:
-    """The four targets for each FourierFT backward, met or not."""
+def targets(shape: dict) -> list[str]:
+    """The targets for each FourierFT backward: the ratio over all rounds and over quiet rounds, met or not."""
+    results = shape["results"]
+    variants = [name for name in results if name.startswith("fourierft")]
 
-    def med(name):
-        return statistics.median(results[name]["times"])
+    def verdict(ratio: float | None, limit: float) -> str:
+        if ratio is None:
+            return "—"
+        return f"{ratio:.3f} {'met' if ratio <= limit else '**not met**'}"
 
-    rows = ["| target | " + " | ".join(n for n in results if n.startswith("fourierft")) + " |"]
-    rows.append("|---|" + "---|" * (len(rows[0].split("|")) - 3))
-    variants = [n for n in results if n.startswith("fourierft")]
-    checks = [
-        ("step ≤ 1.0 × our LoRA", lambda v: med(v) / med("lora"), 1.0),
-        ("step ≤ 0.8 × PEFT FourierFT", lambda v: med(v) / med("peft-fourierft"), 0.8),
-        ("step ÷ frozen floor ≤ 1.10", lambda v: med(v) / med("floor"), 1.10),
-        (
-            "XLA peak ≤ our LoRA's",
-            lambda v: results[v]["memory_analysis"]["peak"] / results["lora"]["memory_analysis"]["peak"],
-            1.0,
-        ),
-    ]
-    if all("rss_delta_mib" in results[n] for n in ("lora", *variants)):
-        checks.append(
-            ("RSS Δ ≤ our LoRA's", lambda v: results[v]["rss_delta_mib"] / results["lora"]["rss_delta_mib"], 1.0)
+    def timing(other: str, limit: float):
+        return lambda v: (
+            verdict(paired_ratio(shape, v, other), limit),
+            verdict(paired_ratio(shape, v, other, quiet=True), limit),
         )
-    for label, ratio, limit in checks:
-        cells = [f"{ratio(v):.3f} {'met' if ratio(v) <= limit else '**not met**'}" for v in variants]
-        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    def memory(field: str):
+        def cells(v):
+            if field == "xla":
+                ratio = results[v]["memory_analysis"]["peak"] / results["lora"]["memory_analysis"]["peak"]
+            else:
+                ratio = results[v]["rss_delta_mib"] / results["lora"]["rss_delta_mib"]
+            return verdict(ratio, 1.0), ""
+
+        return cells
+
+    checks = [
+        ("step ≤ 1.0 × our LoRA", timing("lora", 1.0)),
+        ("step ≤ 0.8 × PEFT FourierFT", timing("peft-fourierft", 0.8)),
+        ("step ÷ frozen floor ≤ 1.10", timing("floor", 1.10)),
+        ("XLA peak ≤ our LoRA's", memory("xla")),
+    ]
+    if all("rss_delta_mib" in results[name] for name in ("lora", *variants)):
+        checks.append(("RSS Δ ≤ our LoRA's", memory("rss")))
+    header = " | ".join(f"{v}: all rounds | {v}: quiet rounds" for v in variants)
+    rows = [f"| target | {header} |", "|---|" + "---|" * 2 * len(variants)]
+    for label, cells in checks:
+        rows.append(f"| {label} | " + " | ".join(" | ".join(cells(v)) for v in variants) + " |")
     return rows
 
 
@@ -438,7 +496,7 @@ def main() -> None:
     parser.add_argument(
         "--repeats",
         default="10,roberta-base=5,roberta-base/32x128=3",
-        help="timed steps per configuration: a default, then MODEL=N or MODEL/BxL=N overrides",
+        help="timed rounds per shape: a default, then MODEL=N or MODEL/BxL=N overrides",
     )
     parser.add_argument("--no-memory", action="store_true", help="skip the per-configuration RSS processes")
     parser.add_argument("--out", default=str(HERE / "results" / "bench_train_step.md"))
@@ -464,14 +522,12 @@ def main() -> None:
             if key in shapes:
                 continue
             repeats = repeats_for(args.repeats, model_name, shape)
-            start, load = time.perf_counter(), os.getloadavg()[0]
-            results = measure(model_name, batch, repeats, not args.no_memory)
-            shapes[key] = {
-                "repeats": repeats,
-                "minutes": (time.perf_counter() - start) / 60,
-                "load": [load, os.getloadavg()[0]],
-                "results": results,
-            }
+            start = time.perf_counter()
+            entry = {"repeats": repeats, **measure_timing(model_name, batch, repeats)}
+            if not args.no_memory:
+                for name, rss in measure_memory(model_name, batch).items():
+                    entry["results"][name]["rss_delta_mib"] = rss
+            shapes[key] = {**entry, "minutes": (time.perf_counter() - start) / 60}
             raw_path.write_text(json.dumps(shapes, indent=1) + "\n")
     command = " ".join(["python experiments/bench_train_step.py", *sys.argv[1:]])
     text = report(shapes, command)
