@@ -8,6 +8,11 @@ Command (the small budget this machine allows; writes ``experiments/results/tabl
       --results experiments/results/table2_glue_96steps.md          # 3x the steps: 3.4 min here
   .venv/bin/python experiments/table2_glue.py --methods lora,bitfit,full --steps 96 \
       --results experiments/results/table2_glue_96steps_baselines.md   # 5.9 min here
+  .venv/bin/python experiments/table2_glue.py --tasks mrpc,rte --steps 96 \
+      --results experiments/results/table2_glue_96steps_mrpc_rte.md    # all five methods: 33.5 min here (shared)
+  .venv/bin/python experiments/table2_glue.py --combine experiments/results/table2_glue_96steps.md,\
+experiments/results/table2_glue_96steps_baselines.md,experiments/results/table2_glue_96steps_mrpc_rte.md \
+      --results experiments/results/table2_glue_96steps_combined.md   # one table from those (no training)
 
 Backbone: the real all-MiniLM-L6-v2 (6 layers, hidden 384, 22.7M parameters), not the paper's RoBERTa-base, so
 the numbers are not comparable to the paper's; the paper's column is printed beside ours for orientation only.
@@ -25,6 +30,12 @@ the share of positives in the 256-example dev subsample); 32 steps of batch 16 a
 At 96 steps (results/table2_glue_96steps*.md, SST-2 dev subsample, median of 3 seeds) they separate: FourierFT
 77.0, full fine-tuning 73.8, BitFit 72.3, LoRA 65.2, head-only 56.2 -- still far below the paper's RoBERTa-base
 numbers, with rates untuned for so short a run (LoRA's 5e-4 and full's 2e-5 are made for 30+ epochs).
+At the same 96-step budget MRPC and RTE do not separate the methods (results/table2_glue_96steps_mrpc_rte.md):
+on MRPC every seed of FourierFT, LoRA, BitFit and head-only gives 68.0, the constant predictor (share of
+positives in the 256-example dev subsample), and full fine-tuning 69.1 (68.0-69.9); on RTE every method is at
+chance, medians 48.8-52.7 (the majority class is 52.0% of the dev subsample). 96 steps of batch 16 (1.5 epochs of
+the subsample) are far too few for these small pair tasks; the paper trains MRPC 30 and RTE 90 epochs.
+results/table2_glue_96steps_combined.md puts all tasks in one table (medians, parameter counts, paper beside).
 """
 
 import argparse
@@ -124,6 +135,67 @@ def write_table(rows, args, seeds, done, elapsed):
     pathlib.Path(args.results).write_text("\n".join(lines) + "\n")
 
 
+def read_table(path):
+    """``(budget, {(task, method): (params, [per-seed values x100])})`` from a table :func:`write_table` wrote."""
+    text = pathlib.Path(path).read_text()
+    budget = text.split("Ours: ", 1)[1].split("; median", 1)[0]
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    tasks = [cell.removesuffix(" ours") for cell in lines[0].strip("| ").split(" | ")[2::2]]
+    found = {}
+    for line in lines[1:]:
+        method, params, *cells = line.strip("| ").split(" | ")
+        for task, cell in zip(tasks, cells[::2], strict=True):
+            if cell != "not run":
+                values = [float(v) for v in cell.split("(", 1)[1].rstrip(")").split(", ")]
+                found[(task, method)] = (params.split(" (paper")[0], values)
+    return budget, found
+
+
+def combine(paths, out):
+    """One row per method, one column per task: medians over seeds from the tables in ``paths``, paper beside."""
+    budgets, found = set(), {}
+    for path in paths:
+        budget, table = read_table(path)
+        budgets.add(budget)
+        for key, value in table.items():
+            if key in found:
+                raise ValueError(f"{key} appears in more than one of {paths}")
+            found[key] = value
+    if len(budgets) != 1:
+        raise ValueError(f"the tables were run at different budgets: {sorted(budgets)}")
+    tasks = sorted({task for task, _ in found}, key=list(PAPER["fourierft"]).index)
+    lines = [
+        "# Table 2 at small scale, combined: MiniLM-L6 (ours) beside RoBERTa-base (paper)",
+        "",
+        "Produced by `.venv/bin/python experiments/table2_glue.py --combine "
+        f"{','.join(str(p) for p in paths)} --results {out}` from those runs' tables (see them for the per-seed "
+        "values, commands and run times).",
+        "",
+        f"**Budget (ours, every cell):** {budgets.pop()}; linear schedule with 6% warm-up, each method at its default "
+        "rate (untuned for so short a run), dev metric after the last step, median over 3 seeds (0, 1, 2), x100. "
+        "Metrics: accuracy (SST-2, MRPC, RTE), Matthews correlation (CoLA), Pearson (STS-B). The backbone is "
+        "all-MiniLM-L6-v2, **not** the paper's RoBERTa-base. **Paper** (in parentheses): Gao et al. (2024) Table 2, "
+        "RoBERTa-base, 30-100 epochs on the full data, transcribed (not produced here). The two are not comparable; "
+        "the paper's numbers are for orientation only.",
+        "",
+        "| method | trainable params, ours incl. head (paper) | "
+        + " | ".join(f"{t} ours (paper)" for t in tasks)
+        + " |",
+        "|---|---|" + "---|" * len(tasks),
+    ]
+    for method in METHODS:
+        counts = sorted({found[(t, method)][0] for t in tasks if (t, method) in found})
+        cells = [
+            f"{statistics.median(found[(t, method)][1]):.1f} ({PAPER[method].get(t, '-')})"
+            if (t, method) in found
+            else f"not run ({PAPER[method].get(t, '-')})"
+            for t in tasks
+        ]
+        params = " / ".join(counts) if counts else "-"
+        lines.append(f"| {method} | {params} ({PAPER[method].get('params', '-')}) | " + " | ".join(cells) + " |")
+    pathlib.Path(out).write_text("\n".join(lines) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="sst2")
@@ -133,8 +205,12 @@ def main() -> None:
     parser.add_argument("--full-protocol", action="store_true", help="the paper's preset and 5 seeds")
     parser.add_argument("--vmap", action="store_true", help="vmap the seeds (one program) instead of a seed loop")
     parser.add_argument("--results", default=str(RESULTS), help="markdown file to write (default %(default)s)")
+    parser.add_argument("--combine", help="comma-separated result tables to merge into --results (no training)")
     args, start = parser.parse_args(), time.perf_counter()
     args.argv = sys.argv[1:]
+    if args.combine:
+        combine(args.combine.split(","), args.results)
+        return
     seeds = list(range(5 if args.full_protocol else args.seeds))
     data_dir, tokenizer, rows = default_data_dir(), load_tokenizer(), []
     for task in args.tasks.split(","):
