@@ -110,7 +110,9 @@ def stacked_layers(config: AdapterConfig, module: Mapping) -> int:
     return jnp.ndim(module[LORA_A]) - 2
 
 
-def module_delta_w(config: AdapterConfig, path: str, module: Mapping) -> jax.Array:
+def module_delta_w(
+    config: AdapterConfig, path: str, module: Mapping, *, scaling: jax.Array | float | None = None
+) -> jax.Array:
     """The float32 update ``ΔW`` of the adapted module at ``path``, in the shape of its ``kernel``.
 
     Args:
@@ -118,13 +120,15 @@ def module_delta_w(config: AdapterConfig, path: str, module: Mapping) -> jax.Arr
       path: the module path (for ``kernel_in_axes`` and the ``n`` checks).
       module: the module's params, holding ``kernel`` and the adapter leaves; leaves stacked by ``nn.scan``
         give a stacked ``ΔW``.
+      scaling: FourierFT's ``alpha`` in place of ``config.scaling`` (may be traced); None uses the config's.
     """
     stack = stacked_layers(config, module)
     kernel_shape = tuple(jnp.shape(module["kernel"]))
     shape = kernel_view(path, kernel_shape[stack:], config.kernel_in_axes_for(path))
     if isinstance(config, FourierFTConfig):
         spectrum = module[SPECTRUM]
-        update = delta_w(spectrum, spectral_entries(config, shape, spectrum.shape[-1]), shape, config.scaling)
+        alpha = config.scaling if scaling is None else scaling
+        update = delta_w(spectrum, spectral_entries(config, shape, spectrum.shape[-1]), shape, alpha)
     else:
         update = lora_delta_w(module[LORA_A], module[LORA_B], config.scale)
     return update.reshape(kernel_shape)
@@ -218,6 +222,10 @@ def init_adapter(
     Returns:
       A new tree: every pretrained leaf (and every untouched subtree) is the same object as in ``tree``.
 
+    Warns:
+      UserWarning: FourierFT's random initial ΔW exceeds ``update_scale.WARN_RATIO`` of some kernel's norm
+        (:func:`fourier_flax.update_scale.check_update_scale`; skipped when the leaves are traced).
+
     Raises:
       ValueError: the targets match no module (the message lists the module paths), ``n`` exceeds a kernel's
         size, a kernel has no 2-D view, or a targeted module already carries adapter leaves.
@@ -237,4 +245,9 @@ def init_adapter(
         stack = _stack_count(path, stacked_axes)
         leaves = _new_leaves(config, path, tuple(jnp.shape(module["kernel"])), stack, _module_rng(rng, path))
         updates[path] = lambda m, leaves=leaves: {**m, **leaves}
-    return module_paths.update_modules(tree, updates)
+    adapted = module_paths.update_modules(tree, updates)
+    if isinstance(config, FourierFTConfig) and not config.init_weights:
+        from fourier_flax.update_scale import check_update_scale  # imports this module
+
+        check_update_scale(adapted, config)
+    return adapted

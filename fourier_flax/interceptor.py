@@ -71,12 +71,15 @@ def _config_key(config: AdapterConfig) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def intercept(config: AdapterConfig) -> Iterator[None]:
+def intercept(config: AdapterConfig, *, scaling: jax.Array | float | None = None) -> Iterator[None]:
     """Within this context, targeted layers of any Flax model run with their adapter's ``ΔW``.
 
     Args:
       config: the :class:`FourierFTConfig` or :class:`LoraConfig` the params were adapted with
         (:func:`fourier_flax.init_adapter`).
+      scaling: FourierFT only: ``alpha`` in place of ``config.scaling``, possibly a traced scalar, so a jitted
+        or vmapped sweep over the scaling compiles once (``config.scaling`` is static). Save the adapter with
+        ``dataclasses.replace(config, scaling=chosen)``.
 
     Raises (at the layer call):
       ValueError: a targeted layer has no adapter leaves (call ``init_adapter`` first), has a layout the config
@@ -84,7 +87,10 @@ def intercept(config: AdapterConfig) -> Iterator[None]:
         FourierFT does not adapt.
     """
     adapter_leaf_names(config)  # rejects other config types
-    interceptor = functools.partial(_intercept_call, config)
+    if scaling is not None and not isinstance(config, FourierFTConfig):
+        raise ValueError(f"scaling= overrides FourierFT's alpha; {type(config).__name__} has no such field.")
+    alpha = scaling if scaling is not None else getattr(config, "scaling", None)
+    interceptor = functools.partial(_intercept_call, config, alpha)
     with _ACTIVE(_ACTIVE.value + (_config_key(config),)), nn.intercept_methods(interceptor):
         yield
 
@@ -95,7 +101,7 @@ def _conv1d_type() -> type | None:
     return getattr(gpt2, "FlaxConv1D", None)
 
 
-def _intercept_call(config: AdapterConfig, next_fun, args, kwargs, context):
+def _intercept_call(config: AdapterConfig, alpha, next_fun, args, kwargs, context):
     module = context.module
     if _INSIDE.get() or context.method_name != "__call__" or module.scope is None:
         return next_fun(*args, **kwargs)
@@ -106,11 +112,11 @@ def _intercept_call(config: AdapterConfig, next_fun, args, kwargs, context):
     params = module.variables["params"]
     product = _spectral_product(config, module, args[0])
     if product is not None:
-        return _layer_with_product(config, path, module, params, product, *args)
+        return _layer_with_product(config, alpha, path, module, params, product, *args)
     kernel = params["kernel"]
     # The layer's compute dtype; with dtype=None the layer promotes itself, so keep the kernel's dtype.
     compute_dtype = getattr(module, "dtype", None) or kernel.dtype
-    update = module_delta_w(config, path, params)
+    update = module_delta_w(config, path, params, scaling=alpha)
     effective = (kernel.astype(jnp.float32) + update).astype(compute_dtype)
     return _call_with_kernel(module, params, effective, args, kwargs)
 
@@ -183,7 +189,7 @@ def _owns_matmul(module: nn.Module) -> bool:
     return type(module) is _conv1d_type()
 
 
-def _layer_with_product(config, path, module, params, product, inputs):
+def _layer_with_product(config, alpha, path, module, params, product, inputs):
     """``product(x, W0, c, E, shape, alpha) + bias`` for an ``nn.Dense`` or ``FlaxConv1D`` layer."""
     kernel, spectrum = params["kernel"], params[SPECTRUM]
     shape = kernel_view(path, kernel.shape, 1)
@@ -192,7 +198,7 @@ def _layer_with_product(config, path, module, params, product, inputs):
         kernel, entries, shape = kernel.T, entries[::-1], shape[::-1]
     # dtype=None promotes x and the kernel as nn.Dense(dtype=None) does.
     x = inputs if module.dtype is None else jnp.asarray(inputs, module.dtype)
-    y = product(x, kernel, spectrum, entries, shape, config.scaling, precision=module.precision, dtype=module.dtype)
+    y = product(x, kernel, spectrum, entries, shape, alpha, precision=module.precision, dtype=module.dtype)
     if module.use_bias:
         y = y + jnp.asarray(params["bias"], y.dtype)
     return y

@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from fourier_flax.adapter import ADAPTER_LEAVES
@@ -127,6 +128,34 @@ def make_optimizer(
     )
 
 
+def make_sweepable_optimizer(
+    *, spectrum_lr: float, head_lr: float, total_steps: int, **kwargs: Any
+) -> optax.GradientTransformation:
+    """:func:`make_optimizer` with both peak rates held in the optimizer state (``optax.inject_hyperparams``).
+
+    The rates are then traced values: ``with_learning_rates(opt_state, lr, head_lr)`` changes them without
+    recompiling a jitted step, and a vmapped sweep can give every run its own pair.
+
+    Example::
+
+      >>> optimizer = make_sweepable_optimizer(spectrum_lr=0.05, head_lr=6e-3, total_steps=400)
+      >>> opt_state = with_learning_rates(optimizer.init(trainable), 0.1, 1e-2)
+    """
+    static = ("total_steps", "labels", "weight_decay", "warmup_ratio", "b1", "b2", "eps")
+    factory = optax.inject_hyperparams(make_optimizer, static_args=static)
+    return factory(spectrum_lr=spectrum_lr, head_lr=head_lr, total_steps=total_steps, **kwargs)
+
+
+def with_learning_rates(opt_state: Any, spectrum_lr: Any, head_lr: Any) -> Any:
+    """A :func:`make_sweepable_optimizer` state with other peak rates (floats or traced scalars)."""
+    hyperparams = {
+        **opt_state.hyperparams,
+        "spectrum_lr": jnp.asarray(spectrum_lr, jnp.float32),
+        "head_lr": jnp.asarray(head_lr, jnp.float32),
+    }
+    return opt_state._replace(hyperparams=hyperparams)
+
+
 def classification_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Mean softmax cross-entropy of ``logits (B, K)`` against integer ``labels (B,)``.
 
@@ -156,10 +185,11 @@ def make_train_step(
     *,
     donate: bool = True,
 ) -> Callable[..., tuple[Any, Any, dict[str, jax.Array]]]:
-    """A jitted ``step(trainable, opt_state, frozen, batch, rng) -> (trainable, opt_state, metrics)``.
+    """A jitted ``step(trainable, opt_state, frozen, batch, rng, hparams=None) -> (trainable, opt_state, metrics)``.
 
     Gradients are taken with respect to ``trainable`` only; ``frozen`` is an argument (not a baked-in
-    constant) and is never updated, differentiated or donated.
+    constant) and is never updated, differentiated or donated. ``hparams`` (e.g. ``{"scaling": alpha}``) are
+    passed to ``apply_fn`` as keyword arguments; being traced, a grid over them reuses one compiled step.
 
     Args:
       apply_fn: ``apply_fn(params, batch, rng, train) -> logits`` on the full params tree (inside
@@ -173,9 +203,9 @@ def make_train_step(
       The jitted step; ``metrics`` holds the scalar ``loss`` and the gradients' global norm ``grad_norm``.
     """
 
-    def step(trainable, opt_state, frozen, batch: Batch, rng: jax.Array):
+    def step(trainable, opt_state, frozen, batch: Batch, rng: jax.Array, hparams: Mapping[str, Any] | None = None):
         def objective(trainable):
-            logits = apply_fn(merge_params(trainable, frozen), batch, rng, True)
+            logits = apply_fn(merge_params(trainable, frozen), batch, rng, True, **(hparams or {}))
             return loss_fn(logits, batch["labels"])
 
         loss, grads = jax.value_and_grad(objective)(trainable)
@@ -187,13 +217,13 @@ def make_train_step(
 
 
 def make_eval_step(apply_fn: ApplyFn, loss_fn: LossFn) -> Callable[..., dict[str, jax.Array]]:
-    """A jitted ``eval_step(trainable, frozen, batch) -> {"loss", "logits"}`` (``train=False``, no dropout).
+    """A jitted ``eval_step(trainable, frozen, batch, hparams=None) -> {"loss", "logits"}`` (no dropout).
 
     The logits let the caller compute task metrics (accuracy, Matthews correlation, Pearson).
     """
 
-    def eval_step(trainable, frozen, batch: Batch):
-        logits = apply_fn(merge_params(trainable, frozen), batch, None, False)
+    def eval_step(trainable, frozen, batch: Batch, hparams: Mapping[str, Any] | None = None):
+        logits = apply_fn(merge_params(trainable, frozen), batch, None, False, **(hparams or {}))
         return {"loss": loss_fn(logits, batch["labels"]), "logits": logits}
 
     return jax.jit(eval_step)

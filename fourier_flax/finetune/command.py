@@ -16,7 +16,8 @@ import json
 import pathlib
 from collections.abc import Sequence
 
-from fourier_flax.finetune.loop import RunResult, default_data_dir, load_split, load_tokenizer, train_run
+from fourier_flax.finetune.classifier import load_classifier
+from fourier_flax.finetune.loop import RunResult, Trainer, default_data_dir, load_task_data, load_tokenizer, train_run
 from fourier_flax.finetune.presets import METHODS, PAPER_PRESETS, PRESETS, RunConfig, resolve_run
 
 # Flag -> RunConfig field for the numeric overrides.
@@ -46,7 +47,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", default="sst2", choices=sorted(PAPER_PRESETS), help="GLUE task (%(default)s)")
     parser.add_argument(
         "--method",
-        default="fourierft,head",
+        default="fourierft,lora,head",
         help=f"comma-separated methods from {', '.join(METHODS)} (default %(default)s)",
     )
     parser.add_argument("--preset", default="quick", choices=sorted(PRESETS), help="%(default)s; 'paper' = Table 8")
@@ -55,6 +56,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--data-dir", default=None, help="GLUE root with <TASK>/{train,dev}.tsv (default ../shared/data/glue)"
     )
     parser.add_argument("--official-tfds", action="store_true", help="use TFDS's official glue builder instead")
+    parser.add_argument(
+        "--model", default=None, help="local Hugging Face Flax BERT/RoBERTa folder (default: all-MiniLM-L6-v2)"
+    )
+    parser.add_argument("--pooling", default=None, choices=("mean", "cls"), help="head input (default mean)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     for name, kind in _OVERRIDES.items():
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help="override the preset")
@@ -63,6 +68,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def runs_from_args(args: argparse.Namespace) -> list[RunConfig]:
     """One :class:`RunConfig` per ``--method``, from the preset and the flags given."""
     overrides = {name: getattr(args, name) for name in _OVERRIDES}
+    overrides.update(model_dir=args.model, pooling=args.pooling)
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     return [resolve_run(args.task, preset=args.preset, method=m, overrides=overrides) for m in methods]
 
@@ -78,50 +84,46 @@ def _data_dir(args: argparse.Namespace) -> pathlib.Path | None:
     return found
 
 
-def summary_line(result: RunResult) -> str:
-    """``sst2 fourierft: dev accuracy 0.8125 (epoch 2) | 12,290 trainable | 58,123 bytes | 301 s``."""
-    return (
-        f"{result.run.task} {result.run.method}: dev {result.metric_name} {result.best_metric:.4f} "
-        f"(best epoch {result.best_epoch}) | {result.trainable_parameters:,d} trainable params | "
-        f"{result.adapter_bytes:,d} bytes on disk ({result.adapter_path}) | {result.seconds:.0f} s"
-    )
+def summary_table(results: Sequence[RunResult]) -> str:
+    """A small Markdown table: method, dev metric at the stopping epoch, trainable params, bytes, seconds."""
+    first = results[0]
+    lines = [
+        f"| {first.run.task} | dev {first.metric_name} (full dev set) | stopping epoch | trainable params | "
+        "bytes on disk | seconds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.run.method} | {100 * r.dev_metric:.1f} | {r.stopping_epoch} | {r.trainable_parameters:,d} | "
+            f"{r.adapter_bytes:,d} | {r.seconds:.0f} |"
+        )
+    return "\n".join(lines)
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Trains every requested method and prints one summary line per method."""
+    """Trains every requested method on the same data and model; prints a table of the results."""
     from fourier_flax.data import get_task
-    from fourier_flax.hf_models import load_minilm
 
     runs = runs_from_args(args)
     out = pathlib.Path(args.out or f"runs/{args.task}_{args.preset}")
     data_dir = _data_dir(args)
     first = runs[0]
-    tokenizer = load_tokenizer()
-    data = (load_split(first, "train", data_dir, tokenizer), load_split(first, "dev", data_dir, tokenizer))
-    sizes = f"{len(data[0]['labels'])} train / {len(data[1]['labels'])} dev examples"
-    print(f"{args.task}: {sizes}, max length {first.max_length}")
-    model = load_minilm(num_labels=get_task(args.task).num_labels, num_hidden_layers=first.num_layers)
+    shared = ("max_length", "max_train_examples", "max_eval_examples", "model_dir", "pooling", "num_layers")
+    if any(getattr(run, f) != getattr(first, f) for run in runs for f in shared):
+        raise ValueError(f"every --method of one command shares the data and model settings {shared}.")
+    data = load_task_data(first, data_dir, load_tokenizer(first.model_dir))
+    sizes = ", ".join(f"{len(getattr(data, s)['labels'])} {s}" for s in ("train", "selection", "dev"))
+    print(f"{args.task}: {sizes} examples; max length {first.max_length}, buckets {list(data.buckets)}")
+    model, base = load_classifier(
+        first.model_dir, num_labels=get_task(args.task).num_labels, pooling=first.pooling, num_layers=first.num_layers
+    )
     results = []
     for run in runs:
-        if (run.max_length, run.max_train_examples, run.max_eval_examples) != (
-            first.max_length,
-            first.max_train_examples,
-            first.max_eval_examples,
-        ):
-            raise ValueError("every --method of one command shares the data settings.")
-        results.append(
-            train_run(
-                run,
-                out / run.method,
-                data_dir=data_dir,
-                model_and_params=model,
-                data=data,
-                progress=not args.no_progress,
-            )
-        )
+        trainer = Trainer(model, base, run, data)
+        result = train_run(run, out / run.method, data_dir=data_dir, trainer=trainer, progress=not args.no_progress)
+        results.append(result)
     (out / "results.json").write_text(json.dumps([r.summary() for r in results], indent=2) + "\n")
-    for result in results:
-        print(summary_line(result))
+    print(summary_table(results))
     return 0
 
 

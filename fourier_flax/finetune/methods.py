@@ -7,7 +7,7 @@ other trained leaf "adapter" (``lr``).
 
 Example::
 
-  >>> model, params = load_minilm(num_labels=2)
+  >>> model, params = load_classifier(num_labels=2)
   >>> params, adapter = prepare_params(params, run, jax.random.key(run.seed))
   >>> mask = method_mask(params, run, adapter)
   >>> trainable, frozen = fourier_flax.split_params(params, mask)
@@ -20,15 +20,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from fourier_flax.adapter import init_adapter
 from fourier_flax.config import FourierFTConfig, LoraConfig
+from fourier_flax.finetune.classifier import HEAD, SequenceClassifier, init_head
 from fourier_flax.finetune.presets import RunConfig
 from fourier_flax.interceptor import intercept
 from fourier_flax.partition import trainable_mask
 
-HEAD = "classifier"
 AdapterConfig = FourierFTConfig | LoraConfig
 
 
@@ -42,16 +41,6 @@ def adapter_config(run: RunConfig) -> AdapterConfig | None:
     if run.method == "lora":
         return LoraConfig(r=run.lora_r, lora_alpha=run.lora_alpha, **common)
     return None
-
-
-def init_head(params: Mapping[str, Any], rng: jax.Array, std: float = 0.02) -> dict:
-    """``params`` with a fresh classifier: kernel ~ N(0, std²) (BERT's ``initializer_range``), bias 0.
-
-    Traceable, so a vmapped sweep draws one head per seed.
-    """
-    head = params[HEAD]
-    kernel = std * jax.random.normal(rng, head["kernel"].shape, head["kernel"].dtype)
-    return {**params, HEAD: {"kernel": kernel, "bias": jnp.zeros_like(head["bias"])}}
 
 
 def prepare_params(
@@ -83,23 +72,17 @@ def optimizer_labels(trainable: Mapping[str, Any]) -> Any:
     return {k: jax.tree.map(lambda _, k=k: "head" if k == HEAD else "adapter", v) for k, v in trainable.items()}
 
 
-def make_apply_fn(model: Any, adapter: AdapterConfig | None) -> Callable[..., jax.Array]:
-    """``apply_fn(params, batch, rng, train) -> logits`` for a Hugging Face ``Flax*ForSequenceClassification``."""
+def make_apply_fn(model: SequenceClassifier, adapter: AdapterConfig | None) -> Callable[..., jax.Array]:
+    """``apply_fn(params, batch, rng, train, scaling=None) -> logits`` running ``adapter`` inside ``model``.
 
-    def apply_fn(params, batch, rng, train):
-        def call():
-            return model(
-                batch["input_ids"],
-                batch["attention_mask"],
-                batch["token_type_ids"],
-                params=params,
-                dropout_rng=rng,
-                train=train,
-            ).logits
+    ``scaling`` (FourierFT) may be a traced scalar standing in for ``adapter.scaling``, so one compiled step
+    serves a whole scaling grid.
+    """
 
+    def apply_fn(params, batch, rng, train, scaling=None):
         if adapter is None:
-            return call()
-        with intercept(adapter):
-            return call()
+            return model(params, batch, rng, train)
+        with intercept(adapter, scaling=scaling if isinstance(adapter, FourierFTConfig) else None):
+            return model(params, batch, rng, train)
 
     return apply_fn

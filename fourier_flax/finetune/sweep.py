@@ -1,10 +1,11 @@
 """Seed sweeps as one compiled program: a whole training run is a pure function of its seed, vmapped over seeds.
 
-:func:`make_seed_run` builds ``run_seed(seed, lr, head_lr) -> (trainable, losses)``: the seed draws the head and the
-adapter (spectrum or LoRA A) and the data order of every epoch (``jax.random.permutation``), the training steps are
-one ``lax.scan``. :func:`sweep` jits ``jax.vmap(run_seed)`` over a seed axis (and optionally a grid of learning
-rates), so S seeds compile once and run as one batched program; :func:`sequential` runs the same function seed by
-seed, which is the reference the sweep must equal.
+:func:`make_seed_run` builds ``run_seed(seed, lr, head_lr, scaling) -> (trainable, losses)``: the seed draws the
+head and the adapter (spectrum or LoRA A) and the data order of every epoch (``jax.random.permutation``), the
+training steps are one ``lax.scan``. Every argument is traced (FourierFT's scaling through ``intercept(config,
+scaling=...)``), so :func:`sweep` jits ``jax.vmap(run_seed)`` over a grid of seeds × learning rates × scalings: the
+whole grid compiles once and runs as one batched program; :func:`sequential` runs the same function seed by seed,
+which is the reference the sweep must equal.
 
 The data order here is drawn in JAX, so it differs from :func:`fourier_flax.data.batches` (grain) used by
 :func:`fourier_flax.finetune.train_run`; both are deterministic in the seed.
@@ -12,7 +13,7 @@ The data order here is drawn in JAX, so it differs from :func:`fourier_flax.data
 Example::
 
   >>> run_seed = make_seed_run(model, base_params, run, train_arrays)
-  >>> trained, losses = sweep(run_seed, [0, 1, 2], [(run.lr, run.head_lr)])  # leaves (3, ...), losses (3, steps)
+  >>> trained, losses = sweep(run_seed, [0, 1, 2], [(run.lr, run.head_lr, run.scaling)])  # leaves (3, ...)
   >>> scores = evaluate_seeds(model, base_params, run, trained, dev_arrays)   # one dev metric per seed
 """
 
@@ -26,14 +27,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fourier_flax.data import get_task
-from fourier_flax.finetune.loop import evaluate, loss_for
+from fourier_flax.data import batches, get_task, glue_metric
+from fourier_flax.finetune.loop import loss_for
 from fourier_flax.finetune.methods import make_apply_fn, method_mask, optimizer_labels, prepare_params
 from fourier_flax.finetune.presets import RunConfig
 from fourier_flax.partition import merge_params, split_params, trainable_parameter_summary
 from fourier_flax.training import make_eval_step, make_optimizer
 
-SeedRun = Callable[[jax.Array, jax.Array, jax.Array], tuple[Any, jax.Array]]
+SeedRun = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], tuple[Any, jax.Array]]
+Rates = tuple[float, float, float]  # (lr, head_lr, scaling); scaling is ignored by methods without one
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 
 
@@ -49,12 +51,12 @@ def _split_for(base: Mapping[str, Any], run: RunConfig, seed: jax.Array):
 
 
 def make_seed_run(model: Any, base: Mapping[str, Any], run: RunConfig, train: Mapping[str, np.ndarray]) -> SeedRun:
-    """``run_seed(seed, lr, head_lr) -> (trainable, losses (steps,))``: one whole training run, traceable.
+    """``run_seed(seed, lr, head_lr, scaling) -> (trainable, losses (steps,))``: one whole training run, traceable.
 
     Args:
-      model: a Hugging Face ``Flax*ForSequenceClassification``.
-      base: its pretrained params (the head is re-drawn per seed).
-      run: the settings; ``run.lr``/``run.head_lr`` are ignored (the arguments give the rates).
+      model: a :class:`fourier_flax.finetune.SequenceClassifier`.
+      base: its params (the head is re-drawn per seed).
+      run: the settings; ``run.lr``/``run.head_lr``/``run.scaling`` are ignored (the arguments give them).
       train: tokenized training arrays ``(N, L)`` and labels ``(N,)``.
     """
     data = {k: jnp.asarray(train[k]) for k in _INPUTS}
@@ -65,7 +67,9 @@ def make_seed_run(model: Any, base: Mapping[str, Any], run: RunConfig, train: Ma
     apply_fn = make_apply_fn(model, adapter)
     loss_fn = loss_for(run.task)
 
-    def run_seed(seed, lr, head_lr):
+    hparams = (lambda scaling: {"scaling": scaling}) if run.method == "fourierft" else (lambda scaling: {})
+
+    def run_seed(seed, lr, head_lr, scaling):
         (trainable, _), _ = _split_for(base, run, seed)
         key = jax.random.key(seed)
         order_key, dropout_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
@@ -91,7 +95,8 @@ def make_seed_run(model: Any, base: Mapping[str, Any], run: RunConfig, train: Ma
             batch = {k: v[rows] for k, v in data.items()}
 
             def objective(trainable):
-                logits = apply_fn(merge_params(trainable, frozen), batch, jax.random.fold_in(dropout_key, index), True)
+                rng = jax.random.fold_in(dropout_key, index)
+                logits = apply_fn(merge_params(trainable, frozen), batch, rng, True, **hparams(scaling))
                 return loss_fn(logits, batch["labels"])
 
             loss, grads = jax.value_and_grad(objective)(trainable)
@@ -105,26 +110,26 @@ def make_seed_run(model: Any, base: Mapping[str, Any], run: RunConfig, train: Ma
     return run_seed
 
 
-def seed_grid(seeds: Sequence[int], lrs: Sequence[tuple[float, float]]) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """``(seed, lr, head_lr)`` arrays of every run: learning-rate pairs outer, seeds inner."""
-    pairs = [(s, lr, head) for lr, head in lrs for s in seeds]
-    seed, lr, head = zip(*pairs, strict=True)
-    return jnp.asarray(seed, jnp.uint32), jnp.asarray(lr, jnp.float32), jnp.asarray(head, jnp.float32)
+def seed_grid(seeds: Sequence[int], rates: Sequence[Rates]) -> tuple[jax.Array, ...]:
+    """``(seed, lr, head_lr, scaling)`` arrays of every run: rate triples outer, seeds inner."""
+    rows = [(s, *r) for r in rates for s in seeds]
+    seed, lr, head, scaling = zip(*rows, strict=True)
+    return (jnp.asarray(seed, jnp.uint32), *(jnp.asarray(v, jnp.float32) for v in (lr, head, scaling)))
 
 
-def sweep(run_seed: SeedRun, seeds: Sequence[int], lrs: Sequence[tuple[float, float]]) -> tuple[Any, jax.Array]:
-    """All ``(lr, head_lr) × seed`` runs in one jitted, vmapped program.
+def sweep(run_seed: SeedRun, seeds: Sequence[int], rates: Sequence[Rates]) -> tuple[Any, jax.Array]:
+    """All ``rates × seeds`` runs in one jitted, vmapped program.
 
     Returns:
-      ``(trainable, losses)`` with a leading axis of ``len(lrs) · len(seeds)`` (learning rates outer, seeds inner).
+      ``(trainable, losses)`` with a leading axis of ``len(rates) · len(seeds)`` (rates outer, seeds inner).
     """
-    return jax.jit(jax.vmap(run_seed))(*seed_grid(seeds, lrs))
+    return jax.jit(jax.vmap(run_seed))(*seed_grid(seeds, rates))
 
 
-def sequential(run_seed: SeedRun, seeds: Sequence[int], lrs: Sequence[tuple[float, float]]) -> tuple[Any, jax.Array]:
+def sequential(run_seed: SeedRun, seeds: Sequence[int], rates: Sequence[Rates]) -> tuple[Any, jax.Array]:
     """The same runs as :func:`sweep`, one jitted call per run (compiled once), stacked in the same order."""
     compiled = jax.jit(run_seed)
-    outputs = [compiled(*args) for args in zip(*seed_grid(seeds, lrs), strict=True)]
+    outputs = [compiled(*args) for args in zip(*seed_grid(seeds, rates), strict=True)]
     return jax.tree.map(lambda *xs: jnp.stack(xs), *outputs)
 
 
@@ -135,10 +140,15 @@ def evaluate_seeds(
     (_, frozen), adapter = _split_for(base, run, jnp.uint32(0))
     eval_step = make_eval_step(make_apply_fn(model, adapter), loss_for(run.task))
     count = jax.tree.leaves(trainable)[0].shape[0]
-    return [
-        evaluate(eval_step, jax.tree.map(lambda x, i=i: x[i], trainable), frozen, dev, run.task, run.batch_size)
-        for i in range(count)
-    ]
+    scores = []
+    for i in range(count):
+        one = jax.tree.map(lambda x, i=i: x[i], trainable)
+        logits = [
+            np.asarray(eval_step(one, frozen, batch)["logits"])[batch["mask"]]
+            for batch in batches(dev, run.batch_size, shuffle=False)
+        ]
+        scores.append(glue_metric(run.task, np.concatenate(logits), dev["labels"]))
+    return scores
 
 
 def trainable_count(base: Mapping[str, Any], run: RunConfig) -> int:
@@ -164,6 +174,6 @@ def seed_scores(
     """
     train, dev = data
     run_seed = make_seed_run(model, base, run, train)
-    trained, _ = (sweep if vmap else sequential)(run_seed, seeds, [(run.lr, run.head_lr)])
+    trained, _ = (sweep if vmap else sequential)(run_seed, seeds, [(run.lr, run.head_lr, run.scaling)])
     metric = get_task(run.task).metric
     return [s[metric] for s in evaluate_seeds(model, base, run, trained, dev)], trained

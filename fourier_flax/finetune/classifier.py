@@ -1,0 +1,132 @@
+"""A sequence classifier over any Hugging Face Flax encoder: mean or [CLS] pooling, then a linear head.
+
+all-MiniLM-L6-v2 is a mean-pooling sentence encoder: its [CLS] vector barely varies across sentences, so a head on
+it starts blind. :class:`SequenceClassifier` therefore pools by the attention-masked mean of the last hidden states
+by default; ``pooling="cls"`` uses the encoder's pooler output (``tanh(dense([CLS]))``, what Hugging Face's
+``FlaxBertForSequenceClassification`` feeds its classifier). Dropout (the encoder's ``hidden_dropout_prob``) is
+applied to the pooled vector in training, as in Hugging Face's heads.
+
+Params are ``{<base_model_prefix>: encoder params, "classifier": {"kernel": (hidden, K), "bias": (K,)}}`` — for
+BERT the same tree (and the same PEFT module paths, ``bert.encoder.layer.0...``) as
+``FlaxBertForSequenceClassification``.
+
+Example::
+
+  >>> classifier, params = load_classifier(num_labels=2)  # all-MiniLM-L6-v2 from its wheel, mean pooling
+  >>> logits = classifier(params, batch, None, False)      # batch: input_ids/attention_mask/token_type_ids (B, L)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+
+Pooling = Literal["mean", "cls"]
+HEAD = "classifier"
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceClassifier:
+    """``classifier(params, batch, rng, train) -> logits (B, num_labels)``.
+
+    Attributes:
+      encoder: a Hugging Face Flax encoder model (``FlaxBertModel``, ``FlaxRobertaModel``, ...).
+      num_labels: outputs of the head (1 for regression).
+      pooling: ``"mean"`` (masked mean of the last hidden states) or ``"cls"`` (the pooler output).
+    """
+
+    encoder: Any
+    num_labels: int
+    pooling: Pooling = "mean"
+
+    def __post_init__(self):
+        if self.pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling must be 'mean' or 'cls', got {self.pooling!r}.")
+
+    @property
+    def prefix(self) -> str:
+        """The params key of the encoder (``"bert"``, ``"roberta"``)."""
+        return self.encoder.base_model_prefix
+
+    @property
+    def config(self) -> Any:
+        return self.encoder.config
+
+    def __call__(self, params: Mapping[str, Any], batch: Mapping[str, Any], rng: jax.Array | None, train: bool):
+        mask = batch["attention_mask"]
+        outputs = self.encoder(
+            batch["input_ids"],
+            mask,
+            batch.get("token_type_ids"),
+            params=params[self.prefix],
+            dropout_rng=rng,
+            train=train,
+        )
+        if self.pooling == "mean":
+            weights = mask.astype(outputs.last_hidden_state.dtype)[..., None]
+            pooled = (outputs.last_hidden_state * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
+        else:
+            pooled = outputs.pooler_output
+        if train and rng is not None:
+            rate = self.config.hidden_dropout_prob
+            keep = jax.random.bernoulli(jax.random.fold_in(rng, 7), 1.0 - rate, pooled.shape)
+            pooled = jnp.where(keep, pooled / (1.0 - rate), 0.0)
+        head = params[HEAD]
+        return pooled @ head["kernel"].astype(pooled.dtype) + head["bias"].astype(pooled.dtype)
+
+
+def init_head(params: Mapping[str, Any], rng: jax.Array, std: float = 0.02) -> dict:
+    """``params`` with a fresh ``classifier`` of the same shapes: kernel ~ N(0, std²) (BERT's
+    ``initializer_range``), bias 0. Traceable, so a vmapped sweep draws one head per seed."""
+    head = params[HEAD]
+    kernel = std * jax.random.normal(rng, head["kernel"].shape, head["kernel"].dtype)
+    return {**params, HEAD: {"kernel": kernel, "bias": jnp.zeros_like(head["bias"])}}
+
+
+def load_classifier(
+    model_dir: str | pathlib.Path | None = None,
+    *,
+    num_labels: int,
+    pooling: Pooling = "mean",
+    num_layers: int | None = None,
+    seed: int = 0,
+) -> tuple[SequenceClassifier, dict[str, Any]]:
+    """A :class:`SequenceClassifier` over a local Hugging Face Flax BERT/RoBERTa checkpoint, and its params.
+
+    Args:
+      model_dir: a folder with ``config.json`` and Flax (``flax_model.msgpack``) or safetensors weights; None is
+        the offline all-MiniLM-L6-v2 (:func:`fourier_flax.hf_models.minilm_path`).
+      num_labels: head outputs (1 for STS-B).
+      pooling: ``"mean"`` (default; sentence-transformer backbones) or ``"cls"``.
+      num_layers: keep only the first encoder layers (fast tests); None keeps them all.
+      seed: draws the head.
+
+    Raises:
+      FileNotFoundError: ``model_dir`` has no ``config.json``.
+    """
+    import transformers
+
+    from fourier_flax.hf_models import minilm_path
+
+    path = pathlib.Path(model_dir) if model_dir is not None else pathlib.Path(minilm_path())
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{path}: no config.json. --model takes a local Hugging Face BERT/RoBERTa folder (config.json plus "
+            "flax_model.msgpack or model.safetensors)."
+        )
+    kwargs = {} if num_layers is None else {"num_hidden_layers": num_layers}
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # dropped layers / unused pooler weights are intended
+    try:
+        encoder = transformers.FlaxAutoModel.from_pretrained(str(path), **kwargs)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    classifier = SequenceClassifier(encoder, num_labels, pooling)
+    hidden = encoder.config.hidden_size
+    head = {"kernel": jnp.zeros((hidden, num_labels), jnp.float32), "bias": jnp.zeros((num_labels,), jnp.float32)}
+    return classifier, init_head({classifier.prefix: encoder.params, HEAD: head}, jax.random.key(seed))
