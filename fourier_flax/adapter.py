@@ -110,6 +110,39 @@ def stacked_layers(config: AdapterConfig, module: Mapping) -> int:
     return jnp.ndim(module[LORA_A]) - 2
 
 
+def check_kernel_layout(
+    config: AdapterConfig, path: str, kernel_shape: tuple[int, ...], bias_shape: tuple[int, ...] | None
+) -> None:
+    """Refuses a 2-D kernel (one layer's, unstacked) whose stored layout contradicts ``config.fan_in_fan_out``.
+
+    The layout shows when the kernel is not square and has a bias: ``bias (out,)`` matching axis 0 means the
+    kernel is stored ``(out, in)`` (Hugging Face's GPT-2 ``FlaxConv1D``), which needs ``fan_in_fan_out=True``,
+    as in PEFT; matching the last axis means ``(in, out)`` (``nn.Dense``), which needs False. Square kernels
+    show nothing here; :func:`fourier_flax.intercept` checks the layer type when it runs.
+
+    Raises:
+      ValueError: naming the module, the evidence and the flag to set.
+    """
+    if bias_shape is None or len(kernel_shape) != 2 or kernel_shape[0] == kernel_shape[1]:
+        return
+    out_in = bias_shape[-1] == kernel_shape[0]
+    if out_in != config.fan_in_fan_out:
+        layout = "(out, in), like GPT-2's FlaxConv1D" if out_in else "(in, out), like nn.Dense"
+        raise ValueError(
+            f"module {path!r}: its kernel {kernel_shape} with bias {bias_shape} is stored {layout}, but the config "
+            f"has fan_in_fan_out={config.fan_in_fan_out}. Set fan_in_fan_out={out_in} (PEFT sets it for Conv1D "
+            "itself, with a warning; fourier_flax.get_peft_model does the same), or the update lands on the "
+            "transposed layout."
+        )
+
+
+def module_layout_check(config: AdapterConfig, path: str, module: Mapping, stack: int) -> None:
+    """:func:`check_kernel_layout` on the params of one module (``stack`` leading stacked-layer axes)."""
+    bias = module.get("bias")
+    bias_shape = None if bias is None else tuple(jnp.shape(bias))[stack:]
+    check_kernel_layout(config, path, tuple(jnp.shape(module["kernel"]))[stack:], bias_shape)
+
+
 def module_delta_w(
     config: AdapterConfig, path: str, module: Mapping, *, scaling: jax.Array | float | None = None
 ) -> jax.Array:
@@ -243,6 +276,7 @@ def init_adapter(
                 "(or merge_adapter first)."
             )
         stack = _stack_count(path, stacked_axes)
+        module_layout_check(config, path, module, stack)
         leaves = _new_leaves(config, path, tuple(jnp.shape(module["kernel"])), stack, _module_rng(rng, path))
         updates[path] = lambda m, leaves=leaves: {**m, **leaves}
     adapted = module_paths.update_modules(tree, updates)

@@ -61,12 +61,15 @@ class _TargetingConfig:
             raise ValueError("layers_pattern only makes sense with layers_to_transform; set both.")
 
     def is_targeted(self, path: str) -> bool:
-        """Whether the module at dotted ``path`` gets an adapter (PEFT's matching rules)."""
-        if not targeting.matches_module(path, self.target_modules):
-            return False
+        """Whether the module at dotted ``path`` gets an adapter (PEFT's ``check_target_module_exists``)."""
         if targeting.matches_module(path, self.exclude_modules):
             return False
-        if self.layers_to_transform is None:
+        if targeting.inside_saved_module(path, self.modules_to_save):
+            return False  # PEFT never adapts a module it trains in full
+        if not targeting.matches_module(path, self.target_modules):
+            return False
+        exact = isinstance(self.target_modules, str) or path in self.target_modules
+        if self.layers_to_transform is None or exact:
             return True
         index = targeting.layer_index(path, self.layers_pattern)
         wanted = self.layers_to_transform

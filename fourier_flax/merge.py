@@ -19,7 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from fourier_flax import module_paths
-from fourier_flax.adapter import AdapterConfig, adapter_leaf_names, module_delta_w
+from fourier_flax.adapter import (
+    AdapterConfig,
+    adapter_leaf_names,
+    module_delta_w,
+    module_layout_check,
+    stacked_layers,
+)
 
 
 def _adapted_paths(tree: module_paths.Tree, config: AdapterConfig) -> list[str]:
@@ -55,6 +61,7 @@ def merge_adapter(tree: module_paths.Tree, config: AdapterConfig, *, safe_merge:
     merged_kernels = {}
     for path in paths:
         module = module_paths.get_module(tree, path)
+        module_layout_check(config, path, module, stacked_layers(config, module))
         kernel = module["kernel"]
         merged = (kernel.astype(jnp.float32) + module_delta_w(config, path, module)).astype(kernel.dtype)
         if safe_merge and not np.isfinite(np.asarray(merged, np.float32)).all():

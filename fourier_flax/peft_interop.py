@@ -39,7 +39,7 @@ import safetensors.numpy
 from flax import traverse_util
 
 from fourier_flax import module_paths, targeting
-from fourier_flax.adapter import SPECTRUM
+from fourier_flax.adapter import SPECTRUM, adapter_module_paths, module_layout_check
 from fourier_flax.checkpoint import AdapterMismatchError, adapter_leaves, apply_leaves
 from fourier_flax.config import FourierFTConfig
 
@@ -237,6 +237,8 @@ def export_peft(
       PosixPath('/tmp/peft_adapter')
     """
     _check_exportable(config)
+    for path in adapter_module_paths(params):
+        module_layout_check(config, path, module_paths.get_module(params, path), 0)
     kernels = tuple(module_paths.kernel_paths(params))
     return write_peft(
         out_dir, adapter_leaves(params, config), config, module_prefix=module_prefix, kernel_modules=kernels

@@ -38,13 +38,6 @@ from fourier_flax.spectral import Shape2D, check_entries, delta_w
 GATHERED_PER_BLOCK = 2**18
 MAX_TOKEN_BLOCK = 256
 
-KERNEL_GRADIENT_ERROR = (
-    "adapted_matmul treats the kernel as frozen: its backward computes dL/dx and dL/dc without ever "
-    "forming the d1 x d2 weight gradient, so it cannot return dL/dkernel. Differentiate only with "
-    "respect to the adapter parameters (close over or stop_gradient the frozen kernel), or use "
-    "FourierFTConfig(backward='dense') to train the kernel too."
-)
-
 
 def _effective_kernel(kernel, c, entries, shape, alpha, dtype):
     """``W0 + ΔW`` built in float32, then cast to the compute dtype."""
@@ -103,26 +96,31 @@ _adapted_matmul = jax.custom_vjp(_adapted_matmul_impl, nondiff_argnums=(0, 1))
 
 
 def _adapted_matmul_fwd(shape, precision, x, kernel, c, entries, alpha):
-    if kernel.perturbed:
-        raise ValueError(KERNEL_GRADIENT_ERROR)
     y = _adapted_matmul_impl(shape, precision, x.value, kernel.value, c.value, entries.value, alpha.value)
     # Keep only what the wanted cotangents need (None marks the rest). dx recomputes W0 + ΔW (one rfft2)
-    # rather than keeping a d1 x d2 copy alive until the backward pass.
-    x_kept = x.value if (c.perturbed or alpha.perturbed) else None
+    # rather than keeping a d1 x d2 copy alive until the backward pass. The kernel's own gradient (a caller
+    # differentiating the whole params tree) is the plain x^T dy, formed only when the kernel is perturbed.
+    x_for_dc = x.value if (c.perturbed or alpha.perturbed) else None
+    x_for_dkernel = x.value if kernel.perturbed else None
+    kernel_dtype = jnp.zeros((0,), kernel.value.dtype) if kernel.perturbed else None  # dtype carrier only
     kernel_kept = kernel.value if x.perturbed else None
-    return y, (x_kept, kernel_kept, c.value, entries.value, alpha.value)
+    return y, (x_for_dc, x_for_dkernel, kernel_dtype, kernel_kept, c.value, entries.value, alpha.value)
 
 
 def _adapted_matmul_bwd(shape, precision, residuals, dy):
-    x, kernel, c, entries, alpha = residuals
-    dx = dc = dalpha = None
+    x_for_dc, x_for_dkernel, kernel_dtype, kernel, c, entries, alpha = residuals
+    dx = dkernel = dc = dalpha = None
     if kernel is not None:
         w = _effective_kernel(kernel, c, entries, shape, alpha, dy.dtype)
         dx = lax.dot_general(dy, w, (((dy.ndim - 1,), (1,)), ((), ())), precision=precision)
-    if x is not None:
-        unit = _unit_coefficient_grad(x, dy, entries, shape)
+    if x_for_dc is not None:
+        unit = _unit_coefficient_grad(x_for_dc, dy, entries, shape)
         dc, dalpha = unit * alpha, jnp.dot(unit, c)
-    return dx, None, dc, None, dalpha
+    if x_for_dkernel is not None:
+        batch_axes = tuple(range(dy.ndim - 1))
+        dkernel = lax.dot_general(x_for_dkernel, dy, ((batch_axes, batch_axes), ((), ())), precision=precision)
+        dkernel = dkernel.astype(kernel_dtype.dtype)
+    return dx, dkernel, dc, None, dalpha
 
 
 _adapted_matmul.defvjp(_adapted_matmul_fwd, _adapted_matmul_bwd, symbolic_zeros=True)
@@ -147,8 +145,10 @@ def adapted_matmul(
     * ``dL/dx = dy @ W_effᵀ`` (``W_eff`` recomputed, not stored);
     * ``dL/dc`` (and ``dL/dalpha``) from ``rfft`` of ``x`` and ``dy`` along their feature axes, read at the
       entries — ``O(T·(d log d + n))``; the ``d1 × d2`` weight gradient is never formed;
-    * nothing for the kernel, which is frozen: differentiating with respect to ``kernel`` raises a
-      ``ValueError`` at trace time (use ``backward="dense"`` for that) instead of returning a wrong zero.
+    * ``dL/dkernel = xᵀ dy`` only when the kernel is itself differentiated (``jax.grad`` over a whole params
+      tree, with optax masking the frozen leaves): ``symbolic_zeros`` tells the forward rule which inputs are
+      perturbed, so a frozen kernel (closed over, or split off with ``split_params``) never costs the
+      ``d1 × d2`` product.
 
     Reverse mode only (``jax.jvp`` is refused, as for any ``custom_vjp``). Jittable with ``shape``,
     ``precision`` and ``dtype`` static; vmappable.

@@ -1,12 +1,16 @@
-"""Which modules an adapter targets: PEFT's matching rules on dotted module paths.
+r"""Which modules an adapter targets: PEFT's matching rules on dotted module paths.
 
 A module path is the dotted path of a module in the params tree, e.g. ``encoder.layer.0.attention.self.query``
 (what PEFT calls the module's key). The rules follow PEFT's ``check_target_module_exists``:
 
+* a module inside a ``modules_to_save`` module (a path with a component sequence matching one of its names,
+  ``re.match(rf"(^|.*\.){m}($|\..*)", path)``) is never adapted: it is trained in full;
 * a list of names matches a path that equals a name or ends with ``"." + name``;
 * a string is a regular expression that must match the whole path;
-* ``layers_to_transform`` keeps only paths whose layer index (the number after ``layers_pattern``, or after any
-  path component when no pattern is given) is listed.
+* ``layers_to_transform`` applies only to names matched by suffix (not to exact paths or a regex) and keeps
+  the paths whose *first* numbered segment is listed: with ``layers_pattern``, the number after
+  ``(?:^|.*?\.)<pattern>.``; without, ``re.match(r".*?\.[^.]*\.(\d+)\.", path)``, which needs a component
+  before the layer list — GPT-2's ``h.1.attn.c_attn`` has none, so nothing there matches (as in PEFT 0.21).
 
 Example::
 
@@ -32,11 +36,21 @@ def matches_module(path: str, patterns: ModulePatterns | None) -> bool:
 
 
 def layer_index(path: str, layers_pattern: str | Sequence[str] | None) -> int | None:
-    """The layer number in ``path`` (``...<layers_pattern>.<index>...``), or None if it has none."""
+    """The layer number of ``path`` by PEFT's ``check_target_module_exists`` rule, or None if it has none."""
     names = [layers_pattern] if isinstance(layers_pattern, str) else list(layers_pattern or [])
-    alternatives = "|".join(re.escape(name) for name in names) if names else r"[^.]+"
-    match = re.search(rf"(?:^|\.)(?:{alternatives})\.(\d+)(?:\.|$)", path)
-    return int(match.group(1)) if match else None
+    if not names:
+        match = re.match(r".*?\.[^.]*\.(?P<idx>\d+)\.", path)
+        return int(match.group("idx")) if match else None
+    for name in names:
+        match = re.match(rf"(?:^|.*?\.){name}\.(?P<idx>\d+)\.", path)
+        if match:
+            return int(match.group("idx"))
+    return None
+
+
+def inside_saved_module(path: str, modules_to_save: Sequence[str] | None) -> bool:
+    """Whether ``path`` is (inside) a ``modules_to_save`` module, by PEFT's rule."""
+    return any(re.match(rf"(^|.*\.){name}($|\..*)", path) for name in modules_to_save or ())
 
 
 def pattern_value(path: str, patterns: Mapping[str, int], default: int) -> int:

@@ -1,5 +1,7 @@
 """intercept(): adapted forward passes against float64 NumPy, the merged model and PEFT; transforms; errors."""
 
+import dataclasses
+
 import chex
 import flax.linen as nn
 import jax
@@ -266,8 +268,13 @@ def test_missing_init_is_a_clear_error(two_layer):
 def test_layout_and_layer_kind_errors(two_layer):
     model, variables = two_layer
     conv1d_config = FourierFTConfig(target_modules=["query"], n_frequency=4, fan_in_fan_out=True)
+    # A non-square kernel with a bias shows its layout: init_adapter refuses before anything runs ...
+    with pytest.raises(ValueError, match=r"stored \(in, out\), like nn.Dense.*Set fan_in_fan_out=False"):
+        init_adapter(variables, conv1d_config, jax.random.key(1))
+    # ... and the interceptor checks the layer type itself (square kernels show nothing in their shapes).
+    adapted = init_adapter(variables, dataclasses.replace(conv1d_config, fan_in_fan_out=False), jax.random.key(1))
     with intercept(conv1d_config), pytest.raises(ValueError, match="fan_in_fan_out=True exactly for GPT-2"):
-        model.apply(init_adapter(variables, conv1d_config, jax.random.key(1)), X)
+        model.apply(adapted, X)
 
     conv = nn.Conv(3, (2,), name="query")
     conv_vars = conv.init(jax.random.key(0), jnp.ones((1, 5, 2)))

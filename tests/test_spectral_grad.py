@@ -198,23 +198,31 @@ class AdaptedMatmulTest(chex.TestCase):
         self.assertEqual(weight_sized_dots(spectral, 1), ([], 1))  # only the forward matmul
         self.assertEqual(weight_sized_dots(spectral, (0, 1)), ([], 2))  # plus dy @ W_effᵀ
 
-    def test_kernel_gradient_is_refused(self):
+    @parameterized.parameters(jnp.float32, jnp.bfloat16)
+    def test_kernel_gradient_when_the_kernel_is_differentiated(self, dtype):
+        """jax.grad over a whole params tree: the kernel gets x^T dy (float64 reference), c its spectral grad;
+        a frozen kernel costs no d1 x d2 product."""
         shape = (6, 10)
         entries, x, kernel, c, _ = problem(shape, lead=(4,))
-        params = {"kernel": jnp.asarray(kernel), "c": jnp.asarray(c)}
+        g = np.random.default_rng(5).standard_normal((4, 10))
+        params = {"kernel": jnp.asarray(kernel, dtype), "c": jnp.asarray(c)}
 
-        def loss(params, freeze=False):
-            kernel = jax.lax.stop_gradient(params["kernel"]) if freeze else params["kernel"]
-            return jnp.sum(adapted_matmul(x, kernel, params["c"], entries, shape, ALPHA))
+        def loss(params):
+            y = adapted_matmul(jnp.asarray(x, dtype), params["kernel"], params["c"], entries, shape, ALPHA)
+            return jnp.sum(jnp.asarray(g, jnp.float32) * y.astype(jnp.float32))
 
-        with pytest.raises(ValueError, match="backward='dense'"):
-            jax.grad(loss)(params)
-        with pytest.raises(ValueError, match="treats the kernel as frozen"):
-            jax.jit(jax.grad(lambda k: loss({"kernel": k, "c": params["c"]})))(params["kernel"])
-        grads = jax.grad(lambda p: loss(p, freeze=True))(params)
-        np.testing.assert_array_equal(grads["kernel"], np.zeros(shape, np.float32))
-        _, _, dc_want, _ = reference(x, kernel, c, np.ones((4, 10)), entries, shape, ALPHA)
-        assert_close_of_max(grads["c"], dc_want)
+        grads = jax.jit(jax.grad(loss))(params)
+        self.assertEqual(grads["kernel"].dtype, dtype)
+        want_kernel = np.asarray(x, np.float64).T @ g
+        tol = 2e-6 if dtype == jnp.float32 else 2e-2
+        assert_close_of_max(np.asarray(grads["kernel"], np.float64), want_kernel, tol)
+        _, _, dc_want, _ = reference(x, kernel, c, g, entries, shape, ALPHA)
+        if dtype == jnp.float32:
+            assert_close_of_max(grads["c"], dc_want)
+        dense = jax.grad(lambda p: jnp.sum(g * (x @ (p["kernel"] + delta_w(p["c"], entries, shape, ALPHA)))))
+        want = dense({"kernel": jnp.asarray(kernel), "c": jnp.asarray(c)})
+        if dtype == jnp.float32:
+            chex.assert_trees_all_close(grads, want, rtol=1e-5, atol=1e-5)
 
     @parameterized.parameters(
         ({"kernel": np.zeros((6, 9), np.float32)}, "kernel has shape"),

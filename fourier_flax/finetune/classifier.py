@@ -88,6 +88,20 @@ def init_head(params: Mapping[str, Any], rng: jax.Array, std: float = 0.02) -> d
     return {**params, HEAD: {"kernel": kernel, "bias": jnp.zeros_like(head["bias"])}}
 
 
+def with_label_mean_bias(params: Mapping[str, Any], labels) -> dict:
+    """``params`` whose one-output (regression) head starts at the mean training label.
+
+    Pearson ignores the offset, but the squared error does not: a head starting at 0 against STS-B's mean score
+    of ~2.7 spends its first steps (at head rates of 1e-3-1e-2 per Adam step) moving the output up uniformly,
+    learning nothing about the inputs. Classification heads are returned unchanged.
+    """
+    head = params[HEAD]
+    if head["bias"].shape != (1,):
+        return dict(params)
+    mean = jnp.mean(jnp.asarray(labels, jnp.float32))
+    return {**params, HEAD: {**head, "bias": jnp.full((1,), mean, head["bias"].dtype)}}
+
+
 def load_classifier(
     model_dir: str | pathlib.Path | None = None,
     *,

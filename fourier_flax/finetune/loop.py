@@ -54,7 +54,7 @@ from fourier_flax.data import (
     tokenize_split,
 )
 from fourier_flax.data.bucketing import bucket_lengths, bucketed_batch_count, bucketed_batches
-from fourier_flax.finetune.classifier import SequenceClassifier, load_classifier
+from fourier_flax.finetune.classifier import SequenceClassifier, load_classifier, with_label_mean_bias
 from fourier_flax.finetune.methods import make_apply_fn, method_mask, optimizer_labels, prepare_params
 from fourier_flax.finetune.presets import RunConfig, run_to_dict
 from fourier_flax.partition import merge_params, split_params, trainable_parameter_summary
@@ -230,7 +230,7 @@ class Trainer:
         """
         run = self.run
         params, _ = prepare_params(self.base, run, jax.random.key(seed))
-        trainable, _ = split_params(params, self.mask)
+        trainable, _ = split_params(with_label_mean_bias(params, self.data.train["labels"]), self.mask)
         opt_state = with_learning_rates(
             self.optimizer.init(trainable), run.lr if lr is None else lr, run.head_lr if head_lr is None else head_lr
         )

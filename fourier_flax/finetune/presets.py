@@ -104,7 +104,7 @@ METHOD_LR: Mapping[str, float] = {"lora": 5e-4, "bitfit": 1e-3, "full": 2e-5}
 PRESETS: Mapping[str, Mapping[str, Any]] = {
     "paper": {},
     # The GLUE table's budget on a 2-core CPU (experiments/glue_table.py): the same for every method.
-    "glue": {"epochs": 3, "batch_size": 32, "max_train_examples": 4000},
+    "glue": {"epochs": 3, "batch_size": 32, "max_train_examples": 2000},
     # Minutes on a 2-core CPU (~3 s per MiniLM-L6 step at 32x32): a 1,024-example subsample, 3 epochs of 32 steps.
     "quick": {"epochs": 2, "max_train_examples": 2000},
     # Seconds: for tests and smoke runs (2 layers, a few steps).

@@ -28,6 +28,7 @@ import numpy as np
 import optax
 
 from fourier_flax.data import batches, get_task, glue_metric
+from fourier_flax.finetune.classifier import with_label_mean_bias
 from fourier_flax.finetune.loop import loss_for
 from fourier_flax.finetune.methods import make_apply_fn, method_mask, optimizer_labels, prepare_params
 from fourier_flax.finetune.presets import RunConfig
@@ -45,8 +46,10 @@ def total_steps(run: RunConfig, num_examples: int) -> int:
     return steps if run.max_steps is None else min(steps, run.max_steps)
 
 
-def _split_for(base: Mapping[str, Any], run: RunConfig, seed: jax.Array):
+def _split_for(base: Mapping[str, Any], run: RunConfig, seed: jax.Array, labels: np.ndarray | None = None):
     params, adapter = prepare_params(base, run, jax.random.key(seed))
+    if labels is not None:
+        params = with_label_mean_bias(params, labels)
     return split_params(params, method_mask(params, run, adapter)), adapter
 
 
@@ -69,8 +72,10 @@ def make_seed_run(model: Any, base: Mapping[str, Any], run: RunConfig, train: Ma
 
     hparams = (lambda scaling: {"scaling": scaling}) if run.method == "fourierft" else (lambda scaling: {})
 
+    labels = np.asarray(train["labels"])
+
     def run_seed(seed, lr, head_lr, scaling):
-        (trainable, _), _ = _split_for(base, run, seed)
+        (trainable, _), _ = _split_for(base, run, seed, labels)
         key = jax.random.key(seed)
         order_key, dropout_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
         epochs = -(-steps // per_epoch)
