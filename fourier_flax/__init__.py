@@ -21,6 +21,7 @@ from fourier_flax.partition import (
     trainable_parameter_summary,
 )
 from fourier_flax.peft_interop import export_peft, import_peft
+from fourier_flax.peft_model import PeftModel, get_peft_model
 from fourier_flax.spectral import delta_w, delta_w_reference
 from fourier_flax.spectral_grad import adapted_matmul, choose_backward
 from fourier_flax.training import (
@@ -38,6 +39,7 @@ __all__ = [
     "AdapterMismatchError",
     "FourierFTConfig",
     "LoraConfig",
+    "PeftModel",
     "adapted_matmul",
     "adapter_module_paths",
     "bandpass_probability",
@@ -47,6 +49,7 @@ __all__ = [
     "delta_w_reference",
     "export_peft",
     "frequency_biased_entries",
+    "get_peft_model",
     "import_peft",
     "init_adapter",
     "intercept",

@@ -51,6 +51,10 @@ def adapter_format(path: str | pathlib.Path) -> str:
       FileNotFoundError: neither kind of adapter is at ``path``.
     """
     path = pathlib.Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or directory.")
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} is a file; an adapter is a directory (orbax checkpoint or PEFT adapter).")
     if (path / peft_interop.CONFIG_FILE).is_file():
         return "peft"
     checkpoint.latest_step_directory(path)  # raises with a precise message when there is no complete step

@@ -106,7 +106,16 @@ def _intercept_call(config: AdapterConfig, alpha, next_fun, args, kwargs, contex
     if _INSIDE.get() or context.method_name != "__call__" or module.scope is None:
         return next_fun(*args, **kwargs)
     path = ".".join(str(key) for key in module.scope.path)
-    if not config.is_targeted(path) or module.is_initializing() or not module.has_variable("params", "kernel"):
+    if module.is_initializing() or not module.has_variable("params", "kernel"):
+        return next_fun(*args, **kwargs)
+    if not config.is_targeted(path):
+        carried = [leaf for leaf in adapter_leaf_names(config) if module.has_variable("params", leaf)]
+        if carried:
+            raise ValueError(
+                f"module {path!r} carries {carried} but the {type(config).__name__} being intercepted does not "
+                "target it, so its adapter would silently not run: intercept with the config the params were "
+                "adapted with (or use fourier_flax.get_peft_model, which keeps them together)."
+            )
         return next_fun(*args, **kwargs)
     _check_layer(config, path, module)
     params = module.variables["params"]

@@ -30,16 +30,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import warnings
+import zlib
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import safetensors.numpy
 from flax import traverse_util
 
 from fourier_flax import module_paths, targeting
 from fourier_flax.adapter import SPECTRUM, adapter_module_paths, module_layout_check
+from fourier_flax.atomic_dir import atomic_directory
 from fourier_flax.checkpoint import AdapterMismatchError, adapter_leaves, apply_leaves
 from fourier_flax.config import FourierFTConfig
 
@@ -78,6 +83,18 @@ _TORCH_NAMES = {"kernel": "weight", "scale": "weight", "embedding": "weight", "b
 _PEFT_WRAPPER_SEGMENTS = {"original_module", "modules_to_save"}
 
 ModuleMap = Mapping[str, str] | Callable[[str], str]
+# The PEFT release whose files these were checked against (tests/test_peft_interop.py loads them in it).
+PEFT_FORMAT_VERSION = "0.21.2"
+PEFT_TASK_TYPES = ("SEQ_CLS", "SEQ_2_SEQ_LM", "CAUSAL_LM", "TOKEN_CLS", "QUESTION_ANS", "FEATURE_EXTRACTION")
+_TASK_SUFFIXES = (
+    ("ForSequenceClassification", "SEQ_CLS"),
+    ("ForCausalLM", "CAUSAL_LM"),
+    ("LMHeadModel", "CAUSAL_LM"),
+    ("ForSeq2SeqLM", "SEQ_2_SEQ_LM"),
+    ("ForConditionalGeneration", "SEQ_2_SEQ_LM"),
+    ("ForTokenClassification", "TOKEN_CLS"),
+    ("ForQuestionAnswering", "QUESTION_ANS"),
+)
 
 
 # --- targeting that PEFT reproduces ---------------------------------------------------------------------------
@@ -165,12 +182,49 @@ def _is_saved(module: tuple[str, ...], config: FourierFTConfig) -> bool:
     return any(config.is_saved_module(".".join(module[:k])) for k in range(1, len(module) + 1))
 
 
-def peft_config_dict(config: FourierFTConfig) -> dict[str, Any]:
-    """``adapter_config.json`` as PEFT's ``save_pretrained`` writes it for ``config``."""
+def peft_config_dict(
+    config: FourierFTConfig,
+    *,
+    base_model_name_or_path: str | None = None,
+    task_type: str | None = None,
+    base_model_class: str | None = None,
+    revision: str | None = None,
+) -> dict[str, Any]:
+    """``adapter_config.json`` as PEFT's ``save_pretrained`` writes it for ``config``.
+
+    The bookkeeping fields are what ``AutoPeftModel*.from_pretrained(dir)`` reads to rebuild the base model:
+    ``base_model_name_or_path`` (a hub id or local folder), and either ``task_type`` (``"SEQ_CLS"``,
+    ``"CAUSAL_LM"``, ...; then use the matching ``AutoPeftModelFor...``) or, with no task, ``auto_mapping`` from
+    ``base_model_class`` (a transformers PyTorch class name such as ``"BertModel"``), as PEFT writes it.
+    ``peft_version`` is the PEFT release this format was verified against (:data:`PEFT_FORMAT_VERSION`).
+    """
+    if task_type is not None and task_type not in PEFT_TASK_TYPES:
+        raise ValueError(f"task_type must be one of {sorted(PEFT_TASK_TYPES)} or None, got {task_type!r}.")
     fields = {name: getattr(config, name) for name in PEFT_FIELDS}
     as_json = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
-    bookkeeping = {"auto_mapping": None, "base_model_name_or_path": None, "revision": None, "task_type": None}
+    auto_mapping = None
+    if task_type is None and base_model_class is not None:
+        auto_mapping = {"base_model_class": base_model_class, "parent_library": "transformers"}
+    bookkeeping = {
+        "auto_mapping": auto_mapping,
+        "base_model_name_or_path": base_model_name_or_path,
+        "revision": revision,
+        "task_type": task_type,
+        "peft_version": PEFT_FORMAT_VERSION,
+    }
     return dict(sorted({**as_json, **bookkeeping, "inference_mode": True, "peft_type": "FOURIERFT"}.items()))
+
+
+def peft_bookkeeping(model: Any) -> dict[str, str | None]:
+    """``base_model_name_or_path``, ``task_type`` and ``base_model_class`` for a Hugging Face Flax model.
+
+    ``FlaxBertForSequenceClassification`` → task ``"SEQ_CLS"``; ``FlaxBertModel`` → no task and the auto mapping
+    class ``"BertModel"``; the path is the one the model was loaded from (``config._name_or_path``), if any.
+    """
+    name = type(model).__name__.removeprefix("Flax")
+    task = next((task for suffix, task in _TASK_SUFFIXES if name.endswith(suffix)), None)
+    path = getattr(getattr(model, "config", None), "_name_or_path", None) or None
+    return {"base_model_name_or_path": path, "task_type": task, "base_model_class": None if task else name}
 
 
 def write_peft(
@@ -180,8 +234,11 @@ def write_peft(
     *,
     module_prefix: str = PEFT_PREFIX,
     kernel_modules: tuple[str, ...] = (),
+    bookkeeping: Mapping[str, str | None] | None = None,
 ) -> pathlib.Path:
-    """Writes PEFT's two files for trained ``leaves`` (the work of :func:`export_peft`).
+    """Writes PEFT's two files for trained ``leaves`` (the work of :func:`export_peft`), atomically: a reader
+    (or a kill) sees the previous export or this one, never one file of each (:mod:`fourier_flax.atomic_dir`).
+    ``bookkeeping`` goes to :func:`peft_config_dict`.
 
     ``kernel_modules`` are the module paths with a kernel in the model, to check that the config's patterns,
     read by PEFT on its side, select the adapted modules and no others; if not, the written config names the
@@ -202,14 +259,25 @@ def write_peft(
     candidates = {peft_side + path for path in kernel_modules}
     written = config if _targets_exactly(config, candidates, n_by_module) else explicit_targets(config, n_by_module)
     out_dir = pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    safetensors.numpy.save_file(tensors, out_dir / WEIGHTS_FILE, metadata={"format": "pt"})
-    (out_dir / CONFIG_FILE).write_text(json.dumps(peft_config_dict(written), indent=2, sort_keys=True) + "\n")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir} exists and is not a directory; PEFT adapters are directories.")
+    with atomic_directory(out_dir) as staging:  # both files, or the previous export, never a mix
+        safetensors.numpy.save_file(tensors, staging / WEIGHTS_FILE, metadata={"format": "pt"})
+        text = json.dumps(peft_config_dict(written, **(bookkeeping or {})), indent=2, sort_keys=True) + "\n"
+        (staging / CONFIG_FILE).write_text(text)
     return out_dir
 
 
 def export_peft(
-    params: module_paths.Tree, config: FourierFTConfig, out_dir: str | pathlib.Path, *, module_prefix: str = PEFT_PREFIX
+    params: module_paths.Tree,
+    config: FourierFTConfig,
+    out_dir: str | pathlib.Path,
+    *,
+    module_prefix: str = PEFT_PREFIX,
+    base_model_name_or_path: str | None = None,
+    task_type: str | None = None,
+    base_model_class: str | None = None,
+    revision: str | None = None,
 ) -> pathlib.Path:
     """Writes the FourierFT adapter of ``params`` as Hugging Face PEFT's ``save_pretrained`` would.
 
@@ -223,6 +291,9 @@ def export_peft(
       out_dir: directory for ``adapter_config.json`` and ``adapter_model.safetensors`` (created if needed).
       module_prefix: prepended to our module paths to make PEFT's keys; e.g. ``"base_model.model.bert."`` to
         load an adapter of a ``FlaxBertModel`` into PEFT on ``BertForSequenceClassification``.
+      base_model_name_or_path / task_type / base_model_class / revision: what ``AutoPeftModel*.from_pretrained``
+        needs to rebuild the base (:func:`peft_config_dict`; :func:`peft_bookkeeping` reads them off a Flax
+        model). Without them PEFT's ``PeftModel.from_pretrained(base, dir)`` still works.
 
     Returns:
       ``out_dir``.
@@ -240,8 +311,20 @@ def export_peft(
     for path in adapter_module_paths(params):
         module_layout_check(config, path, module_paths.get_module(params, path), 0)
     kernels = tuple(module_paths.kernel_paths(params))
+    bookkeeping = {
+        "base_model_name_or_path": base_model_name_or_path,
+        "task_type": task_type,
+        "base_model_class": base_model_class,
+        "revision": revision,
+    }
+    peft_config_dict(config, **bookkeeping)  # validates before anything is written
     return write_peft(
-        out_dir, adapter_leaves(params, config), config, module_prefix=module_prefix, kernel_modules=kernels
+        out_dir,
+        adapter_leaves(params, config),
+        config,
+        module_prefix=module_prefix,
+        kernel_modules=kernels,
+        bookkeeping=bookkeeping,
     )
 
 
@@ -275,7 +358,14 @@ def read_peft(adapter_dir: str | pathlib.Path) -> tuple[dict[str, Any], dict[str
             f"{adapter_dir}/{CONFIG_FILE} sets PEFT options fourier_flax does not implement: {unsupported}. "
             "Nothing was imported."
         )
-    return peft_config, safetensors.numpy.load_file(adapter_dir / WEIGHTS_FILE)
+    try:
+        tensors = safetensors.numpy.load_file(adapter_dir / WEIGHTS_FILE)
+    except Exception as error:  # safetensors raises its own SafetensorError (and others) on damaged files
+        raise ValueError(
+            f"{adapter_dir / WEIGHTS_FILE} is not a readable safetensors file ({type(error).__name__}: {error}); "
+            "it was damaged or cut short: export or save it again."
+        ) from error
+    return peft_config, tensors
 
 
 def config_from_peft(peft_config: Mapping[str, Any]) -> FourierFTConfig:
@@ -326,9 +416,19 @@ def _split_key(key: str) -> tuple[str, str] | None:
 
 
 def import_peft(
-    adapter_dir: str | pathlib.Path, base_params: module_paths.Tree, *, module_map: ModuleMap | None = None
+    adapter_dir: str | pathlib.Path,
+    base_params: module_paths.Tree,
+    *,
+    module_map: ModuleMap | None = None,
+    on_missing: Literal["error", "random"] = "error",
+    rng: jax.Array | None = None,
 ) -> tuple[FourierFTConfig, module_paths.Tree]:
     """Reads a FourierFT adapter saved by Hugging Face PEFT into the params of the model's Flax twin.
+
+    As PEFT loads it: the file's config decides which modules are adapted. A spectrum for a module the config
+    does not target is ignored, with a warning (PEFT ignores unexpected keys). A targeted module with no
+    spectrum in the file is refused by default; ``on_missing="random"`` does what PEFT does (a fresh N(0, 1)
+    spectrum from ``rng`` and a "Found missing adapter keys" warning).
 
     Args:
       adapter_dir: a ``save_pretrained`` directory (``adapter_config.json``, ``adapter_model.safetensors``).
@@ -336,31 +436,36 @@ def import_peft(
       module_map: PEFT module key -> our module path; a mapping of dotted prefixes (the longest matching one is
         replaced, e.g. ``{"bert": ""}`` to load an adapter of ``BertForSequenceClassification`` into
         ``FlaxBertModel``) or a function. By default the paths are the same.
+      on_missing: ``"error"`` or ``"random"`` for targeted modules the file has no spectrum for.
+      rng: the key for ``on_missing="random"``.
 
     Returns:
-      ``(config, params)``: the config (PEFT's fields; when its patterns would select other modules here, the
-      imported modules by full path, see :func:`explicit_targets`) and ``base_params`` with the spectra,
-      ``modules_to_save`` leaves and trained biases. Works with :func:`fourier_flax.intercept` and
-      :func:`fourier_flax.merge_adapter`.
+      ``(config, params)``: the file's config (``modules_to_save`` mapped to our paths; when its patterns cannot
+      name our paths — a regex under a ``module_map`` — the imported modules by full path, see
+      :func:`explicit_targets`) and ``base_params`` with the spectra, ``modules_to_save`` leaves and trained
+      biases. Works with :func:`fourier_flax.intercept` and :func:`fourier_flax.merge_adapter`.
 
     Raises:
       ValueError: unknown ``peft_type`` or unsupported options.
-      AdapterMismatchError: modules missing from ``base_params`` (the message lists those that exist), a spectrum
-        whose length differs from ``n_frequency`` for its module, ``fan_in_fan_out`` contradicting a kernel's
-        layout, head shapes that differ. All problems are listed at once.
+      AdapterMismatchError: targeted modules without a spectrum (``on_missing="error"``), modules missing from
+        ``base_params`` (the message lists those that exist), a spectrum whose length differs from
+        ``n_frequency`` for its module, ``fan_in_fan_out`` contradicting a kernel's layout, head shapes that
+        differ, or no spectrum for any targeted module. All problems are listed at once.
 
     Example::
 
       >>> model, base = fourier_flax.load_minilm(num_labels=2)
       >>> config, params = import_peft("peft_sst2_adapter", base)
     """
+    if on_missing not in ("error", "random"):
+        raise ValueError(f"on_missing must be 'error' or 'random', got {on_missing!r}.")
     peft_fields, tensors = read_peft(adapter_dir)
     peft_config = config_from_peft(peft_fields)
     to_ours = _mapper(module_map)
     base = dict(module_paths.params_of(base_params))
     kernels = set(module_paths.kernel_paths(base))
     flat_base = _dotted_leaves(base)
-    leaves, n_by_module, problems = {}, {}, []
+    leaves, n_by_module, problems, ignored = {}, {}, [], []
     for key, value in sorted(tensors.items()):
         split = _split_key(key)
         if split is None:
@@ -368,6 +473,9 @@ def import_peft(
         peft_module, kind = split
         path = to_ours(peft_module)
         if kind == SPECTRUM:
+            if not peft_config.is_targeted(peft_module):
+                ignored.append(key)
+                continue
             problems += _spectrum_problems(key, peft_module, path, value, peft_config, kernels, flat_base)
             n_by_module[path] = int(value.shape[-1])
             leaves[(*path.split("."), SPECTRUM)] = value
@@ -376,12 +484,39 @@ def import_peft(
             problems += [problem] if problem else []
             if leaf is not None:
                 leaves[(*path.split("."), leaf[0])] = leaf[1]
+    if ignored:
+        warnings.warn(
+            f"{adapter_dir}: ignored {len(ignored)} spectra of modules its adapter_config.json does not target "
+            f"(PEFT ignores them too): {ignored}",
+            UserWarning,
+            stacklevel=2,
+        )
     if not n_by_module:
-        problems.append(f"{adapter_dir}/{WEIGHTS_FILE} holds no {SPECTRUM} tensors")
+        problems.append(
+            f"{adapter_dir}/{WEIGHTS_FILE} holds no {SPECTRUM} for any module its config targets "
+            f"(target_modules={peft_config.target_modules!r})"
+        )
+    config = _our_config(peft_config, to_ours)
+    if not all(config.is_targeted(path) for path in n_by_module):
+        config = explicit_targets(config, n_by_module)
+    missing = sorted(p for p in kernels if config.is_targeted(p) and p not in n_by_module) if n_by_module else []
+    if missing and on_missing == "error":
+        problems.append(
+            f"{len(missing)} modules the adapter's config targets have no spectrum in the file: {missing}. "
+            "PEFT would give them a fresh random spectrum and warn 'Found missing adapter keys': pass "
+            "on_missing='random' (with rng) for that, or load into a base with only the adapted layers"
+        )
     if problems:
         problems.append("modules with a kernel in the base params:\n" + targeting.describe_paths(kernels))
         raise AdapterMismatchError(f"the PEFT adapter at {adapter_dir} does not match the base params", problems)
-    config = _our_config(peft_config, to_ours, kernels, n_by_module)
+    if missing:
+        if rng is None:
+            raise ValueError("on_missing='random' needs rng= to draw the missing spectra.")
+        warnings.warn(f"Found missing adapter keys: {missing} got fresh N(0, 1) spectra (as PEFT).", stacklevel=2)
+        for path in missing:
+            n = config.n_frequency_for(path)
+            key = jax.random.fold_in(rng, zlib.crc32(path.encode()) & 0x7FFFFFFF)
+            leaves[(*path.split("."), SPECTRUM)] = np.asarray(jax.random.normal(key, (n,), jnp.float32))
     return config, apply_leaves(base_params, leaves)
 
 
@@ -392,7 +527,7 @@ def _dotted_leaves(params: Mapping[str, Any]) -> dict[str, Any]:
 
 def _spectrum_problems(key, peft_module, path, value, peft_config, kernels, flat_base) -> list[str]:
     if path not in kernels:
-        return [f"{key}: module {path!r} is not in the base params (or has no kernel); pass module_map"]
+        return [f"{key}: module {path!r} is not in the base params (or has no kernel); " + _missing_hint(path, kernels)]
     n, expected = value.shape[-1], peft_config.n_frequency_for(peft_module)
     kernel_shape = np.shape(flat_base[f"{path}.kernel"])
     problems = []
@@ -418,12 +553,38 @@ def _spectrum_problems(key, peft_module, path, value, peft_config, kernels, flat
     return problems
 
 
+def _missing_hint(path: str, available: set[str]) -> str:
+    """The likely fix when the base has no module ``path``: other prefix, too few layers, or no task head."""
+    parts = path.split(".")
+    for k in range(1, len(parts)):
+        if any(a == ".".join(parts[k:]) or a.endswith("." + ".".join(parts[k:])) for a in available):
+            return (
+                f"the base names it without the prefix {'.'.join(parts[:k])!r}: pass module_map="
+                f"{{{'.'.join(parts[:k])!r}: ''}} (CLI: --module-map {'.'.join(parts[:k])}=)"
+            )
+    index = targeting.layer_index(path, None)
+    if index is not None:
+        return (
+            f"the base has no layer {index}: load it with all its layers (CLI: --base-kwarg num_hidden_layers=N "
+            "with N at least the adapter's)"
+        )
+    return (
+        "the base has no such module, which is usually a task head: load the task class with its label count "
+        "(e.g. FlaxBertForSequenceClassification; CLI: --base-class FlaxBertForSequenceClassification "
+        "--base-kwarg num_labels=N)"
+    )
+
+
 def _torch_leaf(key, path, name, value, flat_base) -> tuple[tuple[str, np.ndarray] | None, str | None]:
     """The Flax leaf ``(name, array)`` for a PyTorch parameter, or a problem."""
     candidates = ("bias",) if name == "bias" else ("kernel", "scale", "embedding") if name == "weight" else ()
     present = [leaf for leaf in candidates if f"{path}.{leaf}" in flat_base]
     if not present:
-        return None, f"{key}: no module {path!r} with a {'/'.join(candidates) or name} leaf in the base params"
+        kinds = "/".join(candidates) or name
+        modules = {k.rsplit(".", 1)[0] for k in flat_base}
+        return None, f"{key}: no module {path!r} with a {kinds} leaf in the base params; " + _missing_hint(
+            path, modules
+        )
     leaf = present[0]
     array = value.T if leaf == "kernel" else value
     expected = np.shape(flat_base[f"{path}.{leaf}"])
@@ -432,12 +593,8 @@ def _torch_leaf(key, path, name, value, flat_base) -> tuple[tuple[str, np.ndarra
     return (leaf, array), None
 
 
-def _our_config(peft_config, to_ours, kernels, n_by_module) -> FourierFTConfig:
+def _our_config(peft_config: FourierFTConfig, to_ours: Callable[[str], str]) -> FourierFTConfig:
+    """PEFT's config with its ``modules_to_save`` names mapped to our module paths."""
     saved = peft_config.modules_to_save
     mapped_saved = None if saved is None else tuple(to_ours(name) for name in saved)
-    config = FourierFTConfig(
-        **{name: getattr(peft_config, name) for name in PEFT_FIELDS if name != "modules_to_save"},
-        modules_to_save=mapped_saved,
-        entry_sampling="peft",
-    )
-    return config if _targets_exactly(config, kernels, n_by_module) else explicit_targets(config, n_by_module)
+    return dataclasses.replace(peft_config, modules_to_save=mapped_saved)
