@@ -89,6 +89,8 @@ def load_minilm(
         model = model_class.from_pretrained(minilm_path(), **kwargs)
     finally:
         transformers.logging.set_verbosity(verbosity)
+    # Flax's from_pretrained keeps the file's _name_or_path (here an older hub id); record where it came from.
+    model.config._name_or_path = str(minilm_path())
     return model, model.params
 
 

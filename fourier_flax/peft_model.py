@@ -250,20 +250,23 @@ class PeftModel:
         model.params = merged
         return model
 
-    def save_pretrained(self, directory: str | pathlib.Path) -> pathlib.Path:
+    def save_pretrained(self, directory: str | pathlib.Path, **bookkeeping: str | None) -> pathlib.Path:
         """Writes every adapter: ``default`` in ``directory``, the others in ``directory/<name>`` (as PEFT).
 
         Each is written in PEFT's format (``adapter_config.json`` + ``adapter_model.safetensors``, atomically) when
         PEFT can express it (FourierFT with PEFT's entries, no stacked layers), else as an orbax checkpoint
-        (:func:`fourier_flax.save_adapter`); :meth:`from_pretrained` reads both.
+        (:func:`fourier_flax.save_adapter`); :meth:`from_pretrained` reads both. ``bookkeeping``
+        (``base_model_name_or_path``, ``task_type``, ``base_model_class``, ``revision``) overrides what is read off
+        a Hugging Face model (:func:`fourier_flax.peft_interop.peft_bookkeeping`): Flax's ``from_pretrained`` keeps
+        the ``_name_or_path`` written in the checkpoint's config.json, which may not be where it was loaded from.
         """
         directory = pathlib.Path(directory)
         for name, adapter in self._adapters.items():
             target = directory if name == DEFAULT else directory / name
             params = apply_leaves(self.base, adapter.leaves)
             if _peft_expressible(adapter):
-                bookkeeping = peft_bookkeeping(self.model) if _is_hf(self.model) else {}
-                export_peft(params, adapter.config, target, **bookkeeping)
+                found = peft_bookkeeping(self.model) if _is_hf(self.model) else {}
+                export_peft(params, adapter.config, target, **{**found, **bookkeeping})
             else:
                 save_adapter(target, params, adapter.config)
         return directory

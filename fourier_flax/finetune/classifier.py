@@ -140,6 +140,7 @@ def load_classifier(
         encoder = transformers.FlaxAutoModel.from_pretrained(str(path), **kwargs)
     finally:
         transformers.logging.set_verbosity(verbosity)
+    encoder.config._name_or_path = str(path)  # Flax keeps the file's own, possibly a stale hub id
     classifier = SequenceClassifier(encoder, num_labels, pooling)
     hidden = encoder.config.hidden_size
     head = {"kernel": jnp.zeros((hidden, num_labels), jnp.float32), "bias": jnp.zeros((num_labels,), jnp.float32)}
