@@ -20,9 +20,8 @@ import time
 import jax
 import numpy as np
 
-from fourier_flax.finetune import resolve_run
+from fourier_flax.finetune import load_classifier, resolve_run
 from fourier_flax.finetune.sweep import make_seed_run, seed_grid
-from fourier_flax.hf_models import load_minilm
 
 RESULTS = pathlib.Path(__file__).parent / "results" / "bench_sweep.md"
 
@@ -53,9 +52,9 @@ def main() -> None:
         preset="tiny",
         overrides={"n_frequency": 200, "batch_size": 8, "max_length": 16, "max_steps": args.steps, "epochs": 100},
     )
-    model, base = load_minilm(num_labels=2, num_hidden_layers=2)
+    model, base = load_classifier(num_labels=2, num_layers=2)
     run_seed = make_seed_run(model, base, run, synthetic_train(64, run.max_length))
-    grid = seed_grid(list(range(args.seeds)), [(run.lr, run.head_lr)])
+    grid = seed_grid(list(range(args.seeds)), [(run.lr, run.head_lr, run.scaling)])
     vmapped, c_sweep = timed(lambda: jax.jit(jax.vmap(run_seed)).lower(*grid).compile())
     (_, swept_losses), r_sweep = timed(lambda: vmapped(*grid))
     single, c_seq = timed(lambda: jax.jit(run_seed).lower(*(x[0] for x in grid)).compile())

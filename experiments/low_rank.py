@@ -1,6 +1,7 @@
 """Singular-value spectra and effective rank of trained FourierFT ΔW vs LoRA ΔW (the paper's "not low-rank" point).
 
-Command (after ``experiments/table2_glue.py``, whose seed-0 adapters it reads from ``runs/table2/<task>/``)::
+Command (after ``experiments/glue_table.py``, whose seed-0 adapters it reads from
+``runs/glue_table/<task>/<method>/seed0/adapter``)::
 
   .venv/bin/python experiments/low_rank.py [--task sst2]      # ~1 min
 
@@ -24,8 +25,8 @@ import numpy as np  # noqa: E402
 
 from fourier_flax import adapter_module_paths, load_adapter  # noqa: E402
 from fourier_flax.adapter import module_delta_w  # noqa: E402
-from fourier_flax.finetune import prepare_params, resolve_run  # noqa: E402
-from fourier_flax.hf_models import load_minilm  # noqa: E402
+from fourier_flax.data import get_task  # noqa: E402
+from fourier_flax.finetune import load_classifier, prepare_params, resolve_run  # noqa: E402
 from fourier_flax.module_paths import get_module  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).parent / "results"
@@ -52,19 +53,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="sst2")
     args = parser.parse_args()
-    _, base = load_minilm(num_labels=2)
-    found = {
-        m: spectra(*load_adapter(pathlib.Path("runs/table2") / args.task / m, base)) for m in ("fourierft", "lora")
-    }
+    _, base = load_classifier(num_labels=get_task(args.task).num_labels)
+    runs = pathlib.Path(__file__).resolve().parents[1] / "runs" / "glue_table" / args.task
+    loaded = {m: load_adapter(runs / m / "seed0" / "adapter", base) for m in ("fourierft", "lora")}
+    found = {m: spectra(*pair) for m, pair in loaded.items()}
     # FourierFT starts from c ~ N(0, 1) (the paper, PEFT), so its ΔW is not zero before training: show that too.
-    initial, adapter = prepare_params(base, resolve_run(args.task, preset="quick"), jax.random.key(0))
+    scaling = loaded["fourierft"][0].scaling
+    run = resolve_run(args.task, preset="glue", overrides={"scaling": scaling})
+    initial, adapter = prepare_params(base, run, jax.random.key(0))
     found["fourierft at init (seed 0)"] = spectra(adapter, initial)
     lines = [
         "# Effective rank of trained ΔW: FourierFT vs LoRA",
         "",
         f"Produced by `.venv/bin/python experiments/low_rank.py --task {args.task}` from the seed-0 adapters that "
-        "`experiments/table2_glue.py` trained (MiniLM-L6, query/value 384x384 kernels, its short small-budget "
-        "runs: see table2_glue.md), and FourierFT's ΔW at initialisation (seed 0, the same entries and scaling). "
+        "`experiments/glue_table.py` trained (MiniLM-L6, query/value 384x384 kernels; see glue_table.md), "
+        "and FourierFT's ΔW at initialisation (seed 0, the same entries and scaling). "
         "Median over the 12 adapted kernels.",
         "",
         "| method | entropy effective rank | # σ > 1% σ_max | numerical rank | ‖ΔW‖_F (median) |",

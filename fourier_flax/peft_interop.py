@@ -224,7 +224,11 @@ def peft_bookkeeping(model: Any) -> dict[str, str | None]:
     name = type(model).__name__.removeprefix("Flax")
     task = next((task for suffix, task in _TASK_SUFFIXES if name.endswith(suffix)), None)
     path = getattr(getattr(model, "config", None), "_name_or_path", None) or None
-    return {"base_model_name_or_path": None if path is None else str(path), "task_type": task, "base_model_class": None if task else name}
+    return {
+        "base_model_name_or_path": None if path is None else str(path),
+        "task_type": task,
+        "base_model_class": None if task else name,
+    }
 
 
 def write_peft(
