@@ -1,4 +1,4 @@
-"""GLUE fine-tuning of the real all-MiniLM-L6-v2: FourierFT and the head-only baseline on SST-2 (the main job).
+"""GLUE fine-tuning of the real all-MiniLM-L6-v2 (the main job): FourierFT vs LoRA vs head-only on SST-2.
 
 Command (no arguments = the quick SST-2 comparison; flags override, see ``--help``)::
 

@@ -1,21 +1,28 @@
-"""The README's usage example runs as written, and its intercepted and merged models agree."""
+"""The README's usage examples run as written, in order, in a scratch directory; their outputs agree."""
 
+import os
 import re
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_readme_example_runs(capsys):
+def test_readme_examples_run(capsys, tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert blocks, "README.md has no python example"
+    assert len(blocks) == 2, "README.md should hold the PEFT-verbs example and the functional-core example"
+    monkeypatch.chdir(tmp_path)  # the examples write sst2_adapter/ and peft_dir/
     namespace: dict = {}
-    exec(compile(blocks[0], str(README), "exec"), namespace)  # noqa: S102 - our own README
-    assert "trainable params:" in capsys.readouterr().out
-    batch = {"input_ids": jnp.asarray([[101, 7592, 2088, 102]]), "attention_mask": jnp.ones((1, 4), jnp.int32)}
-    adapted = namespace["logits"](namespace["params"], batch)
-    merged = namespace["model"](**batch, params=namespace["merged"]).logits
-    np.testing.assert_allclose(adapted, merged, rtol=1e-4, atol=1e-5)
+    for block in blocks:
+        exec(compile(block, str(README), "exec"), namespace)  # noqa: S102 - our own README
+    assert "trainable params: 12,770" in capsys.readouterr().out
+    assert sorted(os.listdir("sst2_adapter")) == ["adapter_config.json", "adapter_model.safetensors"]
+    peft_model, batch = namespace["peft_model"], namespace["batch"]
+    trained = peft_model(batch["input_ids"], batch["attention_mask"]).logits
+    merged = namespace["merged_model"](batch["input_ids"], batch["attention_mask"]).logits
+    np.testing.assert_allclose(trained, merged, rtol=1e-4, atol=1e-5)
+    assert np.abs(np.asarray(trained) - np.asarray(namespace["base_logits"])).max() > 1e-4
+    functional = namespace["out"]
+    core_merged = namespace["model"](batch["input_ids"], batch["attention_mask"], params=namespace["merged"]).logits
+    np.testing.assert_allclose(functional, core_merged, rtol=1e-4, atol=1e-5)
