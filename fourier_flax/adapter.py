@@ -24,41 +24,47 @@ Example::
 
 from __future__ import annotations
 
-import functools
 import math
 import zlib
 from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from fourier_flax import entries as entry_rules
 from fourier_flax import module_paths, targeting
 from fourier_flax.config import FourierFTConfig, LoraConfig
-from fourier_flax.lora import init_lora_leaves, lora_delta_w
-from fourier_flax.spectral import delta_w
+from fourier_flax.methods import ADAPTER_LEAVES, DoraConfig, VeraConfig, method_of
+from fourier_flax.methods.fourierft import SPECTRUM, kernel_grid, spectral_entries
+from fourier_flax.methods.lora import LORA_A, LORA_B
 
-AdapterConfig = FourierFTConfig | LoraConfig
+AdapterConfig = FourierFTConfig | LoraConfig | VeraConfig | DoraConfig  # registered in fourier_flax.methods
 
-SPECTRUM = "fourierft_spectrum"
-LORA_A = "lora_a"
-LORA_B = "lora_b"
-ADAPTER_LEAVES = (SPECTRUM, LORA_A, LORA_B)
+__all__ = [
+    "ADAPTER_LEAVES",
+    "LORA_A",
+    "LORA_B",
+    "SPECTRUM",
+    "adapter_leaf_names",
+    "adapter_module_paths",
+    "init_adapter",
+    "kernel_grid",
+    "kernel_view",
+    "module_delta_w",
+    "spectral_entries",
+    "stacked_layers",
+    "targeted_paths",
+    "trained_leaf_names",
+]
 
 
 def adapter_leaf_names(config: AdapterConfig) -> tuple[str, ...]:
     """The leaves ``config``'s adapter adds beside a kernel."""
-    if isinstance(config, FourierFTConfig):
-        return (SPECTRUM,)
-    if isinstance(config, LoraConfig):
-        return (LORA_A, LORA_B)
-    raise TypeError(f"expected a FourierFTConfig or LoraConfig, got {type(config).__name__}.")
+    return method_of(config).leaf_names
 
 
-def kernel_grid(config: AdapterConfig) -> entry_rules.Grid:
-    """Layout of the 2-D kernel view: ``"out_in"`` under ``fan_in_fan_out`` (GPT-2's Conv1D), else ``"in_out"``."""
-    return "out_in" if config.fan_in_fan_out else "in_out"
+def trained_leaf_names(config: AdapterConfig) -> tuple[str, ...]:
+    """The leaves of ``config``'s adapter that train (all but frozen ones such as VeRA's projections)."""
+    return method_of(config).trained_leaf_names
 
 
 def kernel_view(path: str, kernel_shape: tuple[int, ...], in_axes: int) -> tuple[int, int]:
@@ -76,38 +82,9 @@ def kernel_view(path: str, kernel_shape: tuple[int, ...], in_axes: int) -> tuple
     return math.prod(kernel_shape[:in_axes]), math.prod(kernel_shape[in_axes:])
 
 
-@functools.lru_cache(maxsize=256)
-def _cached_entries(shape, n, seed, rule, grid, center_frequency, bandwidth) -> np.ndarray:
-    if rule == "peft":
-        found = entry_rules.peft_entries(shape, n, seed, grid=grid)
-    elif rule == "uniform":
-        found = entry_rules.uniform_entries(shape, n, seed)
-    else:
-        found = entry_rules.frequency_biased_entries(
-            shape, n, seed, center_frequency=center_frequency, bandwidth=bandwidth
-        )
-    found.setflags(write=False)  # shared by every caller of the cache
-    return found
-
-
-def spectral_entries(config: FourierFTConfig, shape: tuple[int, int], n: int) -> np.ndarray:
-    """The entry set ``E`` (int32 ``(2, n)``, read-only) of a ``shape`` kernel view under ``config``; memoised."""
-    return _cached_entries(
-        (int(shape[0]), int(shape[1])),
-        int(n),
-        config.random_loc_seed,
-        config.entry_sampling,
-        kernel_grid(config),
-        config.center_frequency,
-        config.bandwidth,
-    )
-
-
 def stacked_layers(config: AdapterConfig, module: Mapping) -> int:
     """How many leading stacked-layer axes the adapter leaves (and so the kernel) of ``module`` carry."""
-    if isinstance(config, FourierFTConfig):
-        return jnp.ndim(module[SPECTRUM]) - 1
-    return jnp.ndim(module[LORA_A]) - 2
+    return method_of(config).stacked_layers(module)
 
 
 def check_kernel_layout(
@@ -143,6 +120,17 @@ def module_layout_check(config: AdapterConfig, path: str, module: Mapping, stack
     check_kernel_layout(config, path, tuple(jnp.shape(module["kernel"]))[stack:], bias_shape)
 
 
+def module_effective_kernel(
+    config: AdapterConfig, path: str, module: Mapping, *, scaling: jax.Array | float | None = None
+) -> jax.Array:
+    """The float32 kernel the adapted module at ``path`` computes with (``W0 + ΔW``, or DoRA's rescaling), in
+    the shape of its ``kernel``."""
+    stack = stacked_layers(config, module)
+    kernel_shape = tuple(jnp.shape(module["kernel"]))
+    shape = kernel_view(path, kernel_shape[stack:], config.kernel_in_axes_for(path))
+    return method_of(config).effective_kernel(config, path, module, shape, scaling=scaling).reshape(kernel_shape)
+
+
 def module_delta_w(
     config: AdapterConfig, path: str, module: Mapping, *, scaling: jax.Array | float | None = None
 ) -> jax.Array:
@@ -158,12 +146,7 @@ def module_delta_w(
     stack = stacked_layers(config, module)
     kernel_shape = tuple(jnp.shape(module["kernel"]))
     shape = kernel_view(path, kernel_shape[stack:], config.kernel_in_axes_for(path))
-    if isinstance(config, FourierFTConfig):
-        spectrum = module[SPECTRUM]
-        alpha = config.scaling if scaling is None else scaling
-        update = delta_w(spectrum, spectral_entries(config, shape, spectrum.shape[-1]), shape, alpha)
-    else:
-        update = lora_delta_w(module[LORA_A], module[LORA_B], config.scale)
+    update = method_of(config).delta_w(config, path, module, shape, scaling=scaling)
     return update.reshape(kernel_shape)
 
 
@@ -215,22 +198,13 @@ def _module_rng(rng: jax.Array, path: str) -> jax.Array:
     return jax.random.fold_in(rng, zlib.crc32(path.encode()) & 0x7FFFFFFF)
 
 
-def _new_leaves(config, path, kernel_shape, stack, rng) -> dict[str, jax.Array]:
-    stack_shape = tuple(kernel_shape[:stack])
+def _new_leaves(config, path, kernel, stack, rng, shared) -> dict[str, jax.Array]:
+    kernel_shape = tuple(jnp.shape(kernel))
     shape = kernel_view(path, kernel_shape[stack:], config.kernel_in_axes_for(path))
-    if isinstance(config, LoraConfig):
-        in_features = shape[1] if config.fan_in_fan_out else shape[0]
-        lora_a, lora_b = init_lora_leaves(rng, shape, config.r, in_features, stack_shape)
-        return {LORA_A: lora_a, LORA_B: lora_b}
-    n = config.n_frequency_for(path)
-    if n > shape[0] * shape[1]:
-        raise ValueError(
-            f"module {path!r}: n_frequency={n} exceeds the {shape[0]}x{shape[1]} = {shape[0] * shape[1]} "
-            "entries of its kernel. Lower n_frequency, or set n_frequency_pattern for this module."
-        )
-    if config.init_weights:
-        return {SPECTRUM: jnp.zeros((*stack_shape, n), jnp.float32)}
-    return {SPECTRUM: jax.random.normal(rng, (*stack_shape, n), jnp.float32)}
+    kernel_2d = jnp.reshape(kernel, (*kernel_shape[:stack], *shape))
+    return method_of(config).init_leaves(
+        config, path, shape, tuple(kernel_shape[:stack]), rng, kernel=kernel_2d, shared=shared
+    )
 
 
 def init_adapter(
@@ -239,6 +213,7 @@ def init_adapter(
     rng: jax.Array,
     *,
     stacked_axes: Mapping[str, int] | None = None,
+    check_scale: bool = True,
 ) -> module_paths.Tree:
     """Adds the adapter leaves of ``config`` beside the kernel of every targeted module of ``tree``.
 
@@ -251,6 +226,7 @@ def init_adapter(
       rng: PRNG key; each module's leaves use a key derived from it and the module path.
       stacked_axes: module-path prefix → number of leading axes of layers stacked by ``nn.scan`` (or a
         ``variable_axes`` ``nn.vmap``) under it, e.g. ``{"layers": 1}``: those modules get ``(L, n)`` spectra.
+      check_scale: measure the initial ``‖ΔW‖/‖W0‖`` and warn when large (below).
 
     Returns:
       A new tree: every pretrained leaf (and every untouched subtree) is the same object as in ``tree``.
@@ -266,8 +242,16 @@ def init_adapter(
     adapter_leaf_names(config)  # rejects other config types
     stacked_axes = dict(stacked_axes or {})
     _check_stacked_axes(module_paths.kernel_paths(tree), stacked_axes)
+    method = method_of(config)
+    paths = targeted_paths(tree, config)
+    views = {}
+    for path in paths:
+        kernel_shape = tuple(jnp.shape(module_paths.get_module(tree, path)["kernel"]))
+        stack = _stack_count(path, stacked_axes)
+        views[path] = kernel_view(path, kernel_shape[stack:], config.kernel_in_axes_for(path))
+    shared = method.prepare(config, views)
     updates = {}
-    for path in targeted_paths(tree, config):
+    for path in paths:
         module = module_paths.get_module(tree, path)
         present = [leaf for leaf in ADAPTER_LEAVES if leaf in module]
         if present:
@@ -277,10 +261,10 @@ def init_adapter(
             )
         stack = _stack_count(path, stacked_axes)
         module_layout_check(config, path, module, stack)
-        leaves = _new_leaves(config, path, tuple(jnp.shape(module["kernel"])), stack, _module_rng(rng, path))
+        leaves = _new_leaves(config, path, module["kernel"], stack, _module_rng(rng, path), shared)
         updates[path] = lambda m, leaves=leaves: {**m, **leaves}
     adapted = module_paths.update_modules(tree, updates)
-    if isinstance(config, FourierFTConfig) and not config.init_weights:
+    if check_scale:
         from fourier_flax.update_scale import check_update_scale  # imports this module
 
         check_update_scale(adapted, config)

@@ -26,11 +26,11 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import pathlib
 from collections.abc import Mapping
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
@@ -38,24 +38,16 @@ from flax import traverse_util
 
 import fourier_flax
 from fourier_flax import module_paths
-from fourier_flax.adapter import (
-    ADAPTER_LEAVES,
-    adapter_leaf_names,
-    kernel_grid,
-    kernel_view,
-    spectral_entries,
-    stacked_layers,
-)
-from fourier_flax.config import FourierFTConfig, LoraConfig
+from fourier_flax.adapter import ADAPTER_LEAVES, AdapterConfig, adapter_leaf_names, kernel_view, stacked_layers
+from fourier_flax.methods import REGISTRY, method_of
 from fourier_flax.partition import param_labels
 
 FORMAT = "fourier_flax.adapter"
 FORMAT_VERSION = 1
 ADAPTER_ITEM, METADATA_ITEM = "adapter", "metadata"
 _TMP_MARKER = ".orbax-checkpoint-tmp"
-_CONFIG_TYPES = {"fourierft": FourierFTConfig, "lora": LoraConfig}
+_CONFIG_TYPES = {method.name: config_type for config_type, method in REGISTRY.items()}
 
-AdapterConfig = FourierFTConfig | LoraConfig
 Params = Mapping[str, Any]
 
 
@@ -73,7 +65,7 @@ class AdapterMismatchError(ValueError):
 
 def config_to_dict(config: AdapterConfig) -> dict[str, Any]:
     """Every field of ``config`` as JSON-ready values, plus ``"adapter_type"`` ("fourierft" or "lora")."""
-    kind = next(name for name, cls in _CONFIG_TYPES.items() if type(config) is cls)
+    kind = method_of(config).name
     fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
     as_json = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
     return {"adapter_type": kind, **as_json}
@@ -102,23 +94,13 @@ def config_from_dict(data: Mapping[str, Any]) -> AdapterConfig:
 # --- what an adapter holds ----------------------------------------------------------------------------------
 
 
-def entries_digest(entries: np.ndarray) -> str:
-    """sha256 of an entry set as little-endian int32 in C order."""
-    return hashlib.sha256(np.ascontiguousarray(entries, "<i4").tobytes()).hexdigest()
-
-
 def _module_record(config: AdapterConfig, path: str, module: Mapping[str, Any]) -> dict[str, Any]:
-    """What :func:`load_adapter` checks about one adapted module."""
+    """What :func:`load_adapter` checks about one adapted module: kernel shape, stacking, the method's own."""
     kernel_shape = tuple(np.shape(module["kernel"]))
     stack = stacked_layers(config, module)
-    record = {"kernel_shape": list(kernel_shape), "stacked_axes": stack}
-    if isinstance(config, LoraConfig):
-        return {**record, "r": np.shape(module["lora_a"])[-1]}
-    n = np.shape(module["fourierft_spectrum"])[-1]
     view = kernel_view(path, kernel_shape[stack:], config.kernel_in_axes_for(path))
-    entries = {"rule": config.entry_sampling, "seed": config.random_loc_seed, "grid": kernel_grid(config)}
-    digest = entries_digest(spectral_entries(config, view, n))
-    return {**record, "view": list(view), "n": n, "entries": {**entries, "sha256": digest}}
+    record = {"kernel_shape": list(kernel_shape), "stacked_axes": stack}
+    return {**record, **method_of(config).module_record(config, path, module, view)}
 
 
 def adapter_leaves(params: Params, config: AdapterConfig) -> dict[tuple[str, ...], Any]:
@@ -322,28 +304,8 @@ def _module_problems(path: str, record: Mapping[str, Any], config: AdapterConfig
     if list(shape) != record["kernel_shape"]:
         trained = tuple(record["kernel_shape"])
         return [f"module {path}: the adapter was trained on a kernel of shape {trained}, the base kernel is {shape}"]
-    if isinstance(config, LoraConfig):
-        return (
-            []
-            if record["r"] == config.r
-            else [f"module {path}: stores rank {record['r']}, the config has r={config.r}"]
-        )
-    problems = []
-    n, wanted_n = record["n"], config.n_frequency_for(path)
-    if n != wanted_n:
-        problems.append(f"module {path}: stores n={n} coefficients, the config gives n={wanted_n}")
-    entries = record["entries"]
-    expected = {"rule": config.entry_sampling, "seed": config.random_loc_seed, "grid": kernel_grid(config)}
-    for field, value in expected.items():
-        if entries[field] != value:
-            problems.append(f"module {path}: entries {field} is {entries[field]!r}, the config says {value!r}")
     view = kernel_view(path, shape[record["stacked_axes"] :], config.kernel_in_axes_for(path))
-    if entries_digest(spectral_entries(config, view, n)) != entries["sha256"]:
-        problems.append(
-            f"module {path}: the entry set drawn here differs from the one the adapter was trained on (sha256 "
-            f"mismatch; {entries['rule']!r} sampling, seed {entries['seed']}, view {view})"
-        )
-    return problems
+    return method_of(config).record_problems(config, path, record, view)
 
 
 def load_adapter(path: str | pathlib.Path, base_params: Params) -> tuple[AdapterConfig, Params]:
@@ -379,7 +341,17 @@ def load_adapter(path: str | pathlib.Path, base_params: Params) -> tuple[Adapter
             problems.append(f"the adapter was written by fourier_flax {written}, this is {fourier_flax.__version__}")
         raise AdapterMismatchError(f"the adapter at {path} does not match the base params", problems)
     leaves = read_leaves(path, metadata)
-    return config, apply_leaves(base_params, leaves)
+    return config, apply_leaves(with_frozen_leaves(base_params, config), leaves)
+
+
+def with_frozen_leaves(base_params: Params, config: AdapterConfig) -> Params:
+    """``base_params`` with the adapter's never-trained leaves (VeRA's projections) rebuilt from ``config``, which
+    adapter files do not store; unchanged for methods without such leaves."""
+    if not method_of(config).frozen_leaf_names:
+        return base_params
+    from fourier_flax.adapter import init_adapter
+
+    return init_adapter(base_params, config, jax.random.key(0), check_scale=False)
 
 
 def apply_leaves(base_params: Params, leaves: Mapping[tuple[str, ...], Any]) -> Params:

@@ -24,7 +24,8 @@ Example::
   ...   hidden = model(input_ids, params=params).last_hidden_state
 
 Backward. For ``config.backward`` "spectral"/"auto" and ``nn.Dense``/``FlaxConv1D`` layers, the layer's matmul
-goes through a :data:`LayerProduct` (:func:`fourier_flax.spectral_grad.adapted_matmul`),
+goes through the method's own layer call (:meth:`fourier_flax.methods.base.AdapterMethod.layer_call`; for
+FourierFT :func:`fourier_flax.spectral_grad.adapted_matmul`),
 which computes ``dL/dc`` without forming the ``d1 × d2`` weight gradient; otherwise the dense path above is used.
 """
 
@@ -33,32 +34,21 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-import math
-import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
-from fourier_flax import spectral_grad
+from fourier_flax import layer_kinds
 from fourier_flax.adapter import (
     ADAPTER_LEAVES,
-    SPECTRUM,
     AdapterConfig,
     adapter_leaf_names,
-    kernel_view,
-    module_delta_w,
-    spectral_entries,
+    module_effective_kernel,
     stacked_layers,
 )
 from fourier_flax.config import FourierFTConfig
-
-# x (..., d1), kernel (d1, d2), c (n,), entries (2, n), (d1, d2), alpha, *, precision, dtype -> (..., d2):
-# x @ (kernel + ΔW) with a backward pass of its own.
-LayerProduct = Callable[..., jax.Array]
-
-_GPT2_MODULE = "transformers.models.gpt2.modeling_flax_gpt2"
+from fourier_flax.methods import method_of
 
 # Part of jax.jit's cache key: the stack of configs intercepting right now.
 _ACTIVE = jax.make_user_context(default_value=())
@@ -95,12 +85,6 @@ def intercept(config: AdapterConfig, *, scaling: jax.Array | float | None = None
         yield
 
 
-def _conv1d_type() -> type | None:
-    """HF's ``FlaxConv1D`` if transformers' GPT-2 is loaded (a model using it must have imported it)."""
-    gpt2 = sys.modules.get(_GPT2_MODULE)
-    return getattr(gpt2, "FlaxConv1D", None)
-
-
 def _intercept_call(config: AdapterConfig, alpha, next_fun, args, kwargs, context):
     module = context.module
     if _INSIDE.get() or context.method_name != "__call__" or module.scope is None:
@@ -119,21 +103,19 @@ def _intercept_call(config: AdapterConfig, alpha, next_fun, args, kwargs, contex
         return next_fun(*args, **kwargs)
     _check_layer(config, path, module)
     params = module.variables["params"]
-    product = _spectral_product(config, module, args[0])
-    if product is not None:
-        return _layer_with_product(config, alpha, path, module, params, product, *args)
+    layer_call = method_of(config).layer_call(config, module, args[0])
+    if layer_call is not None:
+        return layer_call(config, alpha, path, module, params, *args)
     kernel = params["kernel"]
     # The layer's compute dtype; with dtype=None the layer promotes itself, so keep the kernel's dtype.
     compute_dtype = getattr(module, "dtype", None) or kernel.dtype
-    update = module_delta_w(config, path, params, scaling=alpha)
-    effective = (kernel.astype(jnp.float32) + update).astype(compute_dtype)
+    effective = module_effective_kernel(config, path, params, scaling=alpha).astype(compute_dtype)
     return _call_with_kernel(module, params, effective, args, kwargs)
 
 
 def _check_layer(config: AdapterConfig, path: str, module: nn.Module) -> None:
     """Clear errors for a targeted layer the adapter cannot run on."""
-    conv1d = _conv1d_type()
-    is_conv1d = conv1d is not None and isinstance(module, conv1d)
+    is_conv1d = layer_kinds.is_conv1d(module)
     if not (is_conv1d or isinstance(module, nn.Dense | nn.DenseGeneral)):
         raise ValueError(
             f"module {path!r} is a {type(module).__name__}; adapters apply to nn.Dense, nn.DenseGeneral and "
@@ -176,38 +158,3 @@ def _call_with_kernel(module, params: Mapping, kernel: jax.Array, args, kwargs):
         return module.clone(parent=None).apply({"params": {**layer_params, "kernel": kernel}}, *args, **kwargs)
     finally:
         _INSIDE.reset(token)
-
-
-def _spectral_product(config: AdapterConfig, module: nn.Module, inputs: jax.Array) -> LayerProduct | None:
-    """The matmul owning the backward pass (``config.backward`` "spectral", or "auto" where it pays), or None."""
-    if not isinstance(config, FourierFTConfig) or config.backward == "dense" or not _owns_matmul(module):
-        return None
-    if config.backward == "auto":
-        kernel = module.variables["params"]["kernel"]
-        tokens = math.prod(jnp.shape(inputs)[:-1])
-        n = module.variables["params"][SPECTRUM].shape[-1]
-        if spectral_grad.choose_backward(tuple(kernel.shape), tokens, n) == "dense":
-            return None
-    return spectral_grad.adapted_matmul
-
-
-def _owns_matmul(module: nn.Module) -> bool:
-    """Layers whose computation is exactly ``x @ kernel (+ bias)`` (or ``x @ kernel.T`` for FlaxConv1D)."""
-    if type(module) is nn.Dense:
-        return module.dot_general is None and module.dot_general_cls is None
-    return type(module) is _conv1d_type()
-
-
-def _layer_with_product(config, alpha, path, module, params, product, inputs):
-    """``product(x, W0, c, E, shape, alpha) + bias`` for an ``nn.Dense`` or ``FlaxConv1D`` layer."""
-    kernel, spectrum = params["kernel"], params[SPECTRUM]
-    shape = kernel_view(path, kernel.shape, 1)
-    entries = spectral_entries(config, shape, spectrum.shape[-1])
-    if type(module) is not nn.Dense:  # FlaxConv1D: y = x @ kernel.T; ΔW(E, shape).T == ΔW(E[::-1], shape[::-1])
-        kernel, entries, shape = kernel.T, entries[::-1], shape[::-1]
-    # dtype=None promotes x and the kernel as nn.Dense(dtype=None) does.
-    x = inputs if module.dtype is None else jnp.asarray(inputs, module.dtype)
-    y = product(x, kernel, spectrum, entries, shape, alpha, precision=module.precision, dtype=module.dtype)
-    if module.use_bias:
-        y = y + jnp.asarray(params["bias"], y.dtype)
-    return y

@@ -23,9 +23,11 @@ from fourier_flax.adapter import (
     AdapterConfig,
     adapter_leaf_names,
     module_delta_w,
+    module_effective_kernel,
     module_layout_check,
     stacked_layers,
 )
+from fourier_flax.methods import method_of
 
 
 def _adapted_paths(tree: module_paths.Tree, config: AdapterConfig) -> list[str]:
@@ -63,7 +65,7 @@ def merge_adapter(tree: module_paths.Tree, config: AdapterConfig, *, safe_merge:
         module = module_paths.get_module(tree, path)
         module_layout_check(config, path, module, stacked_layers(config, module))
         kernel = module["kernel"]
-        merged = (kernel.astype(jnp.float32) + module_delta_w(config, path, module)).astype(kernel.dtype)
+        merged = module_effective_kernel(config, path, module).astype(kernel.dtype)
         if safe_merge and not np.isfinite(np.asarray(merged, np.float32)).all():
             raise ValueError(
                 f"merging the adapter of module {path!r} gives non-finite kernel values (NaN/inf); its "
@@ -96,6 +98,11 @@ def unmerge_adapter(merged: module_paths.Tree, adapter: module_paths.Tree, confi
     Raises:
       ValueError: ``adapter`` holds no leaves of this adapter, or names a module ``merged`` lacks.
     """
+    if not method_of(config).additive:
+        raise ValueError(
+            f"{type(config).__name__} merges as m·(W0 + ΔW)/‖W0 + ΔW‖, which the merged kernel cannot be undone "
+            "from (its column norms are m, not ‖W0 + ΔW‖): keep the adapted tree and merge again when needed."
+        )
     leaves = adapter_leaf_names(config)
     found = {}
 

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from flax import traverse_util
 
 from fourier_flax import module_paths, targeting
-from fourier_flax.adapter import adapter_leaf_names
+from fourier_flax.adapter import adapter_leaf_names, trained_leaf_names
 from fourier_flax.config import FourierFTConfig, LoraConfig
 
 Params = Mapping[str, Any]
@@ -81,6 +81,7 @@ def param_labels(params: Params, config: FourierFTConfig | LoraConfig) -> dict:
         return {**others, "params": param_labels(params["params"], config)}
     flat = _flat(params)
     own = adapter_leaf_names(config)
+    trained = trained_leaf_names(config)
     modules = {key[:-1] for key in flat}
     adapted = {key[:-1] for key in flat if key[-1] in own}
     if not adapted:
@@ -97,8 +98,10 @@ def param_labels(params: Params, config: FourierFTConfig | LoraConfig) -> dict:
 
     def label(key: tuple[str, ...]) -> Label:
         module = key[:-1]
-        if key[-1] in own:
+        if key[-1] in trained:
             return "adapter"
+        if key[-1] in own:
+            return "frozen"  # e.g. VeRA's shared random projections
         if _is_saved(module, config):
             return "head"
         if key[-1] == "bias" and (config.bias == "all" or (config.bias != "none" and module in adapted)):

@@ -27,7 +27,13 @@ import jax
 import jax.numpy as jnp
 
 from fourier_flax import module_paths
-from fourier_flax.adapter import AdapterConfig, adapter_module_paths, module_delta_w, stacked_layers
+from fourier_flax.adapter import (
+    AdapterConfig,
+    adapter_leaf_names,
+    adapter_module_paths,
+    module_delta_w,
+    stacked_layers,
+)
 
 # Warn above this ‖ΔW‖/‖W0‖ at initialisation (justified in experiments/results/update_scale.md).
 WARN_RATIO = 0.1
@@ -36,8 +42,11 @@ WARN_RATIO = 0.1
 def update_norm_ratios(tree: module_paths.Tree, config: AdapterConfig) -> dict[str, float]:
     """``{module path: ‖ΔW‖_F / ‖W0‖_F}`` for every adapted module of ``tree`` (stacked layers: the largest)."""
     ratios = {}
+    own = adapter_leaf_names(config)
     for path in adapter_module_paths(tree):
         module = module_paths.get_module(tree, path)
+        if not all(leaf in module for leaf in own):
+            continue  # another adapter's module (e.g. LoRA beside FourierFT)
         kernel = jnp.asarray(module["kernel"], jnp.float32)
         update = module_delta_w(config, path, module)
         axes = tuple(range(stacked_layers(config, module), update.ndim))

@@ -1,0 +1,50 @@
+"""The adapter methods, registered in one place: :data:`REGISTRY` maps a config type to its method.
+
+A new method is one module here (its :class:`~fourier_flax.methods.base.AdapterMethod` subclass) and one line
+in :data:`REGISTRY`; nothing else in fourier_flax names methods.
+
+Example::
+
+  >>> method_of(LoraConfig(target_modules=["query"])).parameter_count(config, "query", (768, 768))
+  12288
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fourier_flax.methods.base import AdapterMethod
+from fourier_flax.methods.dora import DoraConfig, DoraMethod
+from fourier_flax.methods.fourierft import FourierFTMethod
+from fourier_flax.methods.lora import LoraMethod
+from fourier_flax.methods.vera import VeraConfig, VeraMethod
+
+REGISTRY: dict[type, AdapterMethod] = {
+    method.config_type: method for method in (FourierFTMethod(), LoraMethod(), VeraMethod(), DoraMethod())
+}
+# Every leaf name any method adds beside a kernel (LoRA and DoRA share lora_a / lora_b).
+ADAPTER_LEAVES: tuple[str, ...] = tuple(dict.fromkeys(n for method in REGISTRY.values() for n in method.leaf_names))
+
+
+def method_of(config: Any) -> AdapterMethod:
+    """The registered method of ``config``'s type.
+
+    Raises:
+      TypeError: not a registered adapter config.
+    """
+    method = REGISTRY.get(type(config))
+    if method is None:
+        known = ", ".join(t.__name__ for t in REGISTRY)
+        raise TypeError(f"expected an adapter config ({known}), got {type(config).__name__}.")
+    return method
+
+
+def method_named(name: str) -> AdapterMethod:
+    """The registered method called ``name`` (``"fourierft"``, ``"lora"``)."""
+    for method in REGISTRY.values():
+        if method.name == name:
+            return method
+    raise ValueError(f"unknown adapter method {name!r}; registered: {sorted(m.name for m in REGISTRY.values())}.")
+
+
+__all__ = ["ADAPTER_LEAVES", "REGISTRY", "AdapterMethod", "DoraConfig", "VeraConfig", "method_named", "method_of"]

@@ -1,0 +1,117 @@
+"""The adapter-method protocol: what one parameter-efficient method must say for the shared machinery to run it.
+
+``init_adapter``, ``intercept``, ``merge_adapter``, checkpoints, optimizer labels and parameter counts never name
+a method: they ask the method registered for a config's type (:func:`method_of`). A method is a subclass of
+:class:`AdapterMethod` in its own module under ``fourier_flax.methods``, listed once in :data:`REGISTRY`.
+
+Every method works on a kernel's 2-D view ``(d1, d2)`` (``(in, out)`` for ``nn.Dense``; see
+:func:`fourier_flax.adapter.kernel_view`), possibly with leading axes of layers stacked by ``nn.scan``.
+
+Example::
+
+  >>> method = method_of(FourierFTConfig(target_modules=["query"]))
+  >>> method.name, method.leaf_names
+  ('fourierft', ('fourierft_spectrum',))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+
+Shape2D = tuple[int, int]
+# (config, alpha, path, module, params, inputs) -> layer output, a method's own matmul with its own backward.
+LayerCall = Callable[..., jax.Array]
+
+
+class AdapterMethod:
+    """One adapter method. Subclasses set the class attributes and implement the abstract methods.
+
+    Attributes:
+      name: the method's name (``--method``, checkpoint ``adapter_type``).
+      config_type: its frozen config dataclass.
+      leaf_names: the leaves it adds beside a targeted ``kernel``; the first one carries the layer axes
+        (its ``ndim`` minus :attr:`leaf_ndim` is the number of stacked-layer axes).
+      leaf_ndim: ``ndim`` of that first leaf for one unstacked layer.
+      frozen_leaf_names: those of :attr:`leaf_names` that never train (e.g. VeRA's shared random projections);
+        checkpoints do not store them: they are rebuilt from the config.
+    """
+
+    name: ClassVar[str]
+    config_type: ClassVar[type]
+    leaf_names: ClassVar[tuple[str, ...]]
+    leaf_ndim: ClassVar[int]
+    frozen_leaf_names: ClassVar[tuple[str, ...]] = ()
+    # W = W0 + ΔW with ΔW independent of W0 (so a merge can be undone); False for DoRA's rescaling.
+    additive: ClassVar[bool] = True
+
+    @property
+    def trained_leaf_names(self) -> tuple[str, ...]:
+        return tuple(name for name in self.leaf_names if name not in self.frozen_leaf_names)
+
+    def prepare(self, config: Any, views: Mapping[str, Shape2D]) -> Any:
+        """State shared by all targeted modules (``views``: path -> 2-D view), passed to :meth:`init_leaves`."""
+        return None
+
+    def stacked_layers(self, module: Mapping[str, Any]) -> int:
+        """How many leading stacked-layer axes the adapter leaves of ``module`` carry."""
+        return jnp.ndim(module[self.leaf_names[0]]) - self.leaf_ndim
+
+    def init_leaves(
+        self,
+        config: Any,
+        path: str,
+        view: Shape2D,
+        stack_shape: tuple[int, ...],
+        rng: jax.Array,
+        *,
+        kernel: jax.Array,
+        shared: Any = None,
+    ) -> dict[str, jax.Array]:
+        """The method's leaves for one targeted module (``stack_shape`` leading axes for ``nn.scan`` stacks).
+
+        ``kernel`` is the module's pretrained kernel as ``(*stack, d1, d2)``; ``shared`` is :meth:`prepare`'s.
+
+        Raises:
+          ValueError: the config does not fit this kernel (the message names the module and the fix).
+        """
+        raise NotImplementedError
+
+    def delta_w(
+        self, config: Any, path: str, module: Mapping[str, Any], view: Shape2D, *, scaling: Any = None
+    ) -> jax.Array:
+        """The float32 update ``ΔW`` ``(*stack, d1, d2)`` of one adapted module from its leaves."""
+        raise NotImplementedError
+
+    def effective_kernel(
+        self, config: Any, path: str, module: Mapping[str, Any], view: Shape2D, *, scaling: Any = None
+    ) -> jax.Array:
+        """The float32 kernel the adapted layer computes with, ``(*stack, d1, d2)``: ``W0 + ΔW`` unless the
+        method rescales (DoRA)."""
+        kernel = jnp.asarray(module["kernel"], jnp.float32).reshape(self.delta_shape(module, view))
+        return kernel + self.delta_w(config, path, module, view, scaling=scaling)
+
+    def delta_shape(self, module: Mapping[str, Any], view: Shape2D) -> tuple[int, ...]:
+        """``(*stack, d1, d2)`` of ``module``'s kernel view."""
+        stack = self.stacked_layers(module)
+        return (*jnp.shape(module["kernel"])[:stack], *view)
+
+    def module_record(self, config: Any, path: str, module: Mapping[str, Any], view: Shape2D) -> dict[str, Any]:
+        """What a checkpoint records about one adapted module beyond its kernel shape (JSON values)."""
+        raise NotImplementedError
+
+    def record_problems(self, config: Any, path: str, record: Mapping[str, Any], view: Shape2D) -> list[str]:
+        """How a recorded module (:meth:`module_record`) disagrees with ``config`` on this base (none: [])."""
+        raise NotImplementedError
+
+    def parameter_count(self, config: Any, path: str, view: Shape2D) -> int:
+        """Trainable adapter parameters of one (unstacked) layer with this view."""
+        raise NotImplementedError
+
+    def layer_call(self, config: Any, module: Any, inputs: jax.Array) -> LayerCall | None:
+        """A layer computation of the method's own (e.g. a custom backward) for this call, or None for the
+        shared dense path (``kernel + ΔW`` inside the layer's own ``__call__``)."""
+        return None

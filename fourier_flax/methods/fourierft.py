@@ -1,0 +1,148 @@
+"""FourierFT (Gao et al., ICML 2024): ``ΔW = alpha · Re(ifft2(F))``, ``F`` zero but at ``n`` fixed entries.
+
+Leaves: ``fourierft_spectrum`` ``(*stack, n)`` float32, N(0, 1) (the paper, PEFT) or zeros (``init_weights``).
+The entry set ``E`` is not stored: it is redrawn from the config (:func:`spectral_entries`) and a checkpoint
+records its sha256 so a different draw is caught on load. For ``nn.Dense`` and GPT-2's ``FlaxConv1D`` the layer
+may run :func:`fourier_flax.spectral_grad.adapted_matmul`, whose backward never forms the weight gradient.
+
+Example::
+
+  >>> E = spectral_entries(FourierFTConfig(target_modules=["query"]), (768, 768), 1000)  # (2, 1000) int32
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fourier_flax import entries as entry_rules
+from fourier_flax import layer_kinds, spectral_grad
+from fourier_flax.config import FourierFTConfig
+from fourier_flax.methods.base import AdapterMethod, LayerCall, Shape2D
+from fourier_flax.spectral import delta_w
+
+SPECTRUM = "fourierft_spectrum"
+
+
+def kernel_grid(config: Any) -> entry_rules.Grid:
+    """Layout of the 2-D kernel view: ``"out_in"`` under ``fan_in_fan_out`` (GPT-2's Conv1D), else ``"in_out"``."""
+    return "out_in" if config.fan_in_fan_out else "in_out"
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_entries(shape, n, seed, rule, grid, center_frequency, bandwidth) -> np.ndarray:
+    if rule == "peft":
+        found = entry_rules.peft_entries(shape, n, seed, grid=grid)
+    elif rule == "uniform":
+        found = entry_rules.uniform_entries(shape, n, seed)
+    else:
+        found = entry_rules.frequency_biased_entries(
+            shape, n, seed, center_frequency=center_frequency, bandwidth=bandwidth
+        )
+    found.setflags(write=False)  # shared by every caller of the cache
+    return found
+
+
+def spectral_entries(config: FourierFTConfig, shape: Shape2D, n: int) -> np.ndarray:
+    """The entry set ``E`` (int32 ``(2, n)``, read-only) of a ``shape`` kernel view under ``config``; memoised."""
+    return _cached_entries(
+        (int(shape[0]), int(shape[1])),
+        int(n),
+        config.random_loc_seed,
+        config.entry_sampling,
+        kernel_grid(config),
+        config.center_frequency,
+        config.bandwidth,
+    )
+
+
+def entries_digest(entries: np.ndarray) -> str:
+    """sha256 of an entry set as little-endian int32 in C order."""
+    return hashlib.sha256(np.ascontiguousarray(entries, "<i4").tobytes()).hexdigest()
+
+
+class FourierFTMethod(AdapterMethod):
+    name: ClassVar[str] = "fourierft"
+    config_type: ClassVar[type] = FourierFTConfig
+    leaf_names: ClassVar[tuple[str, ...]] = (SPECTRUM,)
+    leaf_ndim: ClassVar[int] = 1
+
+    def init_leaves(self, config, path, view, stack_shape, rng, *, kernel, shared=None):
+        n = config.n_frequency_for(path)
+        if n > view[0] * view[1]:
+            raise ValueError(
+                f"module {path!r}: n_frequency={n} exceeds the {view[0]}x{view[1]} = {view[0] * view[1]} "
+                "entries of its kernel. Lower n_frequency, or set n_frequency_pattern for this module."
+            )
+        if config.init_weights:
+            return {SPECTRUM: jnp.zeros((*stack_shape, n), jnp.float32)}
+        return {SPECTRUM: jax.random.normal(rng, (*stack_shape, n), jnp.float32)}
+
+    def delta_w(self, config, path, module, view, *, scaling=None):
+        spectrum = module[SPECTRUM]
+        alpha = config.scaling if scaling is None else scaling
+        return delta_w(spectrum, spectral_entries(config, view, spectrum.shape[-1]), view, alpha)
+
+    def module_record(self, config, path, module, view):
+        n = int(np.shape(module[SPECTRUM])[-1])
+        entries = {"rule": config.entry_sampling, "seed": config.random_loc_seed, "grid": kernel_grid(config)}
+        digest = entries_digest(spectral_entries(config, view, n))
+        return {"view": list(view), "n": n, "entries": {**entries, "sha256": digest}}
+
+    def record_problems(self, config, path, record, view):
+        problems = []
+        n, wanted_n = record["n"], config.n_frequency_for(path)
+        if n != wanted_n:
+            problems.append(f"module {path}: stores n={n} coefficients, the config gives n={wanted_n}")
+        entries = record["entries"]
+        expected = {"rule": config.entry_sampling, "seed": config.random_loc_seed, "grid": kernel_grid(config)}
+        for field, value in expected.items():
+            if entries[field] != value:
+                problems.append(f"module {path}: entries {field} is {entries[field]!r}, the config says {value!r}")
+        if n <= view[0] * view[1] and entries_digest(spectral_entries(config, view, n)) != entries["sha256"]:
+            problems.append(
+                f"module {path}: the entry set drawn here differs from the one the adapter was trained on (sha256 "
+                f"mismatch; {entries['rule']!r} sampling, seed {entries['seed']}, view {view})"
+            )
+        return problems
+
+    def parameter_count(self, config, path, view):
+        return config.n_frequency_for(path)
+
+    def layer_call(self, config, module, inputs) -> LayerCall | None:
+        """The spectral-backward matmul for ``nn.Dense`` / ``FlaxConv1D`` when ``config.backward`` asks for it
+        ("spectral", or "auto" where :func:`fourier_flax.spectral_grad.choose_backward` measured it faster)."""
+        if config.backward == "dense" or not layer_kinds.owns_matmul(module):
+            return None
+        if config.backward == "auto":
+            kernel = module.variables["params"]["kernel"]
+            tokens = math.prod(jnp.shape(inputs)[:-1])
+            n = module.variables["params"][SPECTRUM].shape[-1]
+            if spectral_grad.choose_backward(tuple(kernel.shape), tokens, n) == "dense":
+                return None
+        return _spectral_layer
+
+
+def _spectral_layer(config, alpha, path, module, params: Mapping[str, Any], inputs) -> jax.Array:
+    """``adapted_matmul(x, W0, c, E, shape, alpha) + bias`` for an ``nn.Dense`` or ``FlaxConv1D`` layer."""
+    kernel, spectrum = params["kernel"], params[SPECTRUM]
+    shape = (math.prod(kernel.shape[:1]), math.prod(kernel.shape[1:]))
+    entries = spectral_entries(config, shape, spectrum.shape[-1])
+    if layer_kinds.is_conv1d(module):
+        # FlaxConv1D: y = x @ kernel.T; ΔW(E, shape).T == ΔW(E[::-1], shape[::-1])
+        kernel, entries, shape = kernel.T, entries[::-1], shape[::-1]
+    # dtype=None promotes x and the kernel as nn.Dense(dtype=None) does.
+    x = inputs if module.dtype is None else jnp.asarray(inputs, module.dtype)
+    y = spectral_grad.adapted_matmul(
+        x, kernel, spectrum, entries, shape, alpha, precision=module.precision, dtype=module.dtype
+    )
+    if module.use_bias:
+        y = y + jnp.asarray(params["bias"], y.dtype)
+    return y

@@ -1,0 +1,51 @@
+"""LoRA (Hu et al., 2021), the baseline: ``ΔW = (lora_alpha / r) · A B`` on a kernel's 2-D view.
+
+Leaves: ``lora_a`` ``(*stack, d1, r)`` (PEFT's Kaiming-uniform, ``a = sqrt(5)``) and ``lora_b`` ``(*stack, r, d2)``
+(zeros), so ΔW starts at zero. For a Flax ``(in, out)`` view they are the transposes of PEFT's ``lora_A.weight``
+``(r, in)`` and ``lora_B.weight`` ``(out, r)``.
+
+Example::
+
+  >>> leaves = LoraMethod().init_leaves(LoraConfig(target_modules=["query"], r=8), "query", (768, 768), (), key)
+  >>> leaves["lora_a"].shape, leaves["lora_b"].shape
+  ((768, 8), (8, 768))
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from fourier_flax.config import LoraConfig
+from fourier_flax.lora import init_lora_leaves, lora_delta_w
+from fourier_flax.methods.base import AdapterMethod
+
+LORA_A = "lora_a"
+LORA_B = "lora_b"
+
+
+class LoraMethod(AdapterMethod):
+    name: ClassVar[str] = "lora"
+    config_type: ClassVar[type] = LoraConfig
+    leaf_names: ClassVar[tuple[str, ...]] = (LORA_A, LORA_B)
+    leaf_ndim: ClassVar[int] = 2
+
+    def init_leaves(self, config, path, view, stack_shape, rng, *, kernel, shared=None):
+        in_features = view[1] if config.fan_in_fan_out else view[0]
+        lora_a, lora_b = init_lora_leaves(rng, view, config.r, in_features, stack_shape)
+        return {LORA_A: lora_a, LORA_B: lora_b}
+
+    def delta_w(self, config, path, module, view, *, scaling=None):
+        return lora_delta_w(module[LORA_A], module[LORA_B], config.scale if scaling is None else scaling)
+
+    def module_record(self, config, path, module, view):
+        return {"r": int(np.shape(module[LORA_A])[-1])}
+
+    def record_problems(self, config, path, record, view):
+        if record["r"] == config.r:
+            return []
+        return [f"module {path}: stores rank {record['r']}, the config has r={config.r}"]
+
+    def parameter_count(self, config, path, view):
+        return config.r * (view[0] + view[1])
