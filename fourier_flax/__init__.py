@@ -12,7 +12,7 @@ from fourier_flax.entries import (
 from fourier_flax.interceptor import intercept
 from fourier_flax.lora import lora_delta_w
 from fourier_flax.merge import merge_adapter, unmerge_adapter
-from fourier_flax.methods import DoraConfig, VeraConfig
+from fourier_flax.methods import DoraConfig, FloraConfig, SvftConfig, VeraConfig
 from fourier_flax.partition import (
     merge_params,
     param_labels,
@@ -39,10 +39,12 @@ __version__ = "0.1.0"
 __all__ = [
     "AdapterMismatchError",
     "DoraConfig",
+    "FloraConfig",
     "FourierFTConfig",
     "LoraConfig",
     "VeraConfig",
     "PeftModel",
+    "SvftConfig",
     "adapted_matmul",
     "adapter_module_paths",
     "bandpass_probability",

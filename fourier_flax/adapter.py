@@ -33,11 +33,12 @@ import jax.numpy as jnp
 
 from fourier_flax import module_paths, targeting
 from fourier_flax.config import FourierFTConfig, LoraConfig
-from fourier_flax.methods import ADAPTER_LEAVES, DoraConfig, VeraConfig, method_of
+from fourier_flax.methods import ADAPTER_LEAVES, DoraConfig, FloraConfig, SvftConfig, VeraConfig, method_of
 from fourier_flax.methods.fourierft import SPECTRUM, kernel_grid, spectral_entries
 from fourier_flax.methods.lora import LORA_A, LORA_B
 
-AdapterConfig = FourierFTConfig | LoraConfig | VeraConfig | DoraConfig  # registered in fourier_flax.methods
+# The config types registered in fourier_flax.methods.
+AdapterConfig = FourierFTConfig | LoraConfig | VeraConfig | DoraConfig | FloraConfig | SvftConfig
 
 __all__ = [
     "ADAPTER_LEAVES",
@@ -59,12 +60,12 @@ __all__ = [
 
 def adapter_leaf_names(config: AdapterConfig) -> tuple[str, ...]:
     """The leaves ``config``'s adapter adds beside a kernel."""
-    return method_of(config).leaf_names
+    return method_of(config).leaves_for(config)
 
 
 def trained_leaf_names(config: AdapterConfig) -> tuple[str, ...]:
     """The leaves of ``config``'s adapter that train (all but frozen ones such as VeRA's projections)."""
-    return method_of(config).trained_leaf_names
+    return method_of(config).trained_leaves_for(config)
 
 
 def kernel_view(path: str, kernel_shape: tuple[int, ...], in_axes: int) -> tuple[int, int]:
@@ -203,7 +204,14 @@ def _new_leaves(config, path, kernel, stack, rng, shared) -> dict[str, jax.Array
     shape = kernel_view(path, kernel_shape[stack:], config.kernel_in_axes_for(path))
     kernel_2d = jnp.reshape(kernel, (*kernel_shape[:stack], *shape))
     return method_of(config).init_leaves(
-        config, path, shape, tuple(kernel_shape[:stack]), rng, kernel=kernel_2d, shared=shared
+        config,
+        path,
+        shape,
+        tuple(kernel_shape[:stack]),
+        rng,
+        kernel=kernel_2d,
+        modes=kernel_shape[stack:],
+        shared=shared,
     )
 
 

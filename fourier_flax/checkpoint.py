@@ -280,7 +280,7 @@ def check_against_base(metadata: Mapping[str, Any], config: AdapterConfig, base_
         problems.append(f"module {path}: in the adapter, but the base params have no kernel there")
     for path in sorted(p for p in recorded if not config.is_targeted(p)):
         problems.append(f"module {path}: has adapter weights, but the config does not target it")
-    own = adapter_leaf_names(config)
+    own = method_of(config).leaf_names  # every leaf the method may add (FLoRA's factors vary by module)
     for path in sorted(p for p in kernels - recorded.keys() if config.is_targeted(p)):
         problems.append(f"module {path}: targeted by the config, but the adapter has no weights for it")
     for key in sorted(k for k in base if k[-1] in ADAPTER_LEAVES):
@@ -305,7 +305,7 @@ def _module_problems(path: str, record: Mapping[str, Any], config: AdapterConfig
         trained = tuple(record["kernel_shape"])
         return [f"module {path}: the adapter was trained on a kernel of shape {trained}, the base kernel is {shape}"]
     view = kernel_view(path, shape[record["stacked_axes"] :], config.kernel_in_axes_for(path))
-    return method_of(config).record_problems(config, path, record, view)
+    return method_of(config).record_problems(config, path, record, view, kernel=kernel)
 
 
 def load_adapter(path: str | pathlib.Path, base_params: Params) -> tuple[AdapterConfig, Params]:

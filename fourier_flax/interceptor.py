@@ -116,10 +116,10 @@ def _intercept_call(config: AdapterConfig, alpha, next_fun, args, kwargs, contex
 def _check_layer(config: AdapterConfig, path: str, module: nn.Module) -> None:
     """Clear errors for a targeted layer the adapter cannot run on."""
     is_conv1d = layer_kinds.is_conv1d(module)
-    if not (is_conv1d or isinstance(module, nn.Dense | nn.DenseGeneral)):
+    if not (is_conv1d or isinstance(module, nn.Dense | nn.DenseGeneral | nn.Conv)):
         raise ValueError(
-            f"module {path!r} is a {type(module).__name__}; adapters apply to nn.Dense, nn.DenseGeneral and "
-            "GPT-2's FlaxConv1D. Narrow target_modules (or add it to exclude_modules)."
+            f"module {path!r} is a {type(module).__name__}; adapters apply to nn.Dense, nn.DenseGeneral, nn.Conv "
+            "and GPT-2's FlaxConv1D. Narrow target_modules (or add it to exclude_modules)."
         )
     if is_conv1d != config.fan_in_fan_out:
         raise ValueError(
@@ -127,11 +127,18 @@ def _check_layer(config: AdapterConfig, path: str, module: nn.Module) -> None:
             f"fan_in_fan_out={config.fan_in_fan_out}: set fan_in_fan_out=True exactly for GPT-2's Conv1D "
             "(its kernel is stored (out, in)), as in PEFT."
         )
+    if isinstance(module, nn.Conv) and method_of(config).uses_view:
+        ndim = len(module.kernel_size) + 2
+        if config.kernel_in_axes_for(path) != ndim - 1:
+            raise ValueError(
+                f"module {path!r} is an nn.Conv (kernel (*window, in, out)): its 2-D view must be "
+                f"(prod(window)·in, out); set kernel_in_axes={{{path.split('.')[-1]!r}: {ndim - 1}}}."
+            )
     if isinstance(module, nn.DenseGeneral):
         axis = (module.axis,) if isinstance(module.axis, int) else tuple(module.axis)
         if module.batch_dims:
             raise ValueError(f"module {path!r}: nn.DenseGeneral with batch_dims is not supported.")
-        if len(axis) != config.kernel_in_axes_for(path):
+        if method_of(config).uses_view and len(axis) != config.kernel_in_axes_for(path):
             raise ValueError(
                 f"module {path!r} is an nn.DenseGeneral contracting {len(axis)} axes, but kernel_in_axes gives "
                 f"{config.kernel_in_axes_for(path)}: set kernel_in_axes={{{path.split('.')[-1]!r}: {len(axis)}}}."

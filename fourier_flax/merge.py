@@ -59,7 +59,7 @@ def merge_adapter(tree: module_paths.Tree, config: AdapterConfig, *, safe_merge:
             f"no module in this tree carries {list(adapter_leaf_names(config))}: nothing to merge "
             "(was it built with init_adapter and this kind of config?)."
         )
-    leaves = adapter_leaf_names(config)
+    leaves = method_of(config).leaf_names  # every leaf the method may add (FLoRA's factors vary by module)
     merged_kernels = {}
     for path in paths:
         module = module_paths.get_module(tree, path)
@@ -103,19 +103,20 @@ def unmerge_adapter(merged: module_paths.Tree, adapter: module_paths.Tree, confi
             f"{type(config).__name__} merges as m·(W0 + ΔW)/‖W0 + ΔW‖, which the merged kernel cannot be undone "
             "from (its column norms are m, not ‖W0 + ΔW‖): keep the adapted tree and merge again when needed."
         )
-    leaves = adapter_leaf_names(config)
+    marks = adapter_leaf_names(config)
+    leaves = method_of(config).leaf_names
     found = {}
 
     def walk(node, prefix):
-        if all(leaf in node for leaf in leaves):
-            found[".".join(prefix)] = {leaf: node[leaf] for leaf in leaves}
+        if all(leaf in node for leaf in marks):
+            found[".".join(prefix)] = {leaf: node[leaf] for leaf in leaves if leaf in node}
         for key, child in node.items():
             if isinstance(child, Mapping) and key not in leaves:
                 walk(child, (*prefix, str(key)))
 
     walk(module_paths.params_of(adapter), ())
     if not found:
-        raise ValueError(f"`adapter` holds no {list(leaves)} leaves: nothing to unmerge.")
+        raise ValueError(f"`adapter` holds no {list(marks)} leaves: nothing to unmerge.")
     absent = sorted(set(found) - set(module_paths.kernel_paths(merged)))
     if absent:
         raise ValueError(f"`adapter` has leaves for modules that `merged` lacks: {absent}.")

@@ -287,8 +287,20 @@ def test_layout_and_layer_kind_errors(two_layer):
         def __call__(self, x):
             return nn.Conv(3, (2,), name="query")(x)
 
-    with intercept(config), pytest.raises(ValueError, match="is a Conv; adapters apply to nn.Dense"):
+    with intercept(config), pytest.raises(ValueError, match=r"is an nn.Conv .*set kernel_in_axes=\{'query': 2\}"):
         Wrapper().apply(adapted, jnp.ones((1, 5, 2)))
+
+    transpose = nn.ConvTranspose(3, (2,), name="query")
+    transpose_vars = {"params": {"query": transpose.init(jax.random.key(0), jnp.ones((1, 5, 2)))["params"]}}
+
+    class TransposeWrapper(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.ConvTranspose(3, (2,), name="query")(x)
+
+    adapted = init_adapter(transpose_vars, config, jax.random.key(1))
+    with intercept(config), pytest.raises(ValueError, match="is a ConvTranspose; adapters apply to nn.Dense"):
+        TransposeWrapper().apply(adapted, jnp.ones((1, 5, 2)))
 
 
 def test_stacked_leaves_on_unstacked_module(two_layer):

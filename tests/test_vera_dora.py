@@ -83,7 +83,7 @@ def test_identity_at_init_merge_and_checkpoint(tmp_path, config):
     adapted = init_adapter(variables, config, jax.random.key(1))
     with intercept(config):
         np.testing.assert_allclose(Net().apply(adapted, x), base_out, atol=1e-5)  # starts at the base model
-    trained_names = method_of(config).trained_leaf_names
+    trained_names = method_of(config).trained_leaves_for(config)
     trained = perturbed(adapted, trained_names)
     with intercept(config):
         out = Net().apply(trained, x)

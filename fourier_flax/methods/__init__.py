@@ -15,13 +15,14 @@ from typing import Any
 
 from fourier_flax.methods.base import AdapterMethod
 from fourier_flax.methods.dora import DoraConfig, DoraMethod
+from fourier_flax.methods.flora import FloraConfig, FloraMethod
 from fourier_flax.methods.fourierft import FourierFTMethod
 from fourier_flax.methods.lora import LoraMethod
+from fourier_flax.methods.svft import SvftConfig, SvftMethod
 from fourier_flax.methods.vera import VeraConfig, VeraMethod
 
-REGISTRY: dict[type, AdapterMethod] = {
-    method.config_type: method for method in (FourierFTMethod(), LoraMethod(), VeraMethod(), DoraMethod())
-}
+METHODS = (FourierFTMethod(), LoraMethod(), VeraMethod(), DoraMethod(), FloraMethod(), SvftMethod())
+REGISTRY: dict[type, AdapterMethod] = {method.config_type: method for method in METHODS}
 # Every leaf name any method adds beside a kernel (LoRA and DoRA share lora_a / lora_b).
 ADAPTER_LEAVES: tuple[str, ...] = tuple(dict.fromkeys(n for method in REGISTRY.values() for n in method.leaf_names))
 
@@ -47,4 +48,14 @@ def method_named(name: str) -> AdapterMethod:
     raise ValueError(f"unknown adapter method {name!r}; registered: {sorted(m.name for m in REGISTRY.values())}.")
 
 
-__all__ = ["ADAPTER_LEAVES", "REGISTRY", "AdapterMethod", "DoraConfig", "VeraConfig", "method_named", "method_of"]
+__all__ = [
+    "ADAPTER_LEAVES",
+    "REGISTRY",
+    "AdapterMethod",
+    "DoraConfig",
+    "FloraConfig",
+    "SvftConfig",
+    "VeraConfig",
+    "method_named",
+    "method_of",
+]

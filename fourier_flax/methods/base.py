@@ -47,10 +47,17 @@ class AdapterMethod:
     frozen_leaf_names: ClassVar[tuple[str, ...]] = ()
     # W = W0 + ΔW with ΔW independent of W0 (so a merge can be undone); False for DoRA's rescaling.
     additive: ClassVar[bool] = True
+    # The update is defined on the kernel's 2-D view (so the view must be the layer's (in, out)); False for
+    # FLoRA, which works on the kernel's own modes.
+    uses_view: ClassVar[bool] = True
 
-    @property
-    def trained_leaf_names(self) -> tuple[str, ...]:
-        return tuple(name for name in self.leaf_names if name not in self.frozen_leaf_names)
+    def leaves_for(self, config: Any) -> tuple[str, ...]:
+        """The leaves a module adapted with ``config`` carries (a subset of :attr:`leaf_names`)."""
+        return self.leaf_names
+
+    def trained_leaves_for(self, config: Any) -> tuple[str, ...]:
+        """Those of :meth:`leaves_for` that train."""
+        return tuple(name for name in self.leaves_for(config) if name not in self.frozen_leaf_names)
 
     def prepare(self, config: Any, views: Mapping[str, Shape2D]) -> Any:
         """State shared by all targeted modules (``views``: path -> 2-D view), passed to :meth:`init_leaves`."""
@@ -69,11 +76,13 @@ class AdapterMethod:
         rng: jax.Array,
         *,
         kernel: jax.Array,
+        modes: tuple[int, ...],
         shared: Any = None,
     ) -> dict[str, jax.Array]:
         """The method's leaves for one targeted module (``stack_shape`` leading axes for ``nn.scan`` stacks).
 
-        ``kernel`` is the module's pretrained kernel as ``(*stack, d1, d2)``; ``shared`` is :meth:`prepare`'s.
+        ``kernel`` is the module's pretrained kernel as ``(*stack, d1, d2)``, ``modes`` its own (unstacked)
+        shape; ``shared`` is :meth:`prepare`'s.
 
         Raises:
           ValueError: the config does not fit this kernel (the message names the module and the fix).
@@ -103,8 +112,11 @@ class AdapterMethod:
         """What a checkpoint records about one adapted module beyond its kernel shape (JSON values)."""
         raise NotImplementedError
 
-    def record_problems(self, config: Any, path: str, record: Mapping[str, Any], view: Shape2D) -> list[str]:
-        """How a recorded module (:meth:`module_record`) disagrees with ``config`` on this base (none: [])."""
+    def record_problems(
+        self, config: Any, path: str, record: Mapping[str, Any], view: Shape2D, *, kernel: Any
+    ) -> list[str]:
+        """How a recorded module (:meth:`module_record`) disagrees with ``config`` and this base's ``kernel``
+        (none: [])."""
         raise NotImplementedError
 
     def parameter_count(self, config: Any, path: str, view: Shape2D) -> int:

@@ -70,7 +70,7 @@ class DoraMethod(AdapterMethod):
     leaf_ndim: ClassVar[int] = 2
     additive: ClassVar[bool] = False
 
-    def init_leaves(self, config, path, view, stack_shape, rng, *, kernel, shared=None):
+    def init_leaves(self, config, path, view, stack_shape, rng, *, kernel, modes, shared=None):
         in_features = view[1] if config.fan_in_fan_out else view[0]
         lora_a, lora_b = init_lora_leaves(rng, view, config.r, in_features, stack_shape)
         magnitude = jnp.linalg.norm(jnp.asarray(kernel, jnp.float32), axis=_in_axis(config))
@@ -91,7 +91,7 @@ class DoraMethod(AdapterMethod):
     def module_record(self, config, path, module, view):
         return {"r": int(np.shape(module[LORA_A])[-1])}
 
-    def record_problems(self, config, path, record, view):
+    def record_problems(self, config, path, record, view, *, kernel):
         if record["r"] == config.r:
             return []
         return [f"module {path}: stores rank {record['r']}, the config has r={config.r}"]

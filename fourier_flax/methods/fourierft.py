@@ -74,7 +74,7 @@ class FourierFTMethod(AdapterMethod):
     leaf_names: ClassVar[tuple[str, ...]] = (SPECTRUM,)
     leaf_ndim: ClassVar[int] = 1
 
-    def init_leaves(self, config, path, view, stack_shape, rng, *, kernel, shared=None):
+    def init_leaves(self, config, path, view, stack_shape, rng, *, kernel, modes, shared=None):
         n = config.n_frequency_for(path)
         if n > view[0] * view[1]:
             raise ValueError(
@@ -96,7 +96,7 @@ class FourierFTMethod(AdapterMethod):
         digest = entries_digest(spectral_entries(config, view, n))
         return {"view": list(view), "n": n, "entries": {**entries, "sha256": digest}}
 
-    def record_problems(self, config, path, record, view):
+    def record_problems(self, config, path, record, view, *, kernel):
         problems = []
         n, wanted_n = record["n"], config.n_frequency_for(path)
         if n != wanted_n:

@@ -31,7 +31,7 @@ class LoraMethod(AdapterMethod):
     leaf_names: ClassVar[tuple[str, ...]] = (LORA_A, LORA_B)
     leaf_ndim: ClassVar[int] = 2
 
-    def init_leaves(self, config, path, view, stack_shape, rng, *, kernel, shared=None):
+    def init_leaves(self, config, path, view, stack_shape, rng, *, kernel, modes, shared=None):
         in_features = view[1] if config.fan_in_fan_out else view[0]
         lora_a, lora_b = init_lora_leaves(rng, view, config.r, in_features, stack_shape)
         return {LORA_A: lora_a, LORA_B: lora_b}
@@ -42,7 +42,7 @@ class LoraMethod(AdapterMethod):
     def module_record(self, config, path, module, view):
         return {"r": int(np.shape(module[LORA_A])[-1])}
 
-    def record_problems(self, config, path, record, view):
+    def record_problems(self, config, path, record, view, *, kernel):
         if record["r"] == config.r:
             return []
         return [f"module {path}: stores rank {record['r']}, the config has r={config.r}"]

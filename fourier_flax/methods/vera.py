@@ -86,7 +86,7 @@ class VeraMethod(AdapterMethod):
         sizes = [_in_out(config, view) for view in views.values()]
         return shared_projections(config, max(s[0] for s in sizes), max(s[1] for s in sizes))
 
-    def init_leaves(self, config, path, view, stack_shape, rng, *, kernel, shared=None):
+    def init_leaves(self, config, path, view, stack_shape, rng, *, kernel, modes, shared=None):
         a, b = shared
         in_features, out_features = _in_out(config, view)
         if config.init_weights:
@@ -107,7 +107,7 @@ class VeraMethod(AdapterMethod):
     def module_record(self, config, path, module, view):
         return {"r": int(np.shape(module[LAMBDA_D])[-1]), "projection_prng_key": config.projection_prng_key}
 
-    def record_problems(self, config, path, record, view):
+    def record_problems(self, config, path, record, view, *, kernel):
         problems = []
         if record["r"] != config.r:
             problems.append(f"module {path}: stores rank {record['r']}, the config has r={config.r}")
