@@ -59,7 +59,7 @@ from fourier_flax.finetune.records import append_record, finished_keys, read_rec
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 RUNS = pathlib.Path(__file__).resolve().parents[1] / "runs" / "glue_table"
 TASKS = ("sst2", "mrpc", "cola", "stsb", "rte")
-METHOD_ORDER = ("fourierft", "lora", "bitfit", "head", "full")
+METHOD_ORDER = ("fourierft", "lora", "dora", "vera", "flora", "svft", "bitfit", "head", "full")
 SWEEP_TASK = "stsb"
 SWEEP_EPOCHS = 2
 HEAD_LR = 1e-2
@@ -69,6 +69,10 @@ HEAD_LR = 1e-2
 GRIDS: dict[str, list[tuple[float, float | None]]] = {
     "fourierft": [(lr, s) for s in (12.0, 35.0, 100.0) for lr in (0.02, 0.05, 0.15, 0.4)] + [(1.0, 12.0), (1.0, 35.0)],
     "lora": [(lr, None) for lr in (5e-4, 1e-3, 3e-3, 1e-2)],
+    "dora": [(lr, None) for lr in (5e-4, 1e-3, 3e-3, 1e-2)],
+    "vera": [(lr, None) for lr in (3e-3, 1e-2, 3e-2)],
+    "flora": [(lr, None) for lr in (5e-4, 1e-3, 3e-3, 1e-2)],
+    "svft": [(lr, None) for lr in (1e-3, 5e-3, 2e-2)],
     "bitfit": [(lr, None) for lr in (1e-3, 3e-3, 1e-2)],
     "head": [(lr, None) for lr in (3e-3, 1e-2, 3e-2)],
     "full": [(lr, None) for lr in (2e-5, 5e-5, 1e-4)],
@@ -188,8 +192,14 @@ def table(methods: Sequence[str], seeds: Sequence[int], tasks: Sequence[str], re
                 hyper = {"lr": run.lr, "head_lr": run.head_lr}
                 if method == "fourierft":
                     hyper.update(scaling=run.scaling, n_frequency=run.n_frequency)
-                if method == "lora":
+                if method in ("lora", "dora"):
                     hyper.update(r=run.lora_r, lora_alpha=run.lora_alpha)
+                if method == "vera":
+                    hyper.update(r=run.vera_r)
+                if method == "flora":
+                    hyper.update(r=run.flora_r, scale=run.flora_scale)
+                if method == "svft":
+                    hyper.update(pattern=run.svft_pattern, off_diag=run.svft_off_diag)
                 record = {
                     "task": task_name,
                     "method": method,

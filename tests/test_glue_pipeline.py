@@ -180,3 +180,20 @@ def test_short_real_run_lowers_loss_and_writes_a_loadable_run_directory(tmp_path
     initial = prepare_params(base, run, jax.random.key(run.seed))[0]
     start = initial["bert"]["encoder"]["layer"]["1"]["attention"]["self"]["value"]["fourierft_spectrum"]
     assert spectrum.shape == (100,) and np.all(np.isfinite(spectrum)) and np.abs(spectrum - start).max() > 1e-3
+
+
+@pytest.mark.parametrize("method", ["dora", "vera", "flora", "svft"])
+def test_the_other_methods_train_through_the_protocol(minilm2, method):
+    """Every registered method runs in the GLUE pipeline: its count matches the protocol and it trains."""
+    from fourier_flax.finetune import Trainer
+    from fourier_flax.methods import method_of
+
+    model, base = minilm2
+    overrides = {"batch_size": 4, "epochs": 1, "max_length": 32, "lr": 1e-2, "vera_r": 16}
+    run = resolve_run("sst2", preset="tiny", method=method, overrides=overrides)
+    trainer = Trainer(model, base, run, _toy_data(8))
+    config = trainer.adapter
+    per_layer = method_of(config).parameter_count(config, "q", (384, 384))
+    assert trainer.trainable_parameters == 4 * per_layer + 384 * 2 + 2  # 2 layers x query/value + head
+    records = trainer.fit(0, evaluate_on=("dev",))
+    assert np.isfinite(records[0]["train_loss"]) and np.isfinite(records[0]["dev"]["loss"])

@@ -1,9 +1,9 @@
 """What trains under each fine-tuning method, and the model call that runs it.
 
-``fourierft`` and ``lora`` add adapter leaves (:func:`fourier_flax.init_adapter`) to the query/value kernels and
-train them with the classifier head; ``bitfit`` trains every bias and the head; ``head`` only the head; ``full``
-every leaf. Optimizer labels are the same for all: the ``classifier`` subtree is "head" (``head_lr``), every
-other trained leaf "adapter" (``lr``).
+``fourierft``, ``lora``, ``dora``, ``vera``, ``flora`` and ``svft`` add adapter leaves
+(:func:`fourier_flax.init_adapter`) to the query/value kernels and train them with the classifier head; ``bitfit``
+trains every bias and the head; ``head`` only the head; ``full`` every leaf. Optimizer labels are the same for all:
+the ``classifier`` subtree is "head" (``head_lr``), every other trained leaf "adapter" (``lr``).
 
 Example::
 
@@ -21,26 +21,33 @@ from typing import Any
 
 import jax
 
-from fourier_flax.adapter import init_adapter
+from fourier_flax.adapter import AdapterConfig, init_adapter
 from fourier_flax.config import FourierFTConfig, LoraConfig
 from fourier_flax.finetune.classifier import HEAD, SequenceClassifier, init_head
 from fourier_flax.finetune.presets import RunConfig
 from fourier_flax.interceptor import intercept
+from fourier_flax.methods import DoraConfig, FloraConfig, SvftConfig, VeraConfig
 from fourier_flax.partition import trainable_mask
 
-AdapterConfig = FourierFTConfig | LoraConfig
+# How each adapter method's config is built from a run's settings (the classifier is modules_to_save).
+ADAPTER_BUILDERS: dict[str, Callable[[RunConfig, dict], AdapterConfig]] = {
+    "fourierft": lambda run, common: FourierFTConfig(
+        n_frequency=run.n_frequency, scaling=run.scaling, random_loc_seed=run.random_loc_seed, **common
+    ),
+    "lora": lambda run, common: LoraConfig(r=run.lora_r, lora_alpha=run.lora_alpha, **common),
+    "dora": lambda run, common: DoraConfig(r=run.lora_r, lora_alpha=run.lora_alpha, **common),
+    "vera": lambda run, common: VeraConfig(r=run.vera_r, **common),
+    "flora": lambda run, common: FloraConfig(r=run.flora_r, scale=run.flora_scale, **common),
+    "svft": lambda run, common: SvftConfig(pattern=run.svft_pattern, off_diag=run.svft_off_diag, **common),
+}
 
 
 def adapter_config(run: RunConfig) -> AdapterConfig | None:
-    """The adapter ``run.method`` adds (with the classifier as ``modules_to_save``), or None."""
-    common = {"target_modules": run.target_modules, "modules_to_save": (HEAD,)}
-    if run.method == "fourierft":
-        return FourierFTConfig(
-            n_frequency=run.n_frequency, scaling=run.scaling, random_loc_seed=run.random_loc_seed, **common
-        )
-    if run.method == "lora":
-        return LoraConfig(r=run.lora_r, lora_alpha=run.lora_alpha, **common)
-    return None
+    """The adapter ``run.method`` adds (with the classifier as ``modules_to_save``), or None (bitfit/head/full)."""
+    builder = ADAPTER_BUILDERS.get(run.method)
+    if builder is None:
+        return None
+    return builder(run, {"target_modules": run.target_modules, "modules_to_save": (HEAD,)})
 
 
 def prepare_params(
@@ -82,7 +89,7 @@ def make_apply_fn(model: SequenceClassifier, adapter: AdapterConfig | None) -> C
     def apply_fn(params, batch, rng, train, scaling=None):
         if adapter is None:
             return model(params, batch, rng, train)
-        with intercept(adapter, scaling=scaling if isinstance(adapter, FourierFTConfig) else None):
+        with intercept(adapter, scaling=scaling if hasattr(adapter, "scaling") else None):
             return model(params, batch, rng, train)
 
     return apply_fn

@@ -17,8 +17,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, Literal
 
-Method = Literal["fourierft", "lora", "bitfit", "head", "full"]
-METHODS: tuple[str, ...] = ("fourierft", "lora", "bitfit", "head", "full")
+Method = Literal["fourierft", "lora", "dora", "vera", "flora", "svft", "bitfit", "head", "full"]
+METHODS: tuple[str, ...] = ("fourierft", "lora", "dora", "vera", "flora", "svft", "bitfit", "head", "full")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -32,7 +32,9 @@ class RunConfig:
       head_lr: peak rate of the classifier head.
       scaling: FourierFT's ``alpha``.
       n_frequency: FourierFT's ``n`` per adapted layer.
-      lora_r / lora_alpha: LoRA rank and scale numerator.
+      lora_r / lora_alpha: LoRA (and DoRA) rank and scale numerator.
+      vera_r: VeRA's shared rank. flora_r / flora_scale: FLoRA's core rank and scale ``s``.
+      svft_pattern / svft_off_diag: SVFT's sparsity pattern and its band half-width.
       epochs / batch_size: the schedule.
       max_length: tokens kept per example; the default is the task's :data:`TASK_MAX_LENGTH`.
       pooling: the head's input, ``"mean"`` (masked mean of the last hidden states; the default, right for
@@ -53,6 +55,11 @@ class RunConfig:
     n_frequency: int = 1000
     lora_r: int = 8
     lora_alpha: float = 8.0
+    vera_r: int = 256
+    flora_r: int = 8
+    flora_scale: float = 4.0
+    svft_pattern: str = "banded"
+    svft_off_diag: int = 2
     epochs: int
     batch_size: int = 32
     max_length: int = 512
@@ -97,8 +104,18 @@ PAPER_PRESETS: Mapping[str, Mapping[str, Any]] = {
 TASK_MAX_LENGTH: Mapping[str, int] = {"sst2": 64, "cola": 48, "mrpc": 128, "stsb": 128, "rte": 256, "qnli": 256}
 
 # The other methods' own rate (FourierFT's comes from PAPER_PRESETS): LoRA's RoBERTa-base rates (Hu et al.,
-# 2021, 4e-4 to 5e-4), BitFit's 1e-3 range (Ben Zaken et al., 2022) and the usual 2e-5 for full fine-tuning.
-METHOD_LR: Mapping[str, float] = {"lora": 5e-4, "bitfit": 1e-3, "full": 2e-5}
+# 2021, 4e-4 to 5e-4, also used for DoRA and FLoRA), VeRA's 4e-3 (Kopiczko et al., 2024), an SVFT rate in its
+# paper's 1e-3-1e-2 range, BitFit's 1e-3 range (Ben Zaken et al., 2022) and the usual 2e-5 for full fine-tuning.
+# Starting points only: experiments/glue_table.py sweeps every method's rate.
+METHOD_LR: Mapping[str, float] = {
+    "lora": 5e-4,
+    "dora": 5e-4,
+    "vera": 4e-3,
+    "flora": 5e-4,
+    "svft": 5e-3,
+    "bitfit": 1e-3,
+    "full": 2e-5,
+}
 
 # Changes a named preset makes to the paper's protocol.
 PRESETS: Mapping[str, Mapping[str, Any]] = {

@@ -12,9 +12,10 @@ Variants: ``"paper"`` (default; ``M`` starts at zero, so the layer starts unchan
 implementation: ``M`` Kaiming-normal, std ``sqrt(2 / count)``, scaled by a trainable gate ``σ(g)``, ``g = 0``).
 
 Leaves: ``svft_m`` ``(*stack, count)`` (and ``svft_gate`` ``(*stack, 1)`` for ``"code"``) train; ``svft_u``
-``(*stack, d1, k)`` and ``svft_v`` ``(*stack, d2, k)`` are frozen and never saved: loading re-derives them from the
-base kernel and refuses a base whose kernel's sha256 differs from the one the adapter was trained on. Singular
-vectors are sign-normalised (largest-magnitude entry of each ``u_i`` positive) so the re-derivation is stable.
+``(*stack, d1, k)``, ``svft_v`` ``(*stack, d2, k)`` (and for top_k the positions ``svft_top_k_index``) are frozen
+and never saved: loading re-derives them from the base kernel and refuses a base whose kernel's sha256 differs from
+the one the adapter was trained on. Singular vectors are sign-normalised (largest-magnitude entry of each ``u_i``
+positive) so the re-derivation is stable.
 
 Example::
 
@@ -35,7 +36,7 @@ import numpy as np
 from fourier_flax.config import _TargetingConfig
 from fourier_flax.methods.base import AdapterMethod
 
-M, GATE, U, V = "svft_m", "svft_gate", "svft_u", "svft_v"
+M, GATE, U, V, TOP_K = "svft_m", "svft_gate", "svft_u", "svft_v", "svft_top_k_index"
 PATTERNS = ("plain", "banded", "random", "top_k")
 
 
@@ -124,31 +125,39 @@ def kernel_digest(kernel) -> str:
 class SvftMethod(AdapterMethod):
     name: ClassVar[str] = "svft"
     config_type: ClassVar[type] = SvftConfig
-    leaf_names: ClassVar[tuple[str, ...]] = (M, GATE, U, V)
+    leaf_names: ClassVar[tuple[str, ...]] = (M, GATE, U, V, TOP_K)
     leaf_ndim: ClassVar[int] = 1
-    frozen_leaf_names: ClassVar[tuple[str, ...]] = (U, V)
+    frozen_leaf_names: ClassVar[tuple[str, ...]] = (U, V, TOP_K)
 
-    def _positions(self, config, path, module_or_uv) -> np.ndarray:
-        u, v = module_or_uv
-        k = u.shape[-1]
-        square = u.shape[-2] == v.shape[-2]
-        alignment = np.asarray(jnp.swapaxes(u, -1, -2) @ v).reshape(-1, k, k)[0] if square else None
-        return pattern_positions(config, k, path, alignment)
+    def _positions(self, config, path, module) -> jax.Array | np.ndarray:
+        """``(2, count)`` positions: static for plain/banded/random; for top_k (which depends on U and V) the
+        frozen ``svft_top_k_index`` leaf, float32 (exact below 2^24) so that a whole-tree ``jax.grad`` works."""
+        if config.pattern == "top_k":
+            return jnp.asarray(module[TOP_K]).astype(jnp.int32)
+        return pattern_positions(config, int(np.shape(module[U])[-1]), path)
 
     def init_leaves(self, config, path, view, stack_shape, rng, *, kernel, modes, shared=None):
         u, v = thin_svd(kernel)
-        count = self._positions(config, path, (u, v)).shape[1]
+        k = u.shape[-1]
+        frozen = {U: u, V: v}
+        if config.pattern == "top_k":
+            if stack_shape:
+                raise ValueError(f"module {path!r}: pattern='top_k' is per layer; nn.scan stacks need another pattern.")
+            alignment = np.asarray(jnp.swapaxes(u, -1, -2) @ v) if u.shape[-2] == v.shape[-2] else None
+            frozen[TOP_K] = jnp.asarray(pattern_positions(config, k, path, alignment), jnp.float32)
+        count = k if config.pattern == "plain" else banded_count(k, config.off_diag)
+        pattern_positions(config, k, path, np.zeros((k, k)))  # validates off_diag against k
         if config.variant == "paper":
-            return {M: jnp.zeros((*stack_shape, count), jnp.float32), U: u, V: v}
+            return {M: jnp.zeros((*stack_shape, count), jnp.float32), **frozen}
         m = jnp.sqrt(2.0 / count) * jax.random.normal(rng, (*stack_shape, count), jnp.float32)
-        return {M: m, GATE: jnp.zeros((*stack_shape, 1), jnp.float32), U: u, V: v}
+        return {M: m, GATE: jnp.zeros((*stack_shape, 1), jnp.float32), **frozen}
 
     def stacked_layers(self, module):
         return jnp.ndim(module[M]) - 1
 
     def delta_w(self, config, path, module, view, *, scaling=None):
         u, v = jnp.asarray(module[U], jnp.float32), jnp.asarray(module[V], jnp.float32)
-        rows, cols = self._positions(config, path, (u, v))
+        rows, cols = self._positions(config, path, module)
         values = jnp.asarray(module[M], jnp.float32)
         if config.variant == "code":
             values = values * jax.nn.sigmoid(jnp.asarray(module[GATE], jnp.float32))
@@ -156,7 +165,9 @@ class SvftMethod(AdapterMethod):
         return jnp.einsum("...pl,...l,...ql->...pq", u[..., rows], values, v[..., cols])
 
     def leaves_for(self, config):
-        return (M, GATE, U, V) if config.variant == "code" else (M, U, V)
+        gate = (GATE,) if config.variant == "code" else ()
+        top_k = (TOP_K,) if config.pattern == "top_k" else ()
+        return (M, *gate, U, V, *top_k)
 
     def module_record(self, config, path, module, view):
         count = int(np.shape(module[M])[-1])
