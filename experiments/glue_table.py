@@ -68,7 +68,7 @@ HEAD_LR = 1e-2
 # alpha*sqrt(n/2)/(d1*d2), so alpha_paper * (384/768)^2 (7-38; STS-B's 84 -> 21) keeps the paper's value.
 GRIDS: dict[str, list[tuple[float, float | None]]] = {
     "fourierft": [(lr, s) for s in (12.0, 35.0, 100.0) for lr in (0.02, 0.05, 0.15, 0.4)] + [(1.0, 12.0), (1.0, 35.0)],
-    "lora": [(lr, None) for lr in (5e-4, 1e-3, 3e-3, 1e-2)],
+    "lora": [(lr, None) for lr in (5e-4, 1e-3, 3e-3, 1e-2, 3e-2)],
     "dora": [(lr, None) for lr in (5e-4, 1e-3, 3e-3, 1e-2)],
     "vera": [(lr, None) for lr in (3e-3, 1e-2, 3e-2)],
     "flora": [(lr, None) for lr in (5e-4, 1e-3, 3e-3, 1e-2)],
