@@ -197,3 +197,27 @@ def test_the_other_methods_train_through_the_protocol(minilm2, method):
     assert trainer.trainable_parameters == 4 * per_layer + 384 * 2 + 2  # 2 layers x query/value + head
     records = trainer.fit(0, evaluate_on=("dev",))
     assert np.isfinite(records[0]["train_loss"]) and np.isfinite(records[0]["dev"]["loss"])
+
+
+def test_model_dir_takes_a_local_flax_roberta(tmp_path):
+    """--model DIR: any local Hugging Face Flax BERT/RoBERTa folder; here a tiny random RoBERTa saved to disk."""
+    import transformers
+
+    from fourier_flax.finetune import Trainer, load_classifier
+    from fourier_flax.hf_models import TINY_CONFIGS
+
+    transformers.FlaxRobertaModel(transformers.RobertaConfig(**TINY_CONFIGS["roberta"]), seed=0).save_pretrained(
+        tmp_path / "roberta"
+    )
+    model, base = load_classifier(tmp_path / "roberta", num_labels=2)
+    assert model.prefix == "roberta" and set(base) == {"roberta", "classifier"}
+    run = resolve_run("sst2", preset="tiny", overrides={"batch_size": 4, "epochs": 1, "max_length": 32})
+    from fourier_flax.finetune import TaskData
+
+    toy = _toy_data(8)
+    train = {**toy.train, "input_ids": toy.train["input_ids"] % 100}  # the tiny vocabulary has 128 tokens
+    data = TaskData(train=train, selection=train, dev=train, buckets=toy.buckets)
+    records = Trainer(model, base, run, data).fit(0, evaluate_on=("dev",))
+    assert np.isfinite(records[0]["train_loss"])
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_classifier(tmp_path / "missing", num_labels=2)
