@@ -163,6 +163,50 @@ def render_sweep(results: pathlib.Path) -> None:
     (results / "glue_sweep.md").write_text("\n".join(lines) + "\n")
 
 
+def hyperparameters(run) -> dict[str, Any]:
+    """The settings of ``run`` that its method uses."""
+    hyper = {"lr": run.lr, "head_lr": run.head_lr}
+    by_method = {
+        "fourierft": {"scaling": run.scaling, "n_frequency": run.n_frequency},
+        "lora": {"r": run.lora_r, "lora_alpha": run.lora_alpha},
+        "dora": {"r": run.lora_r, "lora_alpha": run.lora_alpha},
+        "vera": {"r": run.vera_r},
+        "flora": {"r": run.flora_r, "scale": run.flora_scale},
+        "svft": {"pattern": run.svft_pattern, "off_diag": run.svft_off_diag},
+    }
+    return {**hyper, **by_method.get(run.method, {})}
+
+
+def run_record(run, result, data, model) -> dict[str, Any]:
+    """The JSONL record of one finished run (GLUE metrics x100)."""
+    return {
+        "task": run.task,
+        "method": run.method,
+        "seed": run.seed,
+        "dev_metric": 100 * result.dev_metric,
+        "dev_examples": len(data.dev["labels"]),
+        "selection_metric": 100 * result.selection_metric,
+        "selection_examples": len(data.selection["labels"]),
+        "stopping_epoch": result.stopping_epoch,
+        "best_dev_metric": 100 * result.best_dev_metric,
+        "best_dev_epoch": result.best_dev_epoch,
+        "trainable_params": result.trainable_parameters,
+        "trainable_params_without_head": result.trainable_parameters - _head_size(model),
+        "hyperparameters": hyperparameters(run),
+        "budget": {
+            "train_examples": len(data.train["labels"]),
+            "epochs": run.epochs,
+            "batch_size": run.batch_size,
+            "max_length": run.max_length,
+            "pooling": run.pooling,
+        },
+        "steps": result.steps,
+        "compiled_shapes": result.compiled_shapes,
+        "wall_s": result.seconds,
+        "adapter_path": result.adapter_path,
+    }
+
+
 def table(methods: Sequence[str], seeds: Sequence[int], tasks: Sequence[str], results: pathlib.Path) -> None:
     """Runs every missing (task, method, seed) with the chosen hyperparameters; one JSONL line per run."""
     path = results / "glue_runs.jsonl"
@@ -189,43 +233,7 @@ def table(methods: Sequence[str], seeds: Sequence[int], tasks: Sequence[str], re
                     trainer=Trainer(model, base, run, data),
                     progress=False,
                 )
-                hyper = {"lr": run.lr, "head_lr": run.head_lr}
-                if method == "fourierft":
-                    hyper.update(scaling=run.scaling, n_frequency=run.n_frequency)
-                if method in ("lora", "dora"):
-                    hyper.update(r=run.lora_r, lora_alpha=run.lora_alpha)
-                if method == "vera":
-                    hyper.update(r=run.vera_r)
-                if method == "flora":
-                    hyper.update(r=run.flora_r, scale=run.flora_scale)
-                if method == "svft":
-                    hyper.update(pattern=run.svft_pattern, off_diag=run.svft_off_diag)
-                record = {
-                    "task": task_name,
-                    "method": method,
-                    "seed": seed,
-                    "dev_metric": 100 * result.dev_metric,
-                    "dev_examples": len(data.dev["labels"]),
-                    "selection_metric": 100 * result.selection_metric,
-                    "selection_examples": len(data.selection["labels"]),
-                    "stopping_epoch": result.stopping_epoch,
-                    "best_dev_metric": 100 * result.best_dev_metric,
-                    "best_dev_epoch": result.best_dev_epoch,
-                    "trainable_params": result.trainable_parameters,
-                    "trainable_params_without_head": result.trainable_parameters - _head_size(model),
-                    "hyperparameters": hyper,
-                    "budget": {
-                        "train_examples": len(data.train["labels"]),
-                        "epochs": run.epochs,
-                        "batch_size": run.batch_size,
-                        "max_length": run.max_length,
-                        "pooling": run.pooling,
-                    },
-                    "steps": result.steps,
-                    "compiled_shapes": result.compiled_shapes,
-                    "wall_s": result.seconds,
-                    "adapter_path": result.adapter_path,
-                }
+                record = run_record(run, result, data, model)
                 append_record(path, record)
                 print(
                     f"{task_name} {method} seed {seed}: dev {record['dev_metric']:.2f} (selection "
@@ -263,18 +271,7 @@ def figure4(seeds: Sequence[int], tasks: Sequence[str], results: pathlib.Path) -
                     result = train_run(
                         run, out, data_dir=data_dir, trainer=Trainer(model, base, run, data), progress=False
                     )
-                    record = {
-                        "task": task_name,
-                        "method": method,
-                        "setting": value,
-                        "seed": seed,
-                        "dev_metric": 100 * result.dev_metric,
-                        "dev_examples": len(data.dev["labels"]),
-                        "selection_metric": 100 * result.selection_metric,
-                        "trainable_params_without_head": result.trainable_parameters - _head_size(model),
-                        "steps": result.steps,
-                        "wall_s": result.seconds,
-                    }
+                    record = {**run_record(run, result, data, model), "setting": value}
                     append_record(path, record)
                     print(f"figure4 {task_name} {method} {field}={value} seed {seed}: dev {record['dev_metric']:.2f}")
     render_figure4(results)

@@ -22,40 +22,18 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from fourier_flax.config import _TargetingConfig
+from fourier_flax.config import LoraConfig
 from fourier_flax.lora import init_lora_leaves, lora_delta_w
-from fourier_flax.methods.base import AdapterMethod
-from fourier_flax.methods.lora import LORA_A, LORA_B
+from fourier_flax.methods.lora import LORA_A, LORA_B, LoraMethod
 
 MAGNITUDE = "lora_magnitude_vector"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class DoraConfig(_TargetingConfig):
-    """DoRA hyperparameters, PEFT's ``LoraConfig(use_dora=True)`` fields.
-
-    Attributes:
-      r: LoRA rank of the direction update.
-      lora_alpha: scale numerator (``s = lora_alpha / r``).
-      bias: "none", "all" or "lora_only".
-    """
-
-    r: int = 8
-    lora_alpha: float = 8.0
-    bias: str = "none"
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not isinstance(self.r, int) or self.r < 1:
-            raise ValueError(f"r must be a positive int, got {self.r!r}.")
-        if self.bias not in ("none", "all", "lora_only"):
-            raise ValueError(f"bias must be 'none', 'all' or 'lora_only', got {self.bias!r}.")
-
-    @property
-    def scale(self) -> float:
-        return self.lora_alpha / self.r
+class DoraConfig(LoraConfig):
+    """DoRA hyperparameters: PEFT's ``LoraConfig(use_dora=True)`` — LoRA's fields (``r``, ``lora_alpha``, ``bias``
+    in "none" / "all" / "lora_only"), a different method."""
 
 
 def _in_axis(config: DoraConfig) -> int:
@@ -63,7 +41,7 @@ def _in_axis(config: DoraConfig) -> int:
     return -1 if config.fan_in_fan_out else -2
 
 
-class DoraMethod(AdapterMethod):
+class DoraMethod(LoraMethod):
     name: ClassVar[str] = "dora"
     config_type: ClassVar[type] = DoraConfig
     leaf_names: ClassVar[tuple[str, ...]] = (LORA_A, LORA_B, MAGNITUDE)
@@ -87,14 +65,6 @@ class DoraMethod(AdapterMethod):
     def delta_w(self, config, path, module, view, *, scaling=None):
         kernel = jnp.asarray(module["kernel"], jnp.float32).reshape(self.delta_shape(module, view))
         return self.effective_kernel(config, path, module, view, scaling=scaling) - kernel
-
-    def module_record(self, config, path, module, view):
-        return {"r": int(np.shape(module[LORA_A])[-1])}
-
-    def record_problems(self, config, path, record, view, *, kernel):
-        if record["r"] == config.r:
-            return []
-        return [f"module {path}: stores rank {record['r']}, the config has r={config.r}"]
 
     def parameter_count(self, config, path, view):
         out_features = view[0] if config.fan_in_fan_out else view[1]
