@@ -43,10 +43,17 @@ import safetensors.numpy
 from flax import traverse_util
 
 from fourier_flax import module_paths, targeting
-from fourier_flax.adapter import SPECTRUM, adapter_module_paths, module_layout_check
+from fourier_flax.adapter import (
+    SPECTRUM,
+    AdapterConfig,
+    adapter_leaf_names,
+    adapter_module_paths,
+    module_layout_check,
+)
 from fourier_flax.atomic_dir import atomic_directory
 from fourier_flax.checkpoint import AdapterMismatchError, adapter_leaves, apply_leaves
 from fourier_flax.config import FourierFTConfig
+from fourier_flax.methods import method_of
 
 PEFT_PREFIX = "base_model.model."
 CONFIG_FILE = "adapter_config.json"
@@ -100,27 +107,34 @@ _TASK_SUFFIXES = (
 # --- targeting that PEFT reproduces ---------------------------------------------------------------------------
 
 
-def _targets_exactly(config: FourierFTConfig, candidates: set[str], n_by_module: Mapping[str, int]) -> bool:
-    """Whether ``config``'s rules select exactly the modules of ``n_by_module`` among ``candidates``, with
-    their ``n``."""
+def _targets_exactly(config: AdapterConfig, candidates: set[str], n_by_module: Mapping[str, int]) -> bool:
+    """Whether ``config``'s rules select exactly the modules of ``n_by_module`` among ``candidates`` (and, for
+    FourierFT, with their ``n``)."""
     selected = {path for path in candidates | set(n_by_module) if config.is_targeted(path)}
+    if not isinstance(config, FourierFTConfig):
+        return selected == set(n_by_module)
     return selected == set(n_by_module) and all(config.n_frequency_for(p) == n for p, n in n_by_module.items())
 
 
-def explicit_targets(config: FourierFTConfig, n_by_module: Mapping[str, int]) -> FourierFTConfig:
+def explicit_targets(config: AdapterConfig, n_by_module: Mapping[str, int]) -> AdapterConfig:
     """``config`` rewritten to name exactly the modules of ``n_by_module`` (full paths) with their ``n``.
 
     Used when ``config``'s own patterns would select other modules on the other side of a conversion (other path
     prefixes, a base with more layers than the adapter): the most common ``n`` becomes ``n_frequency``, the
     others go to ``n_frequency_pattern`` under their full paths.
     """
-    n_default = Counter(n_by_module.values()).most_common(1)[0][0]
-    return dataclasses.replace(
+    explicit = dataclasses.replace(
         config,
         target_modules=tuple(sorted(n_by_module)),
         exclude_modules=None,
         layers_to_transform=None,
         layers_pattern=None,
+    )
+    if not isinstance(config, FourierFTConfig):
+        return explicit
+    n_default = Counter(n_by_module.values()).most_common(1)[0][0]
+    return dataclasses.replace(
+        explicit,
         n_frequency=n_default,
         n_frequency_pattern={path: n for path, n in sorted(n_by_module.items()) if n != n_default},
     )
@@ -130,42 +144,45 @@ def explicit_targets(config: FourierFTConfig, n_by_module: Mapping[str, int]) ->
 
 
 def _check_exportable(config: Any) -> None:
-    if not isinstance(config, FourierFTConfig):
-        raise ValueError(f"export_peft writes FourierFT adapters; got a {type(config).__name__}.")
-    if config.entry_sampling != "peft":
-        raise ValueError(
-            f"PEFT draws its entries with torch.randperm (entry_sampling='peft'); an adapter trained with "
-            f"entry_sampling={config.entry_sampling!r} has other entries, which PEFT's FourierFT cannot represent. "
-            "Keep it in fourier_flax's own format (save_adapter), or train with entry_sampling='peft'."
-        )
+    reason = method_of(config).peft_unsupported(config)
+    if reason:
+        raise ValueError(f"{reason}. Keep it in fourier_flax's own format (save_adapter).")
 
 
 def peft_tensors(
-    leaves: Mapping[tuple[str, ...], Any], config: FourierFTConfig, module_prefix: str = PEFT_PREFIX
+    leaves: Mapping[tuple[str, ...], Any],
+    config: AdapterConfig,
+    module_prefix: str = PEFT_PREFIX,
+    shared: Mapping[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
-    """PEFT's state dict (float32 NumPy arrays by key) for the trained ``leaves`` of a FourierFT adapter.
+    """PEFT's state dict (float32 NumPy arrays by key) for the trained ``leaves`` of an adapter.
 
     Args:
       leaves: key path inside the params collection -> array, as :func:`fourier_flax.checkpoint.adapter_leaves`.
-      config: the adapter's config.
+      config: the adapter's config (a method PEFT has: FourierFT, LoRA, DoRA, VeRA).
       module_prefix: prepended to every module path.
+      shared: tensors shared by every module (VeRA's projections), by key after ``base_model.``.
 
     Raises:
-      ValueError: a stacked ``(L, n)`` spectrum, or a head leaf with no PyTorch counterpart.
+      ValueError: stacked (``nn.scan``) adapter leaves, or a head leaf with no PyTorch counterpart.
     """
-    adapted = {key[:-1] for key in leaves if key[-1] == SPECTRUM}
-    tensors = {}
+    method = method_of(config)
+    own = set(method.trained_leaves_for(config))
+    modules: dict[tuple[str, ...], dict[str, Any]] = {}
+    for key, leaf in leaves.items():
+        if key[-1] in own:
+            modules.setdefault(key[:-1], {})[key[-1]] = leaf
+    tensors = {f"base_model.{name}": np.asarray(value, np.float32) for name, value in (shared or {}).items()}
+    for module, module_leaves in sorted(modules.items()):
+        path = ".".join(module)
+        for suffix, value in method.peft_module_tensors(config, path, module_leaves).items():
+            tensors[f"{module_prefix}{path}.{suffix}"] = value
     for key, leaf in sorted(leaves.items()):
         module, name = ".".join(key[:-1]), key[-1]
         value = np.asarray(leaf, np.float32)
-        if name == SPECTRUM:
-            if value.ndim != 1:
-                raise ValueError(
-                    f"module {module}: a stacked spectrum of shape {value.shape} (layers under nn.scan); PEFT keeps "
-                    "one (n,) spectrum per named layer, so this adapter has no PEFT equivalent."
-                )
-            tensors[f"{module_prefix}{module}.{SPECTRUM}"] = value
-        elif _is_saved(key[:-1], config):
+        if name in own:
+            continue
+        if _is_saved(key[:-1], config):
             if name not in _TORCH_NAMES or (name == "kernel" and value.ndim != 2):
                 raise ValueError(
                     f"modules_to_save leaf {module}.{name} {value.shape} has no PyTorch equivalent this exporter "
@@ -173,17 +190,17 @@ def peft_tensors(
                 )
             tensors[f"{module_prefix}{module}.{_TORCH_NAMES[name]}"] = value.T if name == "kernel" else value
         else:  # a trained bias
-            wrapped = ".base_layer" if key[:-1] in adapted else ""
+            wrapped = ".base_layer" if key[:-1] in modules else ""
             tensors[f"{module_prefix}{module}{wrapped}.bias"] = value
     return {k: np.ascontiguousarray(v) for k, v in tensors.items()}
 
 
-def _is_saved(module: tuple[str, ...], config: FourierFTConfig) -> bool:
+def _is_saved(module: tuple[str, ...], config: AdapterConfig) -> bool:
     return any(config.is_saved_module(".".join(module[:k])) for k in range(1, len(module) + 1))
 
 
 def peft_config_dict(
-    config: FourierFTConfig,
+    config: AdapterConfig,
     *,
     base_model_name_or_path: str | None = None,
     task_type: str | None = None,
@@ -200,7 +217,9 @@ def peft_config_dict(
     """
     if task_type is not None and task_type not in PEFT_TASK_TYPES:
         raise ValueError(f"task_type must be one of {sorted(PEFT_TASK_TYPES)} or None, got {task_type!r}.")
-    fields = {name: getattr(config, name) for name in PEFT_FIELDS}
+    method = method_of(config)
+    fields = {name: getattr(config, name) for name in method.peft_fields}
+    fields.update(method.peft_extra_fields(config))
     as_json = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
     auto_mapping = None
     if task_type is None and base_model_class is not None:
@@ -212,7 +231,7 @@ def peft_config_dict(
         "task_type": task_type,
         "peft_version": PEFT_FORMAT_VERSION,
     }
-    return dict(sorted({**as_json, **bookkeeping, "inference_mode": True, "peft_type": "FOURIERFT"}.items()))
+    return dict(sorted({**as_json, **bookkeeping, "inference_mode": True, "peft_type": method.peft_type}.items()))
 
 
 def peft_bookkeeping(model: Any) -> dict[str, str | None]:
@@ -234,15 +253,16 @@ def peft_bookkeeping(model: Any) -> dict[str, str | None]:
 def write_peft(
     out_dir: str | pathlib.Path,
     leaves: Mapping[tuple[str, ...], Any],
-    config: FourierFTConfig,
+    config: AdapterConfig,
     *,
     module_prefix: str = PEFT_PREFIX,
     kernel_modules: tuple[str, ...] = (),
     bookkeeping: Mapping[str, str | None] | None = None,
+    shared: Mapping[str, Any] | None = None,
 ) -> pathlib.Path:
     """Writes PEFT's two files for trained ``leaves`` (the work of :func:`export_peft`), atomically: a reader
     (or a kill) sees the previous export or this one, never one file of each (:mod:`fourier_flax.atomic_dir`).
-    ``bookkeeping`` goes to :func:`peft_config_dict`.
+    ``bookkeeping`` goes to :func:`peft_config_dict`; ``shared`` are tensors shared by all modules (VeRA).
 
     ``kernel_modules`` are the module paths with a kernel in the model, to check that the config's patterns,
     read by PEFT on its side, select the adapted modules and no others; if not, the written config names the
@@ -253,15 +273,14 @@ def write_peft(
         raise ValueError(
             f"module_prefix must start with {PEFT_PREFIX!r} (PEFT's PeftModel keys); got {module_prefix!r}."
         )
-    tensors = peft_tensors(leaves, config, module_prefix)
+    tensors = peft_tensors(leaves, config, module_prefix, shared)
     peft_side = module_prefix[len(PEFT_PREFIX) :]
-    n_by_module = {
-        peft_side + ".".join(key[:-1]): int(np.shape(leaf)[-1]) for key, leaf in leaves.items() if key[-1] == SPECTRUM
-    }
-    if not n_by_module:
-        raise ValueError(f"no {SPECTRUM} leaves to export: add the adapter first (fourier_flax.init_adapter).")
+    own = adapter_leaf_names(config)
+    sizes = {peft_side + ".".join(key[:-1]): int(np.shape(leaf)[-1]) for key, leaf in leaves.items() if key[-1] in own}
+    if not sizes:
+        raise ValueError(f"no {list(own)} leaves to export: add the adapter first (fourier_flax.init_adapter).")
     candidates = {peft_side + path for path in kernel_modules}
-    written = config if _targets_exactly(config, candidates, n_by_module) else explicit_targets(config, n_by_module)
+    written = config if _targets_exactly(config, candidates, sizes) else explicit_targets(config, sizes)
     out_dir = pathlib.Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir} exists and is not a directory; PEFT adapters are directories.")
@@ -274,7 +293,7 @@ def write_peft(
 
 def export_peft(
     params: module_paths.Tree,
-    config: FourierFTConfig,
+    config: AdapterConfig,
     out_dir: str | pathlib.Path,
     *,
     module_prefix: str = PEFT_PREFIX,
@@ -283,7 +302,8 @@ def export_peft(
     base_model_class: str | None = None,
     revision: str | None = None,
 ) -> pathlib.Path:
-    """Writes the FourierFT adapter of ``params`` as Hugging Face PEFT's ``save_pretrained`` would.
+    """Writes the adapter of ``params`` as Hugging Face PEFT's ``save_pretrained`` would (FourierFT, LoRA, DoRA
+    — PEFT's ``LoraConfig(use_dora=True)`` — and VeRA, with its shared projections).
 
     ``PeftModel.from_pretrained(torch_twin, out_dir)`` then loads it and computes what our model computes under
     :func:`fourier_flax.intercept`.
@@ -291,7 +311,7 @@ def export_peft(
     Args:
       params: adapted params (variables dict or bare) of a Flax model whose PyTorch twin has the same module
         paths.
-      config: its :class:`FourierFTConfig` (``entry_sampling="peft"``).
+      config: its config (FourierFT with ``entry_sampling="peft"``, LoRA, DoRA or VeRA).
       out_dir: directory for ``adapter_config.json`` and ``adapter_model.safetensors`` (created if needed).
       module_prefix: prepended to our module paths to make PEFT's keys; e.g. ``"base_model.model.bert."`` to
         load an adapter of a ``FlaxBertModel`` into PEFT on ``BertForSequenceClassification``.
@@ -322,6 +342,8 @@ def export_peft(
         "revision": revision,
     }
     peft_config_dict(config, **bookkeeping)  # validates before anything is written
+    modules = {path: module_paths.get_module(params, path) for path in adapter_module_paths(params)}
+    modules = {path: m for path, m in modules.items() if all(leaf in m for leaf in adapter_leaf_names(config))}
     return write_peft(
         out_dir,
         adapter_leaves(params, config),
@@ -329,6 +351,7 @@ def export_peft(
         module_prefix=module_prefix,
         kernel_modules=kernels,
         bookkeeping=bookkeeping,
+        shared=method_of(config).peft_shared_tensors(config, modules),
     )
 
 

@@ -37,14 +37,15 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import numpy as np
 from flax import traverse_util
 
 from fourier_flax import module_paths
 from fourier_flax.adapter import AdapterConfig, adapter_leaf_names, init_adapter, targeted_paths
 from fourier_flax.checkpoint import adapter_leaves, apply_leaves, load_adapter, save_adapter
-from fourier_flax.config import FourierFTConfig
 from fourier_flax.interceptor import intercept
 from fourier_flax.merge import merge_adapter
+from fourier_flax.methods import method_of
 from fourier_flax.partition import print_trainable_parameters
 from fourier_flax.peft_interop import CONFIG_FILE, export_peft, import_peft, peft_bookkeeping
 
@@ -254,7 +255,8 @@ class PeftModel:
         """Writes every adapter: ``default`` in ``directory``, the others in ``directory/<name>`` (as PEFT).
 
         Each is written in PEFT's format (``adapter_config.json`` + ``adapter_model.safetensors``, atomically) when
-        PEFT can express it (FourierFT with PEFT's entries, no stacked layers), else as an orbax checkpoint
+        PEFT can express it and :meth:`from_pretrained` can read it back (FourierFT with PEFT's entries, no stacked
+        layers), else as an orbax checkpoint
         (:func:`fourier_flax.save_adapter`); :meth:`from_pretrained` reads both. ``bookkeeping``
         (``base_model_name_or_path``, ``task_type``, ``base_model_class``, ``revision``) overrides what is read off
         a Hugging Face model (:func:`fourier_flax.peft_interop.peft_bookkeeping`): Flax's ``from_pretrained`` keeps
@@ -299,9 +301,14 @@ class PeftModel:
 
 
 def _peft_expressible(adapter: _Adapter) -> bool:
+    """PEFT has the method and this config, no leaf is stacked by nn.scan, and :func:`import_peft` reads it back
+    (FourierFT; LoRA, DoRA and VeRA adapters go to PEFT with :func:`fourier_flax.export_peft`)."""
     config = adapter.config
-    spectra = [v for k, v in adapter.leaves.items() if k[-1] in adapter_leaf_names(config)]
-    return isinstance(config, FourierFTConfig) and config.entry_sampling == "peft" and all(s.ndim == 1 for s in spectra)
+    method = method_of(config)
+    if method.peft_unsupported(config) or method.peft_type != "FOURIERFT":
+        return False
+    marks = [v for k, v in adapter.leaves.items() if k[-1] == method.leaves_for(config)[0]]
+    return all(np.ndim(v) == method.leaf_ndim for v in marks)
 
 
 def _base_params(model: Any, params: Any) -> Any:

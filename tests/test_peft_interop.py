@@ -17,7 +17,7 @@ from flax import traverse_util
 
 from fourier_flax import export_peft, import_peft, init_adapter, intercept, merge_adapter
 from fourier_flax.checkpoint import AdapterMismatchError
-from fourier_flax.config import FourierFTConfig, LoraConfig
+from fourier_flax.config import FourierFTConfig
 
 BOOKKEEPING = {"auto_mapping", "base_model_name_or_path", "peft_version", "revision", "task_type"}
 
@@ -329,9 +329,11 @@ def test_export_refuses_non_peft_entries(tmp_path, strict_jax):
         export_peft(params, config, tmp_path)
 
 
-def test_export_refuses_lora(tmp_path, strict_jax):
-    config = LoraConfig(target_modules=["query"], r=2)
-    with pytest.raises(ValueError, match="export_peft writes FourierFT adapters; got a LoraConfig"):
+def test_export_refuses_methods_peft_lacks(tmp_path, strict_jax):
+    from fourier_flax import FloraConfig
+
+    config = FloraConfig(target_modules=["query"], r=2)
+    with pytest.raises(ValueError, match="Hugging Face PEFT has no flora. Keep it in fourier_flax's own format"):
         export_peft(init_adapter(tiny_base(), config, jax.random.key(0)), config, tmp_path)
 
 

@@ -198,3 +198,26 @@ def test_dora_outputs_and_gradients_equal_peft(minilm2, minilm2_torch):
         }
         for name, want in pairs.items():
             np.testing.assert_allclose(got[name], want, rtol=0, atol=2e-4 * np.abs(want).max() + 1e-7, err_msg=name)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("kind", ["lora", "dora", "vera"])
+def test_our_exports_load_in_peft_with_our_outputs(tmp_path, minilm2, minilm2_torch, kind):
+    """export_peft for LoRA, DoRA (PEFT's use_dora) and VeRA (with its shared projections): PEFT loads the files
+    and computes our outputs."""
+    import peft
+
+    model, base = minilm2
+    config = {
+        "lora": ff.LoraConfig(target_modules=["query", "value"], r=4, lora_alpha=8.0),
+        "dora": DoraConfig(target_modules=["query", "value"], r=4, lora_alpha=8.0),
+        "vera": VeraConfig(target_modules=["query", "intermediate.dense"], r=16, projection_prng_key=7),
+    }[kind]
+    trained = method_of(config).trained_leaves_for(config)
+    params = perturbed(init_adapter(base, config, jax.random.key(0)), trained, scale=0.05)
+    with intercept(config):
+        ours = np.asarray(model(IDS, params=params).last_hidden_state)
+    assert np.abs(ours - _torch_out(minilm2_torch, IDS)).max() > 1e-3
+    ff.export_peft(params, config, tmp_path)
+    loaded = peft.PeftModel.from_pretrained(copy.deepcopy(minilm2_torch), str(tmp_path)).eval()
+    np.testing.assert_allclose(_torch_out(loaded, IDS), ours, rtol=0, atol=1e-4 * np.abs(ours).max())

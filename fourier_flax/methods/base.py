@@ -123,6 +123,26 @@ class AdapterMethod:
         """Trainable adapter parameters of one (unstacked) layer with this view."""
         raise NotImplementedError
 
+    # --- Hugging Face PEFT's files (fourier_flax.peft_interop.export_peft) -----------------------------------
+    peft_type: ClassVar[str | None] = None  # None: PEFT has no such method
+    peft_fields: ClassVar[tuple[str, ...]] = ()  # config fields PEFT's config has under the same name and meaning
+
+    def peft_unsupported(self, config: Any) -> str | None:
+        """Why this config has no PEFT equivalent (None when it has one)."""
+        return None if self.peft_type else f"Hugging Face PEFT has no {self.name}"
+
+    def peft_extra_fields(self, config: Any) -> dict[str, Any]:
+        """Fields PEFT's config needs beyond :attr:`peft_fields` (e.g. ``use_dora``)."""
+        return {}
+
+    def peft_module_tensors(self, config: Any, path: str, module: Mapping[str, Any]) -> dict[str, Any]:
+        """PEFT's tensors of one adapted module, by key suffix (``lora_A.weight``), in PyTorch layouts."""
+        raise NotImplementedError
+
+    def peft_shared_tensors(self, config: Any, modules: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        """PEFT's tensors shared by all modules (VeRA's projections), by key after ``base_model.``."""
+        return {}
+
     def layer_call(self, config: Any, module: Any, inputs: jax.Array) -> LayerCall | None:
         """A layer computation of the method's own (e.g. a custom backward) for this call, or None for the
         shared dense path (``kernel + ΔW`` inside the layer's own ``__call__``)."""

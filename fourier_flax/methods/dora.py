@@ -22,6 +22,7 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fourier_flax.config import LoraConfig
 from fourier_flax.lora import init_lora_leaves, lora_delta_w
@@ -65,6 +66,13 @@ class DoraMethod(LoraMethod):
     def delta_w(self, config, path, module, view, *, scaling=None):
         kernel = jnp.asarray(module["kernel"], jnp.float32).reshape(self.delta_shape(module, view))
         return self.effective_kernel(config, path, module, view, scaling=scaling) - kernel
+
+    def peft_extra_fields(self, config):
+        return {**super().peft_extra_fields(config), "use_dora": True}
+
+    def peft_module_tensors(self, config, path, module):
+        magnitude = np.asarray(module[MAGNITUDE], np.float32)
+        return {**super().peft_module_tensors(config, path, module), MAGNITUDE: magnitude}
 
     def parameter_count(self, config, path, view):
         out_features = view[0] if config.fan_in_fan_out else view[1]

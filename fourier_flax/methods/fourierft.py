@@ -116,6 +116,39 @@ class FourierFTMethod(AdapterMethod):
     def parameter_count(self, config, path, view):
         return config.n_frequency_for(path)
 
+    peft_type: ClassVar[str] = "FOURIERFT"
+    peft_fields: ClassVar[tuple[str, ...]] = (
+        "n_frequency",
+        "scaling",
+        "random_loc_seed",
+        "fan_in_fan_out",
+        "target_modules",
+        "exclude_modules",
+        "bias",
+        "modules_to_save",
+        "layers_to_transform",
+        "layers_pattern",
+        "n_frequency_pattern",
+        "init_weights",
+    )
+
+    def peft_unsupported(self, config):
+        if config.entry_sampling == "peft":
+            return None
+        return (
+            f"PEFT draws its entries with torch.randperm (entry_sampling='peft'); an adapter trained with "
+            f"entry_sampling={config.entry_sampling!r} has other entries, which PEFT's FourierFT cannot represent"
+        )
+
+    def peft_module_tensors(self, config, path, module):
+        spectrum = np.asarray(module[SPECTRUM], np.float32)
+        if spectrum.ndim != 1:
+            raise ValueError(
+                f"module {path}: a stacked spectrum of shape {spectrum.shape} (layers under nn.scan); PEFT keeps "
+                "one (n,) spectrum per named layer, so this adapter has no PEFT equivalent."
+            )
+        return {SPECTRUM: spectrum}
+
     def layer_call(self, config, module, inputs) -> LayerCall | None:
         """The spectral-backward matmul for ``nn.Dense`` / ``FlaxConv1D`` when ``config.backward`` asks for it
         ("spectral", or "auto" where :func:`fourier_flax.spectral_grad.choose_backward` measured it faster)."""

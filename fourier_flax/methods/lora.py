@@ -49,3 +49,29 @@ class LoraMethod(AdapterMethod):
 
     def parameter_count(self, config, path, view):
         return config.r * (view[0] + view[1])
+
+    peft_type: ClassVar[str] = "LORA"
+    peft_fields: ClassVar[tuple[str, ...]] = (
+        "r",
+        "lora_alpha",
+        "fan_in_fan_out",
+        "target_modules",
+        "exclude_modules",
+        "bias",
+        "modules_to_save",
+        "layers_to_transform",
+        "layers_pattern",
+    )
+
+    def peft_extra_fields(self, config):
+        return {"lora_dropout": 0.0, "use_dora": False, "init_lora_weights": True}
+
+    def peft_module_tensors(self, config, path, module):
+        a, b = (np.asarray(module[k], np.float32) for k in (LORA_A, LORA_B))
+        if a.ndim != 2:
+            raise ValueError(f"module {path}: stacked LoRA factors {a.shape} (nn.scan) have no PEFT equivalent.")
+        # PEFT: ΔW_torch (out, in) = scale · lora_B (out, r) @ lora_A (r, in). Our view is (in, out) = a b, or
+        # (out, in) = a b under fan_in_fan_out (GPT-2's Conv1D).
+        if config.fan_in_fan_out:
+            return {"lora_A.weight": b, "lora_B.weight": a}
+        return {"lora_A.weight": a.T, "lora_B.weight": b.T}

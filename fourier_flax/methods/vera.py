@@ -117,3 +117,33 @@ class VeraMethod(AdapterMethod):
 
     def parameter_count(self, config, path, view):
         return config.r + _in_out(config, view)[1]
+
+    peft_type: ClassVar[str] = "VERA"
+    peft_fields: ClassVar[tuple[str, ...]] = (
+        "r",
+        "projection_prng_key",
+        "d_initial",
+        "fan_in_fan_out",
+        "target_modules",
+        "bias",
+        "modules_to_save",
+        "layers_to_transform",
+        "layers_pattern",
+        "init_weights",
+    )
+
+    def peft_unsupported(self, config):
+        return "PEFT's VeraConfig has no exclude_modules" if config.exclude_modules else None
+
+    def peft_extra_fields(self, config):
+        return {"save_projection": True, "vera_dropout": 0.0}
+
+    def peft_module_tensors(self, config, path, module):
+        return {name: np.asarray(module[name], np.float32) for name in (LAMBDA_B, LAMBDA_D)}
+
+    def peft_shared_tensors(self, config, modules):
+        """PEFT's ``vera_A`` ``(r, max_in)`` and ``vera_B`` ``(max_out, r)``: every module holds a slice of them, so the
+        modules with the largest in and out sizes hold them whole."""
+        widest = max(modules.values(), key=lambda m: np.shape(m[VERA_A])[-1])
+        tallest = max(modules.values(), key=lambda m: np.shape(m[VERA_B])[-2])
+        return {"vera_A": np.asarray(widest[VERA_A], np.float32), "vera_B": np.asarray(tallest[VERA_B], np.float32)}
