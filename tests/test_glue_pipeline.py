@@ -42,11 +42,12 @@ def test_paper_presets_are_table_8():
 def test_presets_resolve_with_cli_overrides():
     args = _parse(["--task", "rte", "--preset", "quick", "--method", "fourierft,lora", "--lr", "0.2", "--epochs", "7"])
     fourier, lora = runs_from_args(args)
-    assert (fourier.method, fourier.lr, fourier.head_lr, fourier.scaling) == ("fourierft", 0.2, 0.011, 110.0)
+    assert (fourier.method, fourier.lr, fourier.head_lr, fourier.scaling) == ("fourierft", 0.2, 0.01, 12.0)
     assert (fourier.epochs, fourier.max_length, fourier.max_train_examples) == (7, 256, 2000)
     assert (lora.method, lora.lr, lora.epochs) == ("lora", 0.2, 7)
-    default_lora = runs_from_args(_parse(["--method", "lora"]))[0]
-    assert default_lora.lr == 5e-4 and default_lora.task == "sst2"
+    default_lora = runs_from_args(_parse(["--method", "lora"]))[0]  # the quick preset's chosen rate
+    assert default_lora.lr == 1e-2 and default_lora.task == "sst2"
+    assert resolve_run("sst2", preset="paper", method="lora").lr == 5e-4
 
 
 def test_bad_settings_are_rejected():
