@@ -1,4 +1,8 @@
-"""FourierFT adapters to and from Hugging Face PEFT's files: :func:`export_peft` and :func:`import_peft`.
+"""Adapters to and from Hugging Face PEFT's files: :func:`export_peft` and :func:`import_peft`.
+
+FourierFT is described below; LoRA, DoRA (PEFT's ``LoraConfig(use_dora=True)``) and VeRA (with its shared
+``base_model.vera_A`` / ``vera_B``) go through the same two functions, each method saying how its leaves map to
+PEFT's tensors (:mod:`fourier_flax.methods`).
 
 PEFT's ``save_pretrained`` writes two files:
 
@@ -31,13 +35,11 @@ import dataclasses
 import json
 import pathlib
 import warnings
-import zlib
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import safetensors.numpy
 from flax import traverse_util
@@ -48,32 +50,18 @@ from fourier_flax.adapter import (
     AdapterConfig,
     adapter_leaf_names,
     adapter_module_paths,
+    kernel_view,
     module_layout_check,
 )
 from fourier_flax.atomic_dir import atomic_directory
 from fourier_flax.checkpoint import AdapterMismatchError, adapter_leaves, apply_leaves
 from fourier_flax.config import FourierFTConfig
-from fourier_flax.methods import method_of
+from fourier_flax.methods import method_for_peft, method_of
 
 PEFT_PREFIX = "base_model.model."
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 
-# Fields of PEFT's FourierFTConfig that ours shares (same names, same meaning).
-PEFT_FIELDS = (
-    "n_frequency",
-    "scaling",
-    "random_loc_seed",
-    "fan_in_fan_out",
-    "target_modules",
-    "exclude_modules",
-    "bias",
-    "modules_to_save",
-    "layers_to_transform",
-    "layers_pattern",
-    "n_frequency_pattern",
-    "init_weights",
-)
 # Bookkeeping fields of PeftConfig that do not change the adapter.
 PEFT_BOOKKEEPING = (
     "peft_type",
@@ -373,13 +361,13 @@ def read_peft(adapter_dir: str | pathlib.Path) -> tuple[dict[str, Any], dict[str
         )
         raise FileNotFoundError(f"{adapter_dir} is not a PEFT adapter directory: no {missing}{hint}.")
     peft_config = json.loads((adapter_dir / CONFIG_FILE).read_text())
-    if peft_config.get("peft_type") != "FOURIERFT":
-        raise ValueError(
-            f"{adapter_dir} holds a PEFT {peft_config.get('peft_type')!r} adapter; import_peft reads FourierFT "
-            "adapters (peft_type 'FOURIERFT') only."
-        )
+    try:
+        method = method_for_peft(peft_config)
+    except ValueError as error:
+        raise ValueError(f"{adapter_dir} holds {error}") from error
     # Options newer PEFT versions add are harmless while unset (None, False, 0, {}, []).
-    unsupported = {k: v for k, v in peft_config.items() if k not in PEFT_FIELDS + PEFT_BOOKKEEPING and v}
+    known = method.peft_fields + method.peft_harmless + PEFT_BOOKKEEPING
+    unsupported = {k: v for k, v in peft_config.items() if k not in known and v}
     if unsupported:
         raise ValueError(
             f"{adapter_dir}/{CONFIG_FILE} sets PEFT options fourier_flax does not implement: {unsupported}. "
@@ -395,10 +383,9 @@ def read_peft(adapter_dir: str | pathlib.Path) -> tuple[dict[str, Any], dict[str
     return peft_config, tensors
 
 
-def config_from_peft(peft_config: Mapping[str, Any]) -> FourierFTConfig:
-    """Our :class:`FourierFTConfig` with the fields of a PEFT ``adapter_config.json`` (entries: PEFT's)."""
-    fields = {name: peft_config[name] for name in PEFT_FIELDS if name in peft_config}
-    return FourierFTConfig(**fields, entry_sampling="peft")
+def config_from_peft(peft_config: Mapping[str, Any]) -> AdapterConfig:
+    """Our config with the fields of a PEFT ``adapter_config.json`` (FourierFT: PEFT's entries)."""
+    return method_for_peft(peft_config).config_from_peft(peft_config)
 
 
 def _mapper(module_map: ModuleMap | None) -> Callable[[str], str]:
@@ -427,16 +414,19 @@ def is_trained_key(key: str) -> bool:
     return not _PEFT_WRAPPER_SEGMENTS & set(key.split(".")[:-1])
 
 
-def _split_key(key: str) -> tuple[str, str] | None:
-    """``(PEFT module key, kind)`` of a tensor key, kind in spectrum / bias / <torch parameter name>; None for
-    PEFT's duplicate bias copies inside a ``modules_to_save`` wrapper."""
+def _split_key(key: str, suffixes: tuple[str, ...] = (SPECTRUM,)) -> tuple[str, str] | None:
+    """``(PEFT module key, kind)`` of a tensor key, kind an adapter suffix (``fourierft_spectrum``,
+    ``lora_A.weight``, ...) / bias / <torch parameter name>; None for PEFT's duplicate bias copies inside a
+    ``modules_to_save`` wrapper."""
     if not key.startswith(PEFT_PREFIX):
         raise ValueError(f"tensor {key!r} does not start with {PEFT_PREFIX!r}; this is not a PeftModel state dict.")
     if not is_trained_key(key):
         return None
-    module, _, name = key[len(PEFT_PREFIX) :].rpartition(".")
-    if name == SPECTRUM:
-        return module, SPECTRUM
+    rest = key[len(PEFT_PREFIX) :]
+    for suffix in suffixes:
+        if rest.endswith("." + suffix):
+            return rest[: -len(suffix) - 1], suffix
+    module, _, name = rest.rpartition(".")
     if module.endswith(".base_layer"):
         return module[: -len(".base_layer")], name
     return module, name
@@ -487,25 +477,31 @@ def import_peft(
     if on_missing not in ("error", "random"):
         raise ValueError(f"on_missing must be 'error' or 'random', got {on_missing!r}.")
     peft_fields, tensors = read_peft(adapter_dir)
-    peft_config = config_from_peft(peft_fields)
+    method = method_for_peft(peft_fields)
+    peft_config = method.config_from_peft(peft_fields)
+    is_shared = {k: k.startswith("base_model.") and not k.startswith(PEFT_PREFIX) for k in tensors}  # VeRA's A, B
+    shared = {k[len("base_model.") :]: v for k, v in tensors.items() if is_shared[k]}
+    tensors = {k: v for k, v in tensors.items() if not is_shared[k]}
     to_ours = _mapper(module_map)
     base = dict(module_paths.params_of(base_params))
     kernels = set(module_paths.kernel_paths(base))
     flat_base = _dotted_leaves(base)
-    leaves, n_by_module, problems, ignored = {}, {}, [], []
+    leaves, module_tensors, problems, ignored = {}, {}, [], []
     for key, value in sorted(tensors.items()):
-        split = _split_key(key)
+        split = _split_key(key, method.peft_suffixes)
         if split is None:
             continue
         peft_module, kind = split
         path = to_ours(peft_module)
-        if kind == SPECTRUM:
+        if kind in method.peft_suffixes:
             if not peft_config.is_targeted(peft_module):
                 ignored.append(key)
                 continue
-            problems += _spectrum_problems(key, peft_module, path, value, peft_config, kernels, flat_base)
-            n_by_module[path] = int(value.shape[-1])
-            leaves[(*path.split("."), SPECTRUM)] = value
+            if kind == SPECTRUM:
+                problems += _spectrum_problems(key, peft_module, path, value, peft_config, kernels, flat_base)
+            elif path not in kernels:
+                problems.append(f"{key}: module {path!r} is not in the base params; " + _missing_hint(path, kernels))
+            module_tensors.setdefault(path, {})[kind] = value
         else:
             leaf, problem = _torch_leaf(key, path, kind, value, flat_base)
             problems += [problem] if problem else []
@@ -513,20 +509,37 @@ def import_peft(
                 leaves[(*path.split("."), leaf[0])] = leaf[1]
     if ignored:
         warnings.warn(
-            f"{adapter_dir}: ignored {len(ignored)} spectra of modules its adapter_config.json does not target "
-            f"(PEFT ignores them too): {ignored}",
+            f"{adapter_dir}: ignored {len(ignored)} adapter tensors of modules its adapter_config.json does not "
+            f"target (PEFT ignores them too): {ignored}",
             UserWarning,
             stacklevel=2,
         )
-    if not n_by_module:
+    if not module_tensors:
         problems.append(
-            f"{adapter_dir}/{WEIGHTS_FILE} holds no {SPECTRUM} for any module its config targets "
-            f"(target_modules={peft_config.target_modules!r})"
+            f"{adapter_dir}/{WEIGHTS_FILE} holds no {' / '.join(method.peft_suffixes)} for any module its config "
+            f"targets (target_modules={peft_config.target_modules!r})"
         )
+    sizes = {p: int(np.shape(t.get(SPECTRUM, np.zeros(1)))[-1]) for p, t in module_tensors.items()}
     config = _our_config(peft_config, to_ours)
-    if not all(config.is_targeted(path) for path in n_by_module):
-        config = explicit_targets(config, n_by_module)
-    missing = sorted(p for p in kernels if config.is_targeted(p) and p not in n_by_module) if n_by_module else []
+    if not all(config.is_targeted(path) for path in sizes):
+        config = explicit_targets(config, sizes)
+    targeted = sorted(p for p in kernels if config.is_targeted(p)) if module_tensors and not problems else []
+    expected = _expected_leaves(base_params, config, targeted)
+    for path, found in sorted(module_tensors.items()):
+        if path not in kernels or problems:
+            continue
+        view = kernel_view(path, tuple(np.shape(flat_base[f"{path}.kernel"])), config.kernel_in_axes_for(path))
+        try:
+            converted = method.leaves_from_peft(config, path, found, view, shared)
+        except (KeyError, ValueError) as error:
+            problems.append(f"module {path}: {error}")
+            continue
+        for name, value in converted.items():
+            want = np.shape(expected.get((*path.split("."), name), value))
+            if np.shape(value) != want:
+                problems.append(f"module {path}: PEFT's {name} has shape {np.shape(value)}, this base needs {want}")
+            leaves[(*path.split("."), name)] = value
+    missing = [p for p in targeted if p not in module_tensors]
     if missing and on_missing == "error":
         problems.append(
             f"{len(missing)} modules the adapter's config targets have no spectrum in the file: {missing}. "
@@ -539,12 +552,27 @@ def import_peft(
     if missing:
         if rng is None:
             raise ValueError("on_missing='random' needs rng= to draw the missing spectra.")
-        warnings.warn(f"Found missing adapter keys: {missing} got fresh N(0, 1) spectra (as PEFT).", stacklevel=2)
-        for path in missing:
-            n = config.n_frequency_for(path)
-            key = jax.random.fold_in(rng, zlib.crc32(path.encode()) & 0x7FFFFFFF)
-            leaves[(*path.split("."), SPECTRUM)] = np.asarray(jax.random.normal(key, (n,), jnp.float32))
+        warnings.warn(f"Found missing adapter keys: {missing} got fresh initial values (as PEFT).", stacklevel=2)
+        fresh = _expected_leaves(base_params, config, missing, rng)
+        leaves.update({k: v for k, v in fresh.items() if ".".join(k[:-1]) in missing})
     return config, apply_leaves(base_params, leaves)
+
+
+def _expected_leaves(base_params, config, paths, rng=None) -> dict[tuple[str, ...], Any]:
+    """The adapter leaves ``init_adapter`` gives ``paths`` (shapes to check against; fresh values for
+    ``on_missing="random"``), by key path inside the params collection."""
+    if not paths:
+        return {}
+    from fourier_flax.adapter import init_adapter
+
+    only = dataclasses.replace(
+        config, target_modules=tuple(paths), exclude_modules=None, layers_to_transform=None, layers_pattern=None
+    )
+    key = jax.random.key(0) if rng is None else rng
+    adapted = module_paths.params_of(init_adapter(base_params, only, key, check_scale=False))
+    flat = traverse_util.flatten_dict(adapted)
+    own = set(method_of(config).leaf_names)
+    return {k: v for k, v in flat.items() if k[-1] in own}
 
 
 def _dotted_leaves(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -352,8 +352,8 @@ def test_export_refuses_a_prefix_peft_cannot_load(tmp_path, strict_jax):
 
 
 def test_import_refuses_other_peft_types(exported):
-    edit_config(exported[0], peft_type="LORA")
-    with pytest.raises(ValueError, match="holds a PEFT 'LORA' adapter; import_peft reads FourierFT"):
+    edit_config(exported[0], peft_type="ADALORA")
+    with pytest.raises(ValueError, match=r"holds a PEFT 'ADALORA' adapter; fourier_flax reads \['FOURIERFT', 'LORA'"):
         import_peft(exported[0], tiny_base())
 
 

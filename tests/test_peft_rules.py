@@ -196,7 +196,7 @@ def test_untargeted_spectra_are_ignored_and_outputs_equal_peft(peft_saved, minil
     written = json.loads(config_path.read_text())
     config_path.write_text(json.dumps({**written, "target_modules": ["query"]}))
     model, base = minilm2
-    with pytest.warns(UserWarning, match="ignored 2 spectra"):
+    with pytest.warns(UserWarning, match="ignored 2 adapter tensors"):
         config, params = import_peft(adapter_dir, base)
     assert ff.adapter_module_paths(params) == [f"encoder.layer.{i}.attention.self.query" for i in (0, 1)]
     with warnings.catch_warnings():

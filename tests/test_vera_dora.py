@@ -221,3 +221,33 @@ def test_our_exports_load_in_peft_with_our_outputs(tmp_path, minilm2, minilm2_to
     ff.export_peft(params, config, tmp_path)
     loaded = peft.PeftModel.from_pretrained(copy.deepcopy(minilm2_torch), str(tmp_path)).eval()
     np.testing.assert_allclose(_torch_out(loaded, IDS), ours, rtol=0, atol=1e-4 * np.abs(ours).max())
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("kind", ["lora", "dora", "vera"])
+def test_peft_saved_adapters_import_with_peft_outputs(tmp_path, minilm2, minilm2_torch, kind):
+    """import_peft of real PEFT LoRA / DoRA / VeRA files (VeRA with PEFT's own saved projections)."""
+    import peft
+    import torch
+
+    model, base = minilm2
+    torch.manual_seed(0)
+    peft_config = {
+        "lora": peft.LoraConfig(target_modules=["query", "value"], r=4, lora_alpha=8),
+        "dora": peft.LoraConfig(target_modules=["query", "value"], r=4, lora_alpha=8, use_dora=True),
+        "vera": peft.VeraConfig(target_modules=["query", "intermediate.dense"], r=16, init_weights=False),
+    }[kind]
+    reference = peft.get_peft_model(copy.deepcopy(minilm2_torch), peft_config).eval()
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for _name, p in reference.named_parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn(p.shape, generator=generator))
+    reference.save_pretrained(tmp_path)
+    config, params = ff.import_peft(tmp_path, base)
+    assert type(config) is {"lora": ff.LoraConfig, "dora": DoraConfig, "vera": VeraConfig}[kind]
+    with intercept(config):
+        ours = np.asarray(model(IDS, params=params).last_hidden_state)
+    expected = _torch_out(reference, IDS)
+    assert np.abs(expected - _torch_out(minilm2_torch, IDS)).max() > 1e-3
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-4 * np.abs(expected).max())

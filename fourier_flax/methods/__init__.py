@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fourier_flax.methods.base import AdapterMethod
@@ -40,6 +41,22 @@ def method_of(config: Any) -> AdapterMethod:
     return method
 
 
+def method_for_peft(peft_config: Mapping[str, Any]) -> AdapterMethod:
+    """The method of a PEFT ``adapter_config.json`` (``LORA`` with ``use_dora`` is DoRA).
+
+    Raises:
+      ValueError: a PEFT type fourier_flax does not read.
+    """
+    peft_type = peft_config.get("peft_type")
+    if peft_type == "LORA" and peft_config.get("use_dora"):
+        return method_named("dora")
+    for method in METHODS:
+        if method.peft_type == peft_type and method.name != "dora":
+            return method
+    readable = sorted({m.peft_type for m in METHODS if m.peft_type})
+    raise ValueError(f"a PEFT {peft_type!r} adapter; fourier_flax reads {readable} (LORA with use_dora: DoRA).")
+
+
 def method_named(name: str) -> AdapterMethod:
     """The registered method called ``name`` (``"fourierft"``, ``"lora"``)."""
     for method in REGISTRY.values():
@@ -56,6 +73,7 @@ __all__ = [
     "FloraConfig",
     "SvftConfig",
     "VeraConfig",
+    "method_for_peft",
     "method_named",
     "method_of",
 ]

@@ -139,6 +139,19 @@ class AdapterMethod:
         """PEFT's tensors of one adapted module, by key suffix (``lora_A.weight``), in PyTorch layouts."""
         raise NotImplementedError
 
+    peft_harmless: ClassVar[tuple[str, ...]] = ()  # PEFT fields that may be set but change nothing here
+    peft_suffixes: ClassVar[tuple[str, ...]] = ()  # key suffixes of PEFT's per-module tensors
+
+    def config_from_peft(self, fields: Mapping[str, Any]) -> Any:
+        """Our config from a PEFT ``adapter_config.json`` (its :attr:`peft_fields`)."""
+        return self.config_type(**{name: fields[name] for name in self.peft_fields if name in fields})
+
+    def leaves_from_peft(
+        self, config: Any, path: str, tensors: Mapping[str, Any], view: Shape2D, shared: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Our leaves of one module from PEFT's tensors (by suffix) and its shared ones (VeRA)."""
+        raise NotImplementedError
+
     def peft_shared_tensors(self, config: Any, modules: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         """PEFT's tensors shared by all modules (VeRA's projections), by key after ``base_model.``."""
         return {}

@@ -67,8 +67,14 @@ class DoraMethod(LoraMethod):
         kernel = jnp.asarray(module["kernel"], jnp.float32).reshape(self.delta_shape(module, view))
         return self.effective_kernel(config, path, module, view, scaling=scaling) - kernel
 
+    peft_suffixes: ClassVar[tuple[str, ...]] = ("lora_A.weight", "lora_B.weight", MAGNITUDE)
+
     def peft_extra_fields(self, config):
         return {**super().peft_extra_fields(config), "use_dora": True}
+
+    def leaves_from_peft(self, config, path, tensors, view, shared):
+        magnitude = np.asarray(tensors[MAGNITUDE], np.float32)
+        return {**super().leaves_from_peft(config, path, tensors, view, shared), MAGNITUDE: magnitude}
 
     def peft_module_tensors(self, config, path, module):
         magnitude = np.asarray(module[MAGNITUDE], np.float32)

@@ -140,6 +140,14 @@ class FourierFTMethod(AdapterMethod):
             f"entry_sampling={config.entry_sampling!r} has other entries, which PEFT's FourierFT cannot represent"
         )
 
+    peft_suffixes: ClassVar[tuple[str, ...]] = (SPECTRUM,)
+
+    def config_from_peft(self, fields):
+        return FourierFTConfig(**{k: fields[k] for k in self.peft_fields if k in fields}, entry_sampling="peft")
+
+    def leaves_from_peft(self, config, path, tensors, view, shared):
+        return {SPECTRUM: np.asarray(tensors[SPECTRUM], np.float32)}
+
     def peft_module_tensors(self, config, path, module):
         spectrum = np.asarray(module[SPECTRUM], np.float32)
         if spectrum.ndim != 1:

@@ -63,8 +63,25 @@ class LoraMethod(AdapterMethod):
         "layers_pattern",
     )
 
+    # Inference-neutral or bookkeeping fields PEFT 0.21 writes with non-empty defaults.
+    peft_harmless: ClassVar[tuple[str, ...]] = (
+        "lora_dropout",
+        "use_dora",
+        "init_lora_weights",
+        "megatron_core",
+        "qalora_group_size",
+        "runtime_config",
+    )
+    peft_suffixes: ClassVar[tuple[str, ...]] = ("lora_A.weight", "lora_B.weight")
+
     def peft_extra_fields(self, config):
         return {"lora_dropout": 0.0, "use_dora": False, "init_lora_weights": True}
+
+    def leaves_from_peft(self, config, path, tensors, view, shared):
+        a, b = (np.asarray(tensors[k], np.float32) for k in ("lora_A.weight", "lora_B.weight"))  # (r, in), (out, r)
+        if config.fan_in_fan_out:
+            return {LORA_A: b, LORA_B: a}
+        return {LORA_A: a.T, LORA_B: b.T}
 
     def peft_module_tensors(self, config, path, module):
         a, b = (np.asarray(module[k], np.float32) for k in (LORA_A, LORA_B))

@@ -138,8 +138,23 @@ class VeraMethod(AdapterMethod):
     def peft_extra_fields(self, config):
         return {"save_projection": True, "vera_dropout": 0.0}
 
+    peft_harmless: ClassVar[tuple[str, ...]] = ("save_projection", "vera_dropout")
+    peft_suffixes: ClassVar[tuple[str, ...]] = (LAMBDA_B, LAMBDA_D)
+
     def peft_module_tensors(self, config, path, module):
         return {name: np.asarray(module[name], np.float32) for name in (LAMBDA_B, LAMBDA_D)}
+
+    def leaves_from_peft(self, config, path, tensors, view, shared):
+        if "vera_A" not in shared or "vera_B" not in shared:
+            raise ValueError(
+                "the PEFT VeRA adapter holds no base_model.vera_A / vera_B: it was saved with save_projection=False; "
+                "re-save it with save_projection=True (PEFT's default) so its projections travel with it."
+            )
+        in_features, out_features = _in_out(config, view)
+        leaves = {name: np.asarray(tensors[name], np.float32) for name in (LAMBDA_B, LAMBDA_D)}
+        leaves[VERA_A] = np.asarray(shared["vera_A"], np.float32)[:, :in_features]
+        leaves[VERA_B] = np.asarray(shared["vera_B"], np.float32)[:out_features]
+        return leaves
 
     def peft_shared_tensors(self, config, modules):
         """PEFT's ``vera_A`` ``(r, max_in)`` and ``vera_B`` ``(max_out, r)``: every module holds a slice of them, so the
