@@ -7,16 +7,16 @@ the ratio on the real params; :func:`check_update_scale` warns when a layer exce
 :func:`fourier_flax.init_adapter` calls it whenever the params are concrete.
 
 Threshold. ``experiments/update_scale.py`` adds FourierFT at initialisation to the real all-MiniLM-L6-v2 (n = 1000
-on query/value) and scores the untouched sentence encoder on STS-B dev (Spearman of the embeddings' cosine): see
-``experiments/results/update_scale.md`` for the ratios at which the pretrained encoder is measurably damaged before
-any training. :data:`WARN_RATIO` sits where that damage starts.
+on query/value) and scores the untouched sentence encoder on STS-B dev (Spearman of the embeddings' cosine):
+``experiments/results/update_scale.md``. :data:`WARN_RATIO` sits where that damage starts to exceed the spread
+over initialisation seeds.
 
 Example::
 
   >>> params = init_adapter(params, FourierFTConfig(target_modules=["query", "value"], scaling=300.0), rng)
-  UserWarning: FourierFT at initialisation changes 12 layers by up to 0.41 of their weights' norm ...
-  >>> update_norm_ratios(params, config)["bert.encoder.layer.0.attention.self.query"]
-  0.41
+  UserWarning: the adapter at initialisation changes 12 of 12 layers by more than 0.25 of their weights' norm ...
+  >>> max(update_norm_ratios(params, config).values())  # all-MiniLM-L6-v2, n = 1000
+  1.02
 """
 
 from __future__ import annotations
@@ -35,8 +35,11 @@ from fourier_flax.adapter import (
     stacked_layers,
 )
 
-# Warn above this ‖ΔW‖/‖W0‖ at initialisation (justified in experiments/results/update_scale.md).
-WARN_RATIO = 0.1
+# Warn above this ‖ΔW‖/‖W0‖ (in any layer) at initialisation. experiments/results/update_scale.md: on the real
+# all-MiniLM-L6-v2 the untouched encoder's zero-shot STS-B Spearman drops by 0.24 points at a largest layer ratio
+# of 0.24 (scaling 70), by 0.8 ± 0.55 at 0.48 (scaling 140, the paper's RoBERTa-base value) and by 5.8 at 1.02
+# (scaling 300): the damage becomes measurable (beyond the seeds' spread) between 0.24 and 0.48.
+WARN_RATIO = 0.25
 
 
 def update_norm_ratios(tree: module_paths.Tree, config: AdapterConfig) -> dict[str, float]:
