@@ -94,7 +94,8 @@ def main() -> int:
         lines.append(f"| {scaling:g} | {median:.4f} | {maximum:.4f} | {mean:.2f} ± {sd:.2f} |")
     lines += [
         "",
-        f"Warning threshold in fourier_flax.update_scale: WARN_RATIO = {WARN_RATIO} (largest layer ratio; justified in its comment).",
+        f"Warning threshold in fourier_flax.update_scale: WARN_RATIO = {WARN_RATIO} "
+        "(largest layer ratio; justified in its comment).",
     ]
     RESULTS.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
