@@ -20,10 +20,10 @@ import warnings
 
 import jax
 import numpy as np
-import scipy.stats
 
 import fourier_flax as ff
 from fourier_flax.data import load_glue_split
+from fourier_flax.data.metrics import spearman
 from fourier_flax.data.bucketing import bucket_lengths, bucketed_batches
 from fourier_flax.finetune import default_data_dir, load_tokenizer
 from fourier_flax.hf_models import load_minilm
@@ -73,7 +73,7 @@ def main() -> int:
             ratios = list(update_norm_ratios(params, config).values())
             a, b = (embed(model, params, config, side) for side in sides)
             cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-            scores.append(100 * scipy.stats.spearmanr(cosine, dev["label"]).statistic)
+            scores.append(100 * spearman(cosine, dev["label"]))
             medians.append(np.median(ratios))
             maxima.append(np.max(ratios))
             if scaling == 0.0:
