@@ -22,6 +22,8 @@ Example::
 
 from __future__ import annotations
 
+from typing import Literal
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -130,7 +132,55 @@ def _unit_delta_w_bwd(shape, entries, cotangent):
 _unit_delta_w.defvjp(_unit_delta_w_fwd, _unit_delta_w_bwd)
 
 
-def delta_w(c: jax.Array, entries: jax.Array | np.ndarray, shape: Shape2D, alpha: float | jax.Array) -> jax.Array:
+# The matmul form builds cos/sin tables from integer phases p·u mod d1 in int32: exact while d1·d1 < 2^31.
+MATMUL_MAX_SIDE = 46340
+# "auto" on CPU/GPU: the matmul form costs ~4·d1·d2·n flops against the FFT's ~d1·d2·log(d1·d2); at n up to
+# this bound it was measured faster on CPU at 768x768 in the first session's bench_delta_w (n <= ~100-256), so
+# a conservative 128. On TPU (fast matrix units, slow FFTs) matmul up to MATMUL_TPU_MAX_N, reasoned, not measured.
+MATMUL_AUTO_MAX_N = 128
+MATMUL_TPU_MAX_N = 4096
+Impl = Literal["fft", "matmul", "auto"]
+
+
+def choose_impl(shape: Shape2D, n: int, backend: str | None = None) -> Literal["fft", "matmul"]:
+    """The ``delta_w`` implementation ``impl="auto"`` runs for this shape, ``n`` and backend (default: JAX's)."""
+    if max(shape) > MATMUL_MAX_SIDE:
+        return "fft"
+    backend = backend or jax.default_backend()
+    limit = MATMUL_TPU_MAX_N if backend == "tpu" else MATMUL_AUTO_MAX_N
+    return "matmul" if n <= limit else "fft"
+
+
+def _matmul_delta_w(c: jax.Array, entries: jax.Array, shape: Shape2D) -> jax.Array:
+    """``Re(ifft2(F))`` as ``(C_u diag(c) C_vᵀ − S_u diag(c) S_vᵀ) / (d1·d2)``: two matmuls of DFT columns.
+
+    ``C_u[p, l] = cos(2π p u_l / d1)`` (``d1 × n``) etc.; phases are reduced modulo the side in int32 first, so
+    the tables are accurate to float32 rounding at any size up to :data:`MATMUL_MAX_SIDE`.
+    """
+    d1, d2 = shape
+
+    def tables(index, size):
+        positions = jnp.arange(size, dtype=jnp.int32)[:, None]
+        phase = (positions * index[None, :]) % size  # exact integer phase
+        angle = phase.astype(jnp.float32) * np.float32(2 * np.pi / size)
+        return jnp.cos(angle), jnp.sin(angle)
+
+    cos_u, sin_u = tables(entries[0], d1)
+    cos_v, sin_v = tables(entries[1], d2)
+    scale = np.float32(1.0 / (d1 * d2))
+    cosine = jnp.einsum("pl,...l,ql->...pq", cos_u, c, cos_v)
+    sine = jnp.einsum("pl,...l,ql->...pq", sin_u, c, sin_v)
+    return (cosine - sine) * scale
+
+
+def delta_w(
+    c: jax.Array,
+    entries: jax.Array | np.ndarray,
+    shape: Shape2D,
+    alpha: float | jax.Array,
+    *,
+    impl: Impl = "fft",
+) -> jax.Array:
     """The FourierFT weight update ``alpha · Re(ifft2(F))``.
 
     Pure, jittable (``shape`` static), vmappable, reverse-mode differentiable in ``c`` and ``alpha`` (also
@@ -144,13 +194,34 @@ def delta_w(c: jax.Array, entries: jax.Array | np.ndarray, shape: Shape2D, alpha
         checked (in range, no repeats, ``n`` matching ``c``).
       shape: static ``(d1, d2)``.
       alpha: the scaling (PEFT's ``scaling``).
+      impl: ``"fft"`` (one rfft2 and a hand-written backward), ``"matmul"`` (the same sum of cosines as two
+        matmuls of gathered DFT columns, ``O(d1·d2·n)``: what TPUs' matrix units run fast, and the form a device
+        holding a block of rows/columns can build locally), or ``"auto"`` (:func:`choose_impl`).
 
     Returns:
       float32 ``(..., d1, d2)``.
+
+    Example::
+
+      >>> E = fourier_flax.peft_entries((768, 768), 64, seed=777)
+      >>> w = delta_w(c, E, (768, 768), 150.0, impl="matmul")  # equals impl="fft" to float32 rounding
     """
     check_entries(c, entries, shape)
     shape = (int(shape[0]), int(shape[1]))
-    unit = _unit_delta_w(jnp.asarray(c).astype(jnp.float32), jnp.asarray(entries, jnp.int32), shape)
+    c32, entries32 = jnp.asarray(c).astype(jnp.float32), jnp.asarray(entries, jnp.int32)
+    if impl not in ("fft", "matmul", "auto"):
+        raise ValueError(f"impl must be 'fft', 'matmul' or 'auto', got {impl!r}.")
+    if impl == "auto":
+        impl = choose_impl(shape, c32.shape[-1])
+    if impl == "matmul":
+        if max(shape) > MATMUL_MAX_SIDE:
+            raise ValueError(
+                f"impl='matmul' builds int32 phases, exact for sides up to {MATMUL_MAX_SIDE}; {shape} is larger: "
+                "use impl='fft'."
+            )
+        unit = _matmul_delta_w(c32, entries32, shape)
+    else:
+        unit = _unit_delta_w(c32, entries32, shape)
     return unit * jnp.asarray(alpha, jnp.float32)
 
 

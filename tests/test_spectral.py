@@ -175,3 +175,30 @@ class DeltaWTest(chex.TestCase):
 def test_bad_entries_are_refused(entries, c_len, match):
     with pytest.raises(ValueError, match=match):
         delta_w(jnp.ones(c_len), entries, (8, 6), 1.0)
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (6, 10), (7, 5), (16, 33), (64, 48)])
+def test_matmul_impl_matches_float64_and_fft(shape, reference_delta_w):
+    """impl="matmul" (two matmuls of DFT columns) against the float64 closed form, and equal to impl="fft"."""
+    n = min(20, shape[0] * shape[1])
+    entries = uniform_entries(shape, n, seed=3)
+    c = np.random.default_rng(1).standard_normal((2, n)).astype(np.float32)  # two stacked layers
+    got = jax.jit(lambda c: delta_w(c, entries, shape, 7.0, impl="matmul"))(c)
+    want = np.stack([reference_delta_w(layer, entries, shape, 7.0) for layer in c])
+    np.testing.assert_allclose(got, want, rtol=0, atol=5e-6 * np.abs(want).max())
+    np.testing.assert_allclose(got, delta_w(c, entries, shape, 7.0), rtol=0, atol=5e-6 * np.abs(want).max())
+    check_grads(lambda c: delta_w(c, entries, shape, 7.0, impl="matmul"), (c[0],), order=1, modes=("fwd", "rev"))
+
+
+def test_impl_choice_and_errors():
+    from fourier_flax.spectral import choose_impl
+
+    assert choose_impl((768, 768), 64, backend="cpu") == "matmul"
+    assert choose_impl((768, 768), 1000, backend="cpu") == "fft"
+    assert choose_impl((768, 768), 1000, backend="tpu") == "matmul"
+    assert choose_impl((50000, 8), 10, backend="tpu") == "fft"
+    entries = np.array([[0, 1], [1, 0]], np.int32)
+    with pytest.raises(ValueError, match="impl must be"):
+        delta_w(np.ones(2, np.float32), entries, (4, 4), 1.0, impl="dft")
+    with pytest.raises(ValueError, match="use impl='fft'"):
+        delta_w(np.ones(2, np.float32), entries, (50000, 4), 1.0, impl="matmul")
