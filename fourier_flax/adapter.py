@@ -1,8 +1,10 @@
 """Adding an adapter to a pretrained params tree, and the weight update ``ΔW`` each adapted module carries.
 
 :func:`init_adapter` puts the adapter's leaves beside the ``kernel`` of every targeted module — for FourierFT a
-float32 ``fourierft_spectrum`` ``(n,)``, for LoRA ``lora_a`` ``(d1, r)`` and ``lora_b`` ``(r, d2)`` — and changes
-nothing else: every pretrained leaf is the same object in the returned tree and the model is not re-initialised.
+float32 ``fourierft_spectrum`` ``(n,)``, for LoRA ``lora_a`` ``(d1, r)`` and ``lora_b`` ``(r, d2)``, for the other
+methods what their module in :mod:`fourier_flax.methods` declares — and changes nothing else: every pretrained leaf
+is the same object in the returned tree and the model is not re-initialised. Everything method-specific is asked
+of the method registered for the config's type (:func:`fourier_flax.methods.method_of`).
 
 The update is defined on a kernel's 2-D view ``(d1, d2) = (prod(shape[:k]), prod(shape[k:]))`` with ``k`` from
 ``config.kernel_in_axes_for(path)`` (1 for ``nn.Dense``'s ``(in, out)``). With ``config.entry_sampling == "peft"``
@@ -228,9 +230,9 @@ def init_adapter(
     Args:
       tree: a pretrained variables dict ``{'params': ...}`` or a bare params tree (Hugging Face's
         ``model.params``); the result has the same form.
-      config: a :class:`FourierFTConfig` (adds ``fourierft_spectrum``: N(0, 1), or zeros when
-        ``config.init_weights``) or a :class:`LoraConfig` (adds ``lora_a``, Kaiming-uniform, and ``lora_b``,
-        zeros).
+      config: a registered adapter config — :class:`FourierFTConfig` (adds ``fourierft_spectrum``: N(0, 1), or
+        zeros when ``config.init_weights``), :class:`LoraConfig` (``lora_a`` Kaiming-uniform, ``lora_b`` zeros),
+        ``DoraConfig``, ``VeraConfig``, ``FloraConfig`` or ``SvftConfig`` (see their modules).
       rng: PRNG key; each module's leaves use a key derived from it and the module path.
       stacked_axes: module-path prefix → number of leading axes of layers stacked by ``nn.scan`` (or a
         ``variable_axes`` ``nn.vmap``) under it, e.g. ``{"layers": 1}``: those modules get ``(L, n)`` spectra.

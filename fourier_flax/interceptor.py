@@ -1,8 +1,9 @@
 """Running an unmodified Flax model with its adapter: ``with intercept(config): model.apply(params, x)``.
 
-Inside :func:`intercept`, every call of a targeted ``nn.Dense``, ``nn.DenseGeneral`` or Hugging Face GPT-2
-``FlaxConv1D`` reads the module's ``kernel`` and adapter leaves (``fourierft_spectrum``, or ``lora_a``/``lora_b``),
-builds ``W0 + ΔW`` (``ΔW`` in float32, added in float32, then cast to the layer's compute dtype) and runs the
+Inside :func:`intercept`, every call of a targeted ``nn.Dense``, ``nn.DenseGeneral``, ``nn.Conv`` or Hugging Face
+GPT-2 ``FlaxConv1D`` reads the module's ``kernel`` and adapter leaves (``fourierft_spectrum``, ``lora_a``/``lora_b``,
+...), builds the adapted kernel in float32 (``W0 + ΔW``, or the method's own, e.g. DoRA's rescaling), casts it to
+the layer's compute dtype and runs the
 layer's own computation on it: one matmul per layer, as after :func:`fourier_flax.merge_adapter`. Layers that are
 not targeted run untouched. A module's path is its scope path (``encoder.layer.0.attention.self.query``); inside
 ``nn.scan``/``nn.vmap`` it is the params-tree path of the stacked module and the variables are per-layer slices.
