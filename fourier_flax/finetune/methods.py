@@ -32,7 +32,13 @@ from fourier_flax.partition import trainable_mask
 # How each adapter method's config is built from a run's settings (the classifier is modules_to_save).
 ADAPTER_BUILDERS: dict[str, Callable[[RunConfig, dict], AdapterConfig]] = {
     "fourierft": lambda run, common: FourierFTConfig(
-        n_frequency=run.n_frequency, scaling=run.scaling, random_loc_seed=run.random_loc_seed, **common
+        n_frequency=run.n_frequency,
+        scaling=run.scaling,
+        random_loc_seed=run.random_loc_seed,
+        entry_sampling=run.entry_sampling,
+        center_frequency=run.center_frequency,
+        bandwidth=run.bandwidth,
+        **common,
     ),
     "lora": lambda run, common: LoraConfig(r=run.lora_r, lora_alpha=run.lora_alpha, **common),
     "dora": lambda run, common: DoraConfig(r=run.lora_r, lora_alpha=run.lora_alpha, **common),

@@ -35,6 +35,8 @@ class RunConfig:
       lora_r / lora_alpha: LoRA (and DoRA) rank and scale numerator.
       vera_r: VeRA's shared rank. flora_r / flora_scale: FLoRA's core rank and scale ``s``.
       svft_pattern / svft_off_diag: SVFT's sparsity pattern and its band half-width.
+      entry_sampling / center_frequency / bandwidth: FourierFT's entry rule ("peft", "uniform" or
+        "frequency_bias" with ``f_c`` and ``W``; :class:`fourier_flax.FourierFTConfig`).
       epochs / batch_size: the schedule.
       max_length: tokens kept per example; the default is the task's :data:`TASK_MAX_LENGTH`.
       pooling: the head's input, ``"mean"`` (masked mean of the last hidden states; the default, right for
@@ -60,6 +62,9 @@ class RunConfig:
     flora_scale: float = 4.0
     svft_pattern: str = "banded"
     svft_off_diag: int = 2
+    entry_sampling: str = "peft"
+    center_frequency: float | None = None
+    bandwidth: float | None = None
     epochs: int
     batch_size: int = 32
     max_length: int = 512

@@ -1,0 +1,158 @@
+"""Figure 5 of the FourierFT paper on all-MiniLM-L6-v2: the frequency bias's centre f_c against uniform entries.
+
+Command (resumable: each finished run appends to ``experiments/results/frequency_bias_runs.jsonl`` and is skipped
+on a rerun)::
+
+  .venv/bin/python experiments/frequency_bias.py                   # mrpc + stsb, 7 f_c + uniform, seeds 0-2
+  .venv/bin/python experiments/frequency_bias.py render            # figure + table from the JSONL only
+
+The paper sweeps f_c from 0 to ~500 at W = 200 on RoBERTa-base's 768×768 kernels (largest distance to the centre
+of the shifted spectrum: 543). MiniLM's kernels are 384×384 (largest distance 272), so both are halved: W = 100
+and f_c in {0, 40, 80, 120, 160, 200, 240}, plus uniform entries (``entry_sampling="uniform"``) as the "no bias"
+baseline. Budget and hyperparameters are the GLUE table's FourierFT row (experiments/glue_table.py: the ``glue``
+preset, the swept learning rate and scaling, n = 1000 on query/value); seeds 0-2; full dev sets.
+
+Entry sets run sequentially, not as a vmapped axis: the entries are static per config (they index the gathers and
+the spectral backward's reads), so each set compiles its own program anyway, and on this 2-core CPU vmapping runs
+was measured slower than running them one by one (results/bench_sweep.md).
+
+Writes ``frequency_bias.md`` (mean ± standard error per f_c and task, the uniform baseline, and whether any f_c
+beats uniform by more than both standard errors) and ``frequency_bias.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+from typing import Any
+
+import numpy as np
+
+from fourier_flax.data import get_task
+from fourier_flax.finetune import Trainer, default_data_dir, load_classifier, load_task_data, load_tokenizer
+from fourier_flax.finetune.loop import train_run
+from fourier_flax.finetune.records import append_record, finished_keys, read_records
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from glue_table import _run_config, chosen  # noqa: E402  (the table's protocol and chosen rates)
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+RUNS = pathlib.Path(__file__).resolve().parents[1] / "runs" / "frequency_bias"
+CENTERS = (0.0, 40.0, 80.0, 120.0, 160.0, 200.0, 240.0)
+BANDWIDTH = 100.0
+UNIFORM = None  # center_frequency of the uniform baseline in the records
+
+
+def sweep(tasks, seeds) -> None:
+    path = RESULTS / "frequency_bias_runs.jsonl"
+    lr, scaling = chosen(RESULTS)["fourierft"]
+    data_dir, tokenizer = default_data_dir(), load_tokenizer()
+    for seed in seeds:
+        for task_name in tasks:
+            task = get_task(task_name)
+            model = base = data = None
+            for center in (UNIFORM, *CENTERS):
+                if (task_name, center, seed) in finished_keys(path, ("task", "center_frequency", "seed")):
+                    continue
+                bias: dict[str, Any] = {"entry_sampling": "uniform"}
+                if center is not None:
+                    bias = {"entry_sampling": "frequency_bias", "center_frequency": center, "bandwidth": BANDWIDTH}
+                run = _run_config(task_name, "fourierft", seed, lr, scaling, **bias)
+                if model is None:
+                    model, base = load_classifier(num_labels=task.num_labels)
+                    data = load_task_data(run, data_dir, tokenizer)
+                name = "uniform" if center is None else f"fc{center:g}"
+                result = train_run(
+                    run,
+                    RUNS / task_name / name / f"seed{seed}",
+                    data_dir=data_dir,
+                    trainer=Trainer(model, base, run, data),
+                    progress=False,
+                )
+                append_record(
+                    path,
+                    {
+                        "task": task_name,
+                        "center_frequency": center,
+                        "bandwidth": None if center is None else BANDWIDTH,
+                        "seed": seed,
+                        "dev_metric": 100 * result.dev_metric,
+                        "dev_examples": len(data.dev["labels"]),
+                        "selection_metric": 100 * result.selection_metric,
+                        "hyperparameters": {"lr": lr, "scaling": scaling, "n_frequency": run.n_frequency},
+                        "steps": result.steps,
+                        "wall_s": result.seconds,
+                    },
+                )
+                print(f"{task_name} {name} seed {seed}: dev {100 * result.dev_metric:.2f}", flush=True)
+
+
+def render() -> None:
+    records = read_records(RESULTS / "frequency_bias_runs.jsonl")
+    if not records:
+        print("no runs yet")
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def stats(values):
+        values = np.asarray(values, float)
+        se = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
+        return values.mean(), se, len(values)
+
+    tasks = sorted({r["task"] for r in records})
+    lines = [
+        "# Frequency bias on all-MiniLM-L6-v2 (written by experiments/frequency_bias.py)",
+        "",
+        f"W = {BANDWIDTH:g} on the 384x384 grid; dev metric x100 (full dev set), mean ± standard error over seeds.",
+        "",
+        "| task | f_c | mean | s.e. | seeds |",
+        "|---|---|---|---|---|",
+    ]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        uniform = stats([r["dev_metric"] for r in records if r["task"] == task and r["center_frequency"] is None])
+        lines.append(f"| {task} | uniform | {uniform[0]:.2f} | {uniform[1]:.2f} | {uniform[2]} |")
+        xs, ys, errors, beats = [], [], [], []
+        for center in CENTERS:
+            values = [r["dev_metric"] for r in records if r["task"] == task and r["center_frequency"] == center]
+            if not values:
+                continue
+            mean, se, count = stats(values)
+            lines.append(f"| {task} | {center:g} | {mean:.2f} | {se:.2f} | {count} |")
+            xs.append(center)
+            ys.append(mean)
+            errors.append(se)
+            if mean - se > uniform[0] + uniform[1]:
+                beats.append(center)
+        ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label="frequency bias")
+        ax.axhspan(uniform[0] - uniform[1], uniform[0] + uniform[1], alpha=0.3, color="gray", label="uniform ± s.e.")
+        ax.set_title(task)
+        ax.set_xlabel("f_c (384x384 grid)")
+        verdict = f"f_c beating uniform beyond both s.e.: {beats}" if beats else "no f_c beats uniform beyond the s.e."
+        lines.append(f"| {task} | {verdict} | | | |")
+    axes[0][0].set_ylabel("dev metric x100")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "frequency_bias.png", dpi=120)
+    (RESULTS / "frequency_bias.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stage", nargs="?", default="all", choices=("all", "render"))
+    parser.add_argument("--tasks", default="mrpc,stsb")
+    parser.add_argument("--seeds", default="0,1,2")
+    args = parser.parse_args(argv)
+    if args.stage == "all":
+        sweep([t for t in args.tasks.split(",") if t], [int(s) for s in args.seeds.split(",") if s])
+    render()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
