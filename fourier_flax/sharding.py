@@ -1,0 +1,114 @@
+"""FourierFT on a device mesh: each device builds only its own block of ΔW, from the replicated spectrum.
+
+``ΔW[p, q] = alpha/(d1·d2) · Σ_l c_l cos(2π(p·u_l/d1 + q·v_l/d2))`` is separable: the block of rows ``R`` and
+columns ``C`` is ``alpha/(d1·d2) · (C_u[R] diag(c) C_v[C]ᵀ − S_u[R] diag(c) S_v[C]ᵀ)`` with ``C_u[p, l] =
+cos(2π p u_l / d1)`` etc. :func:`sharded_delta_w` runs that inside ``jax.shard_map``: the coefficients and entries
+(n numbers each) are replicated, every device computes the DFT columns of its own rows and columns, and no device
+ever holds — or receives — the whole ``d1 × d2`` update. Its gradient with respect to ``c`` is each device's
+partial sum, reduced by one ``psum`` of ``n`` floats (what ``shard_map``'s transpose inserts).
+
+Example::
+
+  >>> mesh = jax.make_mesh((2, 4), ("data", "model"))
+  >>> w = sharded_delta_w(c, E, (768, 768), 150.0, mesh, P(None, "model"))  # (768, 768), columns over "model"
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+
+from fourier_flax.spectral import MATMUL_MAX_SIDE, check_entries
+
+
+def _axis_size(mesh: Mesh, names) -> int:
+    if names is None:
+        return 1
+    names = (names,) if isinstance(names, str) else tuple(names)
+    return math.prod(mesh.shape[name] for name in names)
+
+
+def _block_index(names) -> jax.Array:
+    """This device's block number along a dimension sharded over ``names`` (row-major over several axes)."""
+    if names is None:
+        return jnp.int32(0)
+    names = (names,) if isinstance(names, str) else tuple(names)
+    index = jnp.int32(0)
+    for name in names:
+        index = index * jax.lax.axis_size(name) + jax.lax.axis_index(name)
+    return index
+
+
+def _to_varying(x: jax.Array, names: tuple[str, ...]) -> jax.Array:
+    """``x`` marked as varying over ``names`` inside ``shard_map`` (``pcast`` in jax >= 0.8, ``pvary`` before)."""
+    if hasattr(jax.lax, "pcast"):
+        return jax.lax.pcast(x, names, to="varying")
+    return jax.lax.pvary(x, names)
+
+
+def _tables(index: jax.Array, start: jax.Array, count: int, size: int) -> tuple[jax.Array, jax.Array]:
+    """cos/sin of ``2π p u_l / size`` for the ``count`` positions ``p`` from ``start``: ``(count, n)``."""
+    positions = start + jnp.arange(count, dtype=jnp.int32)[:, None]
+    angle = ((positions * index[None, :]) % size).astype(jnp.float32) * np.float32(2 * np.pi / size)
+    return jnp.cos(angle), jnp.sin(angle)
+
+
+def sharded_delta_w(
+    c: jax.Array,
+    entries: jax.Array | np.ndarray,
+    shape: tuple[int, int],
+    alpha: float | jax.Array,
+    mesh: Mesh,
+    spec: P,
+) -> jax.Array:
+    """``delta_w(c, entries, shape, alpha)`` laid out as ``spec`` on ``mesh``, each block built on its device.
+
+    Args:
+      c: coefficients ``(n,)`` (replicated).
+      entries: int ``(2, n)`` (replicated).
+      shape: static ``(d1, d2)``; each sharded dimension must divide evenly over its mesh axes.
+      alpha: the scaling.
+      mesh: the device mesh.
+      spec: the output's ``PartitionSpec`` over ``(d1, d2)``, e.g. ``P(None, "model")`` for a column-parallel
+        kernel, ``P("model", None)`` for a row-parallel one.
+
+    Returns:
+      float32 ``(d1, d2)`` with ``NamedSharding(mesh, spec)``.
+
+    Raises:
+      ValueError: a sharded dimension does not divide by its mesh axes, or a side exceeds the int32 phase range.
+    """
+    check_entries(c, entries, shape)
+    d1, d2 = int(shape[0]), int(shape[1])
+    if max(d1, d2) > MATMUL_MAX_SIDE:
+        raise ValueError(f"sides up to {MATMUL_MAX_SIDE} (int32 phases); got {shape}.")
+    row_names, col_names = (tuple(spec) + (None, None))[:2]
+    rows, cols = d1 // _axis_size(mesh, row_names), d2 // _axis_size(mesh, col_names)
+    if rows * _axis_size(mesh, row_names) != d1 or cols * _axis_size(mesh, col_names) != d2:
+        raise ValueError(f"shape {shape} does not divide over the mesh axes of {spec} ({dict(mesh.shape)}).")
+    scale = np.float32(1.0 / (d1 * d2))
+
+    varying = tuple(
+        name
+        for names in (row_names, col_names)
+        if names is not None
+        for name in ((names,) if isinstance(names, str) else names)
+    )
+
+    def block(c, entries, alpha):
+        # Mark the replicated coefficients device-varying here, so that the transpose's psum acts on their (n,)
+        # cotangent, not on a (rows, n) intermediate.
+        c, alpha = (_to_varying(x, varying) for x in (c, alpha)) if varying else (c, alpha)
+        cos_u, sin_u = _tables(entries[0], _block_index(row_names) * rows, rows, d1)
+        cos_v, sin_v = _tables(entries[1], _block_index(col_names) * cols, cols, d2)
+        weighted = c.astype(jnp.float32)[None, :]
+        update = (cos_u * weighted) @ cos_v.T - (sin_u * weighted) @ sin_v.T
+        return update * (scale * alpha.astype(jnp.float32))
+
+    mapped = jax.shard_map(block, mesh=mesh, in_specs=(P(), P(), P()), out_specs=P(row_names, col_names))
+    return mapped(jnp.asarray(c), jnp.asarray(entries, jnp.int32), jnp.asarray(alpha, jnp.float32))
