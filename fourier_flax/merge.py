@@ -28,6 +28,7 @@ from fourier_flax.adapter import (
     stacked_layers,
 )
 from fourier_flax.methods import method_of
+from fourier_flax.sharding import sharded_module_update
 
 
 def _adapted_paths(tree: module_paths.Tree, config: AdapterConfig) -> list[str]:
@@ -65,7 +66,9 @@ def merge_adapter(tree: module_paths.Tree, config: AdapterConfig, *, safe_merge:
         module = module_paths.get_module(tree, path)
         module_layout_check(config, path, module, stacked_layers(config, module))
         kernel = module["kernel"]
-        merged = module_effective_kernel(config, path, module).astype(kernel.dtype)
+        merged = sharded_module_update(config, path, module)  # shard-local on a device mesh, else None
+        if merged is None:
+            merged = module_effective_kernel(config, path, module).astype(kernel.dtype)
         if safe_merge and not np.isfinite(np.asarray(merged, np.float32)).all():
             raise ValueError(
                 f"merging the adapter of module {path!r} gives non-finite kernel values (NaN/inf); its "

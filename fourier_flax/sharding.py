@@ -112,3 +112,27 @@ def sharded_delta_w(
 
     mapped = jax.shard_map(block, mesh=mesh, in_specs=(P(), P(), P()), out_specs=P(row_names, col_names))
     return mapped(jnp.asarray(c), jnp.asarray(entries, jnp.int32), jnp.asarray(alpha, jnp.float32))
+
+
+def sharded_module_update(config, path: str, module) -> jax.Array | None:
+    """For a FourierFT module whose 2-D kernel carries a multi-device ``NamedSharding``: the merged kernel
+    ``W0 + ΔW``, built block by block on the kernel's own devices (so it also works when the arrays are not fully
+    addressable, e.g. multi-process). None when this does not apply (the caller merges densely)."""
+    from fourier_flax.adapter import SPECTRUM, spectral_entries
+    from fourier_flax.config import FourierFTConfig
+
+    kernel = module["kernel"]
+    if not isinstance(config, FourierFTConfig) or np.ndim(kernel) != 2 or np.ndim(module[SPECTRUM]) != 1:
+        return None
+    # Concrete arrays carry their sharding; under jit, tracers carry it in their type on explicit-axis meshes.
+    sharding = kernel.sharding if isinstance(kernel, jax.Array) and not isinstance(kernel, jax.core.Tracer) else None
+    sharding = sharding or getattr(jax.typeof(kernel), "sharding", None)
+    if not hasattr(sharding, "spec") or not hasattr(sharding, "mesh") or sharding.mesh.size == 1:
+        return None
+    shape = tuple(np.shape(kernel))
+    if config.kernel_in_axes_for(path) != 1 or max(shape) > MATMUL_MAX_SIDE:
+        return None
+    spectrum = module[SPECTRUM]
+    entries = spectral_entries(config, shape, spectrum.shape[-1])
+    update = sharded_delta_w(spectrum, entries, shape, config.scaling, sharding.mesh, sharding.spec)
+    return (kernel.astype(jnp.float32) + update).astype(kernel.dtype)

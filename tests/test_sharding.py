@@ -40,6 +40,20 @@ SCRIPT = textwrap.dedent(
                 raise AssertionError(line)
             if "all-reduce(" in line:
                 assert re.search(r"f32\\[%d\\]" % n, line), line
+    # merge_adapter on sharded params: kernels keep the base's sharding, built shard-locally, values as unsharded.
+    from jax.sharding import NamedSharding
+    from fourier_flax import FourierFTConfig, init_adapter, merge_adapter
+    base = {"q": {"kernel": jnp.asarray(np.random.default_rng(3).standard_normal(shape), jnp.float32)}}
+    config = FourierFTConfig(target_modules=["q"], n_frequency=n, scaling=5.0)
+    params = init_adapter(base, config, jax.random.key(0))
+    want = np.asarray(merge_adapter(params, config)["q"]["kernel"])
+    sharded = dict(params["q"])
+    sharded["kernel"] = jax.device_put(sharded["kernel"], NamedSharding(mesh, P(None, "model")))
+    merged = jax.jit(lambda p: merge_adapter(p, config))({"q": sharded})["q"]["kernel"]
+    assert merged.sharding.spec == P(None, "model"), merged.sharding
+    np.testing.assert_allclose(np.asarray(merged), want, rtol=0, atol=2e-6 * np.abs(want).max())
+    hlo = jax.jit(lambda p: merge_adapter(p, config)).lower({"q": sharded}).compile().as_text()
+    assert not re.search("all-gather|all-reduce|all-to-all", hlo)
     print("OK")
     """
 )
