@@ -136,3 +136,77 @@ def sharded_module_update(config, path: str, module) -> jax.Array | None:
     entries = spectral_entries(config, shape, spectrum.shape[-1])
     update = sharded_delta_w(spectrum, entries, shape, config.scaling, sharding.mesh, sharding.spec)
     return (kernel.astype(jnp.float32) + update).astype(kernel.dtype)
+
+
+Strategy = str  # "dp" | "fsdp" | "tp"
+# Megatron-style roles by module name (BERT/RoBERTa, LLaMA): column-parallel kernels split their outputs,
+# row-parallel kernels their inputs, so a column/row pair needs one reduction, as in Megatron-LM.
+COLUMN_PARALLEL = ("query", "key", "value", "intermediate.dense", "q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
+ROW_PARALLEL = ("attention.output.dense", "output.dense", "o_proj", "down_proj")
+
+
+def _role(path: str) -> str | None:
+    from fourier_flax import targeting
+
+    if targeting.matches_module(path, ROW_PARALLEL):
+        return "row"
+    if targeting.matches_module(path, COLUMN_PARALLEL):
+        return "column"
+    return None
+
+
+def param_specs(params, mesh: Mesh, strategy: Strategy):
+    """The ``PartitionSpec`` of every leaf of a params tree (base + adapter) under ``strategy``.
+
+    * ``"dp"``: everything replicated; the batch goes over ``"data"``.
+    * ``"fsdp"``: every frozen 2-D+ kernel split over ``"model"`` along its last axis that divides (gathered for
+      compute by XLA, as FSDP does); adapter leaves, biases, norms and the head replicated.
+    * ``"tp"``: column-parallel kernels (:data:`COLUMN_PARALLEL`) ``P(None, "model")`` with their biases
+      ``P("model")``, row-parallel ones (:data:`ROW_PARALLEL`) ``P("model", None)``; everything else replicated.
+
+    The spectra and other adapter leaves (a few thousand floats per layer) are always replicated.
+    """
+    from flax import traverse_util
+
+    from fourier_flax.methods import ADAPTER_LEAVES
+
+    if strategy not in ("dp", "fsdp", "tp"):
+        raise ValueError(f"strategy must be 'dp', 'fsdp' or 'tp', got {strategy!r}.")
+    model_size = mesh.shape["model"]
+    flat = traverse_util.flatten_dict(params)
+
+    def spec(key, leaf) -> P:
+        shape = np.shape(leaf)
+        name, path = key[-1], ".".join(str(k) for k in key[:-1] if k != "params")
+        if strategy == "dp" or name in ADAPTER_LEAVES:
+            return P()
+        if strategy == "fsdp":
+            if name != "kernel" or len(shape) < 2:
+                return P()
+            for axis in reversed(range(len(shape))):
+                if shape[axis] % model_size == 0:
+                    return P(*([None] * axis + ["model"] + [None] * (len(shape) - axis - 1)))
+            return P()
+        role = _role(path)
+        if role == "column" and name == "kernel" and shape[-1] % model_size == 0:
+            return P(None, "model")
+        if role == "column" and name == "bias" and shape[-1] % model_size == 0:
+            return P("model")
+        if role == "row" and name == "kernel" and shape[0] % model_size == 0:
+            return P("model", None)
+        return P()
+
+    return traverse_util.unflatten_dict({key: spec(key, leaf) for key, leaf in flat.items()})
+
+
+def shard_params(params, mesh: Mesh, strategy: Strategy):
+    """``params`` placed on ``mesh`` by :func:`param_specs` (``jax.device_put`` with ``NamedSharding``)."""
+    from jax.sharding import NamedSharding
+
+    specs = param_specs(params, mesh, strategy)
+    return jax.tree.map(lambda leaf, spec: jax.device_put(leaf, NamedSharding(mesh, spec)), params, specs)
+
+
+def batch_spec(strategy: Strategy) -> P:
+    """How a batch's leading axis is split: over ``"data"``, or over both axes under ``"fsdp"``."""
+    return P(("data", "model")) if strategy == "fsdp" else P("data")

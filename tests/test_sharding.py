@@ -59,6 +59,68 @@ SCRIPT = textwrap.dedent(
 )
 
 
+STRATEGIES = textwrap.dedent(
+    """
+    import jax, jax.numpy as jnp, numpy as np, optax
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    import fourier_flax as ff
+    from fourier_flax.hf_models import tiny_model
+    from fourier_flax.sharding import batch_spec, param_specs, shard_params
+
+    mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    model, base = tiny_model("roberta")
+    config = ff.FourierFTConfig(target_modules=["query", "value"], n_frequency=20, scaling=30.0, backward="dense")
+    params = ff.init_adapter(base, config, jax.random.key(0))
+    trainable, frozen = ff.split_params(params, ff.trainable_mask(params, config))
+    rng = np.random.default_rng(0)
+    batch = {
+        "input_ids": rng.integers(3, 128, (8, 12)).astype(np.int32),
+        "target": rng.standard_normal((8, 12, 32)).astype(np.float32),
+    }
+
+    def apply_fn(params, batch, rng, train):
+        with ff.intercept(config):
+            return model(batch["input_ids"], params=params).last_hidden_state
+
+    tx = optax.adam(1e-2)
+    step = ff.make_train_step(apply_fn, lambda out, target: jnp.mean((out - target) ** 2), tx, donate=False)
+
+    def run(trainable, frozen, batch):
+        state = tx.init(trainable)
+        out = []
+        for i in range(2):
+            inputs = {"input_ids": batch["input_ids"], "labels": batch["target"]}
+            trainable, state, metrics = step(trainable, state, frozen, inputs, jax.random.key(i))
+            out.append(float(metrics["loss"]))
+        return out, trainable
+
+    single_losses, single = run(trainable, frozen, batch)
+    specs = param_specs(frozen, mesh, "tp")
+    assert specs["encoder"]["layer"]["0"]["attention"]["self"]["query"]["kernel"] == P(None, "model")
+    assert specs["encoder"]["layer"]["0"]["attention"]["output"]["dense"]["kernel"] == P("model", None)
+    query = param_specs(trainable, mesh, "tp")["encoder"]["layer"]["0"]["attention"]["self"]["query"]
+    assert query["fourierft_spectrum"] == P()
+    for strategy in ("dp", "fsdp", "tp"):
+        sharded_batch = jax.device_put(batch, NamedSharding(mesh, batch_spec(strategy)))
+        placed = shard_params(trainable, mesh, strategy), shard_params(frozen, mesh, strategy)
+        losses, trained = run(*placed, sharded_batch)
+        np.testing.assert_allclose(losses, single_losses, rtol=1e-5)
+        for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(single)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+        kernel = shard_params(frozen, mesh, strategy)["encoder"]["layer"]["0"]["attention"]["self"]["query"]["kernel"]
+        assert len({tuple(s.data.shape) for s in kernel.addressable_shards}) == 1
+    print("OK")
+    """
+)
+
+
+def test_strategies_train_like_one_device():
+    """dp / fsdp / tp placements: two FourierFT train steps give the single-device losses and spectra."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", STRATEGIES], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0 and done.stdout.strip().endswith("OK"), done.stderr[-3000:]
+
+
 def test_shard_local_delta_w_on_eight_devices():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
     done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
