@@ -23,6 +23,16 @@ import jax
 import jax.numpy as jnp
 
 Shape2D = tuple[int, int]
+# The targeting fields every PEFT config shares with ours (same names, same meaning).
+PEFT_TARGETING_FIELDS = (
+    "fan_in_fan_out",
+    "target_modules",
+    "exclude_modules",
+    "bias",
+    "modules_to_save",
+    "layers_to_transform",
+    "layers_pattern",
+)
 # (config, alpha, path, module, params, inputs) -> layer output, a method's own matmul with its own backward.
 LayerCall = Callable[..., jax.Array]
 

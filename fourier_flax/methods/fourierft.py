@@ -25,7 +25,7 @@ import numpy as np
 from fourier_flax import entries as entry_rules
 from fourier_flax import layer_kinds, spectral_grad
 from fourier_flax.config import FourierFTConfig
-from fourier_flax.methods.base import AdapterMethod, LayerCall, Shape2D
+from fourier_flax.methods.base import PEFT_TARGETING_FIELDS, AdapterMethod, LayerCall, Shape2D
 from fourier_flax.spectral import delta_w
 
 SPECTRUM = "fourierft_spectrum"
@@ -121,15 +121,9 @@ class FourierFTMethod(AdapterMethod):
         "n_frequency",
         "scaling",
         "random_loc_seed",
-        "fan_in_fan_out",
-        "target_modules",
-        "exclude_modules",
-        "bias",
-        "modules_to_save",
-        "layers_to_transform",
-        "layers_pattern",
         "n_frequency_pattern",
         "init_weights",
+        *PEFT_TARGETING_FIELDS,
     )
 
     def peft_unsupported(self, config):

@@ -19,7 +19,7 @@ import numpy as np
 
 from fourier_flax.config import LoraConfig
 from fourier_flax.lora import init_lora_leaves, lora_delta_w
-from fourier_flax.methods.base import AdapterMethod
+from fourier_flax.methods.base import PEFT_TARGETING_FIELDS, AdapterMethod
 
 LORA_A = "lora_a"
 LORA_B = "lora_b"
@@ -51,17 +51,7 @@ class LoraMethod(AdapterMethod):
         return config.r * (view[0] + view[1])
 
     peft_type: ClassVar[str] = "LORA"
-    peft_fields: ClassVar[tuple[str, ...]] = (
-        "r",
-        "lora_alpha",
-        "fan_in_fan_out",
-        "target_modules",
-        "exclude_modules",
-        "bias",
-        "modules_to_save",
-        "layers_to_transform",
-        "layers_pattern",
-    )
+    peft_fields: ClassVar[tuple[str, ...]] = ("r", "lora_alpha", *PEFT_TARGETING_FIELDS)
 
     # Inference-neutral or bookkeeping fields PEFT 0.21 writes with non-empty defaults.
     peft_harmless: ClassVar[tuple[str, ...]] = (

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fourier_flax.config import _TargetingConfig
-from fourier_flax.methods.base import AdapterMethod
+from fourier_flax.methods.base import PEFT_TARGETING_FIELDS, AdapterMethod
 
 VERA_A, VERA_B = "vera_A", "vera_B"
 LAMBDA_D, LAMBDA_B = "vera_lambda_d", "vera_lambda_b"
@@ -119,17 +119,13 @@ class VeraMethod(AdapterMethod):
         return config.r + _in_out(config, view)[1]
 
     peft_type: ClassVar[str] = "VERA"
+    # PEFT's VeraConfig has every targeting field but exclude_modules.
     peft_fields: ClassVar[tuple[str, ...]] = (
         "r",
         "projection_prng_key",
         "d_initial",
-        "fan_in_fan_out",
-        "target_modules",
-        "bias",
-        "modules_to_save",
-        "layers_to_transform",
-        "layers_pattern",
         "init_weights",
+        *(name for name in PEFT_TARGETING_FIELDS if name != "exclude_modules"),
     )
 
     def peft_unsupported(self, config):
