@@ -341,7 +341,7 @@ def render(results: pathlib.Path) -> None:
         "Full dev sets, metric x100 at the stopping epoch chosen on a selection slice held out of training.",
         "Cells: median [min, max] over seeds (n = seeds). Params: trainable, classifier head excluded.",
         "",
-        "| method | params | " + " | ".join(names[t] for t in tasks) + " | avg (median) |",
+        "| method | params | " + " | ".join(names[t] for t in tasks) + " | average of medians (tasks shown) |",
         "|---" * (len(tasks) + 3) + "|",
     ]
     averages: dict[str, float] = {}
@@ -370,13 +370,15 @@ def render(results: pathlib.Path) -> None:
         lines.append(f"| {m} | " + " | ".join(row) + " |")
     hyper = {m: next(r["hyperparameters"] for r in records if r["method"] == m) for m in methods}
     budget = records[0]["budget"] if records else {}
+    skip = ("train_examples", "max_length")
     wall = sum(r["wall_s"] for r in records)
     lines += [
         "",
         "Hyperparameters (from glue_sweep.md): "
         + "; ".join(f"{m} {json.dumps(h, sort_keys=True)}" for m, h in hyper.items()),
-        f"Budget (every method): {json.dumps({k: v for k, v in budget.items() if k != 'train_examples'})}, "
-        "training rows per task min(2000, train minus selection slice).",
+        f"Budget (every method): {json.dumps({k: v for k, v in budget.items() if k not in skip})}, "
+        "training rows per task min(2000, train minus selection slice), max length per task "
+        f"{json.dumps(dict(TASK_MAX_LENGTH))} with length buckets.",
         f"Compute: {len(records)} runs, {wall / 3600:.2f} h wall in total on the 2-core CPU.",
     ]
     if "fourierft" in averages and "lora" in averages:
