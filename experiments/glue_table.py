@@ -46,6 +46,7 @@ import numpy as np
 
 from fourier_flax.data import get_task
 from fourier_flax.finetune import (
+    TASK_MAX_LENGTH,
     Trainer,
     default_data_dir,
     load_classifier,
