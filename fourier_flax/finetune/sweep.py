@@ -70,7 +70,8 @@ def make_seed_run(model: Any, base: Mapping[str, Any], run: RunConfig, train: Ma
     apply_fn = make_apply_fn(model, adapter)
     loss_fn = loss_for(run.task)
 
-    hparams = (lambda scaling: {"scaling": scaling}) if run.method == "fourierft" else (lambda scaling: {})
+    scaled = adapter is not None and hasattr(adapter, "scaling")  # methods whose config has a traced scaling
+    hparams = (lambda scaling: {"scaling": scaling}) if scaled else (lambda scaling: {})
 
     labels = np.asarray(train["labels"])
 
