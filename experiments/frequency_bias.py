@@ -35,7 +35,7 @@ from fourier_flax.finetune.loop import train_run
 from fourier_flax.finetune.records import append_record, finished_keys, read_records
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from glue_table import _run_config, chosen  # noqa: E402  (the table's protocol and chosen rates)
+from glue_table import _run_config, chosen, run_record  # noqa: E402  (the table's protocol and rates)
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 RUNS = pathlib.Path(__file__).resolve().parents[1] / "runs" / "frequency_bias"
@@ -70,21 +70,8 @@ def sweep(tasks, seeds) -> None:
                     trainer=Trainer(model, base, run, data),
                     progress=False,
                 )
-                append_record(
-                    path,
-                    {
-                        "task": task_name,
-                        "center_frequency": center,
-                        "bandwidth": None if center is None else BANDWIDTH,
-                        "seed": seed,
-                        "dev_metric": 100 * result.dev_metric,
-                        "dev_examples": len(data.dev["labels"]),
-                        "selection_metric": 100 * result.selection_metric,
-                        "hyperparameters": {"lr": lr, "scaling": scaling, "n_frequency": run.n_frequency},
-                        "steps": result.steps,
-                        "wall_s": result.seconds,
-                    },
-                )
+                bias_fields = {"center_frequency": center, "bandwidth": None if center is None else BANDWIDTH}
+                append_record(path, {**run_record(run, result, data, model), **bias_fields})
                 print(f"{task_name} {name} seed {seed}: dev {100 * result.dev_metric:.2f}", flush=True)
 
 

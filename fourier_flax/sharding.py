@@ -23,7 +23,7 @@ import numpy as np
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from fourier_flax.spectral import MATMUL_MAX_SIDE, check_entries
+from fourier_flax.spectral import MATMUL_MAX_SIDE, check_entries, dft_tables
 
 
 def _axis_size(mesh: Mesh, names) -> int:
@@ -49,13 +49,6 @@ def _to_varying(x: jax.Array, names: tuple[str, ...]) -> jax.Array:
     if hasattr(jax.lax, "pcast"):
         return jax.lax.pcast(x, names, to="varying")
     return jax.lax.pvary(x, names)
-
-
-def _tables(index: jax.Array, start: jax.Array, count: int, size: int) -> tuple[jax.Array, jax.Array]:
-    """cos/sin of ``2π p u_l / size`` for the ``count`` positions ``p`` from ``start``: ``(count, n)``."""
-    positions = start + jnp.arange(count, dtype=jnp.int32)[:, None]
-    angle = ((positions * index[None, :]) % size).astype(jnp.float32) * np.float32(2 * np.pi / size)
-    return jnp.cos(angle), jnp.sin(angle)
 
 
 def sharded_delta_w(
@@ -104,8 +97,8 @@ def sharded_delta_w(
         # Mark the replicated coefficients device-varying here, so that the transpose's psum acts on their (n,)
         # cotangent, not on a (rows, n) intermediate.
         c, alpha = (_to_varying(x, varying) for x in (c, alpha)) if varying else (c, alpha)
-        cos_u, sin_u = _tables(entries[0], _block_index(row_names) * rows, rows, d1)
-        cos_v, sin_v = _tables(entries[1], _block_index(col_names) * cols, cols, d2)
+        cos_u, sin_u = dft_tables(entries[0], _block_index(row_names) * rows, rows, d1)
+        cos_v, sin_v = dft_tables(entries[1], _block_index(col_names) * cols, cols, d2)
         weighted = c.astype(jnp.float32)[None, :]
         update = (cos_u * weighted) @ cos_v.T - (sin_u * weighted) @ sin_v.T
         return update * (scale * alpha.astype(jnp.float32))

@@ -151,6 +151,18 @@ def choose_impl(shape: Shape2D, n: int, backend: str | None = None) -> Literal["
     return "matmul" if n <= limit else "fft"
 
 
+def dft_tables(index: jax.Array, start: jax.Array | int, count: int, size: int) -> tuple[jax.Array, jax.Array]:
+    """cos and sin of ``2π p u_l / size`` for the ``count`` positions ``p`` from ``start``: ``(count, n)`` each.
+
+    The phase ``p·u mod size`` is reduced in int32 first (exact while ``size² < 2^31``), so the tables are accurate
+    to float32 rounding. Used whole by ``delta_w(impl="matmul")`` and per device block by
+    :func:`fourier_flax.sharding.sharded_delta_w`.
+    """
+    positions = start + jnp.arange(count, dtype=jnp.int32)[:, None]
+    angle = ((positions * index[None, :]) % size).astype(jnp.float32) * np.float32(2 * np.pi / size)
+    return jnp.cos(angle), jnp.sin(angle)
+
+
 def _matmul_delta_w(c: jax.Array, entries: jax.Array, shape: Shape2D) -> jax.Array:
     """``Re(ifft2(F))`` as ``(C_u diag(c) C_vᵀ − S_u diag(c) S_vᵀ) / (d1·d2)``: two matmuls of DFT columns.
 
@@ -159,14 +171,8 @@ def _matmul_delta_w(c: jax.Array, entries: jax.Array, shape: Shape2D) -> jax.Arr
     """
     d1, d2 = shape
 
-    def tables(index, size):
-        positions = jnp.arange(size, dtype=jnp.int32)[:, None]
-        phase = (positions * index[None, :]) % size  # exact integer phase
-        angle = phase.astype(jnp.float32) * np.float32(2 * np.pi / size)
-        return jnp.cos(angle), jnp.sin(angle)
-
-    cos_u, sin_u = tables(entries[0], d1)
-    cos_v, sin_v = tables(entries[1], d2)
+    cos_u, sin_u = dft_tables(entries[0], 0, d1, d1)
+    cos_v, sin_v = dft_tables(entries[1], 0, d2, d2)
     scale = np.float32(1.0 / (d1 * d2))
     cosine = jnp.einsum("pl,...l,ql->...pq", cos_u, c, cos_v)
     sine = jnp.einsum("pl,...l,ql->...pq", sin_u, c, sin_v)

@@ -357,16 +357,16 @@ def train_run(
     }
     _write_json(out / "config.json", config)
     saved: dict[str, Any] = {}
+    records_so_far: list[dict[str, Any]] = []
 
-    def keep_best(record, trainable):
+    def keep_best(record, trainable):  # the adapter first, so metrics.json never lists an unsaved best epoch
         score = record["selection"][task.metric]
         if "score" not in saved or score > saved["score"]:
             params = merge_params(trainable, trainer.frozen)
             saved.update(score=score, path=save_trained(out, params, trainable, trainer.adapter))
-        _write_json(out / "metrics.json", records_so_far + [record])
         records_so_far.append(record)
+        _write_json(out / "metrics.json", records_so_far)
 
-    records_so_far: list[dict[str, Any]] = []
     records = trainer.fit(run.seed, on_epoch=keep_best, progress=progress)
     stop = stopping_epoch(records, task.metric)
     best_dev = stopping_epoch(records, task.metric, split="dev")
