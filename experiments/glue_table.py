@@ -64,6 +64,9 @@ METHOD_ORDER = ("fourierft", "lora", "dora", "vera", "flora", "svft", "bitfit", 
 SWEEP_TASK = "stsb"
 SWEEP_EPOCHS = 2
 HEAD_LR = 1e-2
+# The table began on transformers' FlaxBertModel; the NNX BERT (the library's default since) computes the same
+# outputs to float32 rounding (tests/test_nnx_bert.py), but one table keeps one implementation.
+BACKBONE = "hf-flax"
 # Per method: the grid of (lr, scaling) points; scaling None for methods without one. FourierFT's scalings span
 # the paper's RoBERTa-base alphas (29-151) scaled to MiniLM's 384x384 kernels: the initial ΔW's per-entry std is
 # alpha*sqrt(n/2)/(d1*d2), so alpha_paper * (384/768)^2 (7-38; STS-B's 84 -> 21) keeps the paper's value.
@@ -81,7 +84,7 @@ GRIDS: dict[str, list[tuple[float, float | None]]] = {
 
 
 def _run_config(task: str, method: str, seed: int, lr: float, scaling: float | None, **overrides: Any):
-    values = {"seed": seed, "lr": lr, "head_lr": lr if method == "head" else HEAD_LR, **overrides}
+    values = {"seed": seed, "lr": lr, "head_lr": lr if method == "head" else HEAD_LR, "backbone": BACKBONE, **overrides}
     if scaling is not None:
         values["scaling"] = scaling
     return resolve_run(task, preset="glue", method=method, overrides=values)
@@ -103,7 +106,7 @@ def sweep(methods: Sequence[str], results: pathlib.Path) -> None:
             continue
         run = _run_config(SWEEP_TASK, method, 0, *GRIDS[method][0], epochs=SWEEP_EPOCHS)
         if model is None:
-            model, base = load_classifier(num_labels=task.num_labels)
+            model, base = load_classifier(num_labels=task.num_labels, backbone=BACKBONE)
             data = load_task_data(run, data_dir, load_tokenizer())
         trainer = Trainer(model, base, run, data)
         for lr, scaling in todo:
@@ -194,6 +197,7 @@ def run_record(run, result, data, model) -> dict[str, Any]:
         "trainable_params": result.trainable_parameters,
         "trainable_params_without_head": result.trainable_parameters - _head_size(model),
         "hyperparameters": hyperparameters(run),
+        "backbone": run.backbone,
         "budget": {
             "train_examples": len(data.train["labels"]),
             "epochs": run.epochs,
@@ -223,7 +227,7 @@ def table(methods: Sequence[str], seeds: Sequence[int], tasks: Sequence[str], re
                     continue
                 run = _run_config(task_name, method, seed, *picks[method])
                 if task.num_labels not in models:
-                    models[task.num_labels] = load_classifier(num_labels=task.num_labels)
+                    models[task.num_labels] = load_classifier(num_labels=task.num_labels, backbone=BACKBONE)
                 if task_name not in datasets:
                     datasets[task_name] = load_task_data(run, data_dir, tokenizer)
                 (model, base), data = models[task.num_labels], datasets[task_name]
@@ -266,7 +270,7 @@ def figure4(seeds: Sequence[int], tasks: Sequence[str], results: pathlib.Path) -
                         continue
                     run = _run_config(task_name, method, seed, *picks[method], **{field: value})
                     if model is None:
-                        model, base = load_classifier(num_labels=task.num_labels)
+                        model, base = load_classifier(num_labels=task.num_labels, backbone=BACKBONE)
                         data = load_task_data(run, data_dir, tokenizer)
                     out = RUNS.parent / "figure4" / task_name / f"{method}_{value}" / f"seed{seed}"
                     result = train_run(

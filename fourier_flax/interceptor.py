@@ -36,6 +36,7 @@ import contextlib
 import contextvars
 import functools
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -53,6 +54,8 @@ from fourier_flax.methods import method_of
 
 # Part of jax.jit's cache key: the stack of configs intercepting right now.
 _ACTIVE = jax.make_user_context(default_value=())
+# The (config, alpha) pairs of the active contexts, for models that are not linen (fourier_flax.finetune.nnx_encoder).
+_CONFIGS: contextvars.ContextVar[tuple] = contextvars.ContextVar("fourier_flax_active_adapters", default=())
 # Set while the interceptor runs a layer itself, so that inner call is not intercepted again.
 _INSIDE = contextvars.ContextVar("fourier_flax_inside_adapted_layer", default=False)
 
@@ -82,8 +85,18 @@ def intercept(config: AdapterConfig, *, scaling: jax.Array | float | None = None
         raise ValueError(f"scaling= overrides FourierFT's alpha; {type(config).__name__} has no such field.")
     alpha = scaling if scaling is not None else getattr(config, "scaling", None)
     interceptor = functools.partial(_intercept_call, config, alpha)
-    with _ACTIVE(_ACTIVE.value + (_config_key(config),)), nn.intercept_methods(interceptor):
-        yield
+    token = _CONFIGS.set(_CONFIGS.get() + ((config, alpha),))
+    try:
+        with _ACTIVE(_ACTIVE.value + (_config_key(config),)), nn.intercept_methods(interceptor):
+            yield
+    finally:
+        _CONFIGS.reset(token)
+
+
+def active_adapters() -> tuple[tuple[AdapterConfig, Any], ...]:
+    """The ``(config, alpha)`` of every enclosing :func:`intercept`, outermost first (``alpha``: the scaling
+    in effect, possibly traced; None for methods without one)."""
+    return _CONFIGS.get()
 
 
 def _intercept_call(config: AdapterConfig, alpha, next_fun, args, kwargs, context):

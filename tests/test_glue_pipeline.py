@@ -210,7 +210,9 @@ def test_model_dir_takes_a_local_flax_roberta(tmp_path):
     transformers.FlaxRobertaModel(transformers.RobertaConfig(**TINY_CONFIGS["roberta"]), seed=0).save_pretrained(
         tmp_path / "roberta"
     )
-    model, base = load_classifier(tmp_path / "roberta", num_labels=2)
+    with pytest.raises(FileNotFoundError, match=r"no model.safetensors.*\n.*--backbone hf-flax"):
+        load_classifier(tmp_path / "roberta", num_labels=2)  # the NNX backbone reads BERT safetensors only
+    model, base = load_classifier(tmp_path / "roberta", num_labels=2, backbone="hf-flax")
     assert model.prefix == "roberta" and set(base) == {"roberta", "classifier"}
     run = resolve_run("sst2", preset="tiny", overrides={"batch_size": 4, "epochs": 1, "max_length": 32})
     from fourier_flax.finetune import TaskData

@@ -1,4 +1,5 @@
-"""A sequence classifier over any Hugging Face Flax encoder: mean or [CLS] pooling, then a linear head.
+"""A sequence classifier over a BERT-like encoder (NNX BERT or a Hugging Face Flax model): mean or [CLS] pooling,
+then a linear head.
 
 all-MiniLM-L6-v2 is a mean-pooling sentence encoder: its [CLS] vector barely varies across sentences, so a head on
 it starts blind. :class:`SequenceClassifier` therefore pools by the attention-masked mean of the last hidden states
@@ -27,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 Pooling = Literal["mean", "cls"]
+Backbone = Literal["nnx", "hf-flax"]
 HEAD = "classifier"
 
 
@@ -109,8 +111,9 @@ def load_classifier(
     pooling: Pooling = "mean",
     num_layers: int | None = None,
     seed: int = 0,
+    backbone: Backbone = "nnx",
 ) -> tuple[SequenceClassifier, dict[str, Any]]:
-    """A :class:`SequenceClassifier` over a local Hugging Face Flax BERT/RoBERTa checkpoint, and its params.
+    """A :class:`SequenceClassifier` over a local Hugging Face BERT/RoBERTa checkpoint, and its params.
 
     Args:
       model_dir: a folder with ``config.json`` and Flax (``flax_model.msgpack``) or safetensors weights; None is
@@ -119,12 +122,14 @@ def load_classifier(
       pooling: ``"mean"`` (default; sentence-transformer backbones) or ``"cls"``.
       num_layers: keep only the first encoder layers (fast tests); None keeps them all.
       seed: draws the head.
+      backbone: ``"nnx"`` (default: :mod:`fourier_flax.nnx_bert`, BERT from ``model.safetensors``, no
+        transformers model classes; outputs equal ``"hf-flax"``'s to float32 rounding) or ``"hf-flax"``
+        (transformers' ``FlaxAutoModel``: BERT or RoBERTa, msgpack or safetensors; needs transformers < 5).
 
     Raises:
-      FileNotFoundError: ``model_dir`` has no ``config.json``.
+      FileNotFoundError: ``model_dir`` has no ``config.json`` (or, for ``"nnx"``, no ``model.safetensors``).
+      ValueError: ``backbone="nnx"`` on a model that is not BERT (use ``"hf-flax"``).
     """
-    import transformers
-
     from fourier_flax.hf_models import minilm_path
 
     path = pathlib.Path(model_dir) if model_dir is not None else pathlib.Path(minilm_path())
@@ -133,6 +138,31 @@ def load_classifier(
             f"{path}: no config.json. --model takes a local Hugging Face BERT/RoBERTa folder (config.json plus "
             "flax_model.msgpack or model.safetensors)."
         )
+    if backbone == "nnx":
+        encoder = _nnx_encoder(path, num_layers)
+    elif backbone == "hf-flax":
+        encoder = _hf_flax_encoder(path, num_layers)
+    else:
+        raise ValueError(f"backbone must be 'nnx' or 'hf-flax', got {backbone!r}.")
+    classifier = SequenceClassifier(encoder, num_labels, pooling)
+    hidden = encoder.config.hidden_size
+    head = {"kernel": jnp.zeros((hidden, num_labels), jnp.float32), "bias": jnp.zeros((num_labels,), jnp.float32)}
+    return classifier, init_head({classifier.prefix: encoder.params, HEAD: head}, jax.random.key(seed))
+
+
+def _nnx_encoder(path: pathlib.Path, num_layers: int | None) -> Any:
+    from fourier_flax.finetune.nnx_encoder import NnxEncoder
+    from fourier_flax.nnx_bert import load_bert
+
+    try:
+        return NnxEncoder(load_bert(path, num_layers=num_layers))
+    except (FileNotFoundError, ValueError) as error:
+        raise type(error)(f"{error}\n(--backbone hf-flax loads it with transformers' Flax classes.)") from error
+
+
+def _hf_flax_encoder(path: pathlib.Path, num_layers: int | None) -> Any:
+    import transformers
+
     kwargs = {} if num_layers is None else {"num_hidden_layers": num_layers}
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # dropped layers / unused pooler weights are intended
@@ -141,7 +171,4 @@ def load_classifier(
     finally:
         transformers.logging.set_verbosity(verbosity)
     encoder.config._name_or_path = str(path)  # Flax keeps the file's own, possibly a stale hub id
-    classifier = SequenceClassifier(encoder, num_labels, pooling)
-    hidden = encoder.config.hidden_size
-    head = {"kernel": jnp.zeros((hidden, num_labels), jnp.float32), "bias": jnp.zeros((num_labels,), jnp.float32)}
-    return classifier, init_head({classifier.prefix: encoder.params, HEAD: head}, jax.random.key(seed))
+    return encoder

@@ -60,6 +60,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", default=None, help="local Hugging Face Flax BERT/RoBERTa folder (default: all-MiniLM-L6-v2)"
     )
     parser.add_argument("--pooling", default=None, choices=("mean", "cls"), help="head input (default mean)")
+    parser.add_argument(
+        "--backbone",
+        default=None,
+        choices=("nnx", "hf-flax"),
+        help="encoder implementation: our NNX BERT (default) or transformers' Flax classes (also RoBERTa)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     for name, kind in _OVERRIDES.items():
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help="override the preset")
@@ -68,7 +74,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def runs_from_args(args: argparse.Namespace) -> list[RunConfig]:
     """One :class:`RunConfig` per ``--method``, from the preset and the flags given."""
     overrides = {name: getattr(args, name) for name in _OVERRIDES}
-    overrides.update(model_dir=args.model, pooling=args.pooling)
+    overrides.update(model_dir=args.model, pooling=args.pooling, backbone=args.backbone)
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     return [resolve_run(args.task, preset=args.preset, method=m, overrides=overrides) for m in methods]
 
@@ -108,14 +114,26 @@ def run_train(args: argparse.Namespace) -> int:
     out = pathlib.Path(args.out or f"runs/{args.task}_{args.preset}")
     data_dir = _data_dir(args)
     first = runs[0]
-    shared = ("max_length", "max_train_examples", "max_eval_examples", "model_dir", "pooling", "num_layers")
+    shared = (
+        "max_length",
+        "max_train_examples",
+        "max_eval_examples",
+        "model_dir",
+        "backbone",
+        "pooling",
+        "num_layers",
+    )
     if any(getattr(run, f) != getattr(first, f) for run in runs for f in shared):
         raise ValueError(f"every --method of one command shares the data and model settings {shared}.")
     data = load_task_data(first, data_dir, load_tokenizer(first.model_dir))
     sizes = ", ".join(f"{len(getattr(data, s)['labels'])} {s}" for s in ("train", "selection", "dev"))
     print(f"{args.task}: {sizes} examples; max length {first.max_length}, buckets {list(data.buckets)}")
     model, base = load_classifier(
-        first.model_dir, num_labels=get_task(args.task).num_labels, pooling=first.pooling, num_layers=first.num_layers
+        first.model_dir,
+        num_labels=get_task(args.task).num_labels,
+        pooling=first.pooling,
+        num_layers=first.num_layers,
+        backbone=first.backbone,
     )
     results = []
     for run in runs:

@@ -342,7 +342,11 @@ def train_run(
     if trainer is None:
         if model_and_params is None:
             model_and_params = load_classifier(
-                run.model_dir, num_labels=task.num_labels, pooling=run.pooling, num_layers=run.num_layers
+                run.model_dir,
+                num_labels=task.num_labels,
+                pooling=run.pooling,
+                num_layers=run.num_layers,
+                backbone=run.backbone,
             )
         if data is None:
             data = load_task_data(

@@ -41,7 +41,9 @@ class RunConfig:
       max_length: tokens kept per example; the default is the task's :data:`TASK_MAX_LENGTH`.
       pooling: the head's input, ``"mean"`` (masked mean of the last hidden states; the default, right for
         sentence-transformer backbones such as all-MiniLM-L6-v2) or ``"cls"`` (the pooler output).
-      model_dir: a local Hugging Face Flax BERT/RoBERTa folder; None is the offline all-MiniLM-L6-v2.
+      model_dir: a local Hugging Face BERT/RoBERTa folder; None is the offline all-MiniLM-L6-v2.
+      backbone: ``"nnx"`` (our NNX BERT; the default) or ``"hf-flax"`` (transformers' Flax classes; also
+        RoBERTa); see :func:`fourier_flax.finetune.classifier.load_classifier`.
       max_train_examples / max_eval_examples: deterministic subsamples (None keeps every row).
       max_steps: stop after this many optimizer steps in total (None: ``epochs`` full epochs).
       num_layers: keep only the first MiniLM layers (None: all 6).
@@ -70,6 +72,7 @@ class RunConfig:
     max_length: int = 512
     pooling: str = "mean"
     model_dir: str | None = None
+    backbone: str = "nnx"
     warmup_ratio: float = 0.06
     weight_decay: float = 0.0
     max_train_examples: int | None = None

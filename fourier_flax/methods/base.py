@@ -170,3 +170,16 @@ class AdapterMethod:
         """A layer computation of the method's own (e.g. a custom backward) for this call, or None for the
         shared dense path (``kernel + ΔW`` inside the layer's own ``__call__``)."""
         return None
+
+    def matmul(
+        self, config: Any, alpha: Any, path: str, params: Mapping[str, Any], x: jax.Array, *, precision, dtype
+    ) -> jax.Array | None:
+        """``x @ W'`` for a plain ``(in, out)`` matmul layer by the method's own computation (no bias), or None
+        for the shared dense path. Framework-neutral: the linen interceptor and the NNX layers both use it."""
+        return None
+
+    def leaf_axes(self, config: Any, name: str) -> tuple[str | None, ...] | None:
+        """How leaf ``name`` of one (unstacked) layer lies along the kernel's 2-D view: per axis ``"in"``
+        (runs along ``d1``), ``"out"`` (along ``d2``) or None; None for a leaf that stays replicated. Meshes
+        shard such axes as the kernel's own (as qwix derives LoRA factor shardings from the base weight)."""
+        return None

@@ -80,6 +80,9 @@ class DoraMethod(LoraMethod):
         magnitude = np.asarray(module[MAGNITUDE], np.float32)
         return {**super().peft_module_tensors(config, path, module), MAGNITUDE: magnitude}
 
+    def leaf_axes(self, config, name):
+        return ("out",) if name == MAGNITUDE else super().leaf_axes(config, name)
+
     def parameter_count(self, config, path, view):
         out_features = view[0] if config.fan_in_fan_out else view[1]
         return config.r * (view[0] + view[1]) + out_features

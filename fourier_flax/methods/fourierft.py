@@ -152,17 +152,38 @@ class FourierFTMethod(AdapterMethod):
         return {SPECTRUM: spectrum}
 
     def layer_call(self, config, module, inputs) -> LayerCall | None:
-        """The spectral-backward matmul for ``nn.Dense`` / ``FlaxConv1D`` when ``config.backward`` asks for it
-        ("spectral", or "auto" where :func:`fourier_flax.spectral_grad.choose_backward` measured it faster)."""
-        if config.backward == "dense" or not layer_kinds.owns_matmul(module):
+        """The spectral-backward matmul for ``nn.Dense`` / ``FlaxConv1D`` when ``config.backward`` asks for it."""
+        if not layer_kinds.owns_matmul(module):
             return None
-        if config.backward == "auto":
-            kernel = module.variables["params"]["kernel"]
-            tokens = math.prod(jnp.shape(inputs)[:-1])
-            n = module.variables["params"][SPECTRUM].shape[-1]
-            if spectral_grad.choose_backward(tuple(kernel.shape), tokens, n) == "dense":
-                return None
+        params = module.variables["params"]
+        if not _spectral_wanted(config, tuple(params["kernel"].shape), inputs, params[SPECTRUM].shape[-1]):
+            return None
         return _spectral_layer
+
+    def matmul(self, config, alpha, path, params, x, *, precision, dtype):
+        """``x @ (W0 + ΔW)`` by :func:`fourier_flax.spectral_grad.adapted_matmul` when ``config.backward`` asks
+        for the spectral backward; None otherwise."""
+        kernel, spectrum = params["kernel"], params[SPECTRUM]
+        if jnp.ndim(kernel) != 2 or jnp.ndim(spectrum) != 1:
+            return None
+        shape = tuple(kernel.shape)
+        if not _spectral_wanted(config, shape, x, spectrum.shape[-1]):
+            return None
+        entries = spectral_entries(config, shape, spectrum.shape[-1])
+        return spectral_grad.adapted_matmul(
+            x, kernel, spectrum, entries, shape, alpha, precision=precision, dtype=dtype
+        )
+
+
+def _spectral_wanted(config: FourierFTConfig, shape: Shape2D, inputs: jax.Array, n: int) -> bool:
+    """``config.backward`` "spectral", or "auto" where :func:`fourier_flax.spectral_grad.choose_backward`
+    measured the spectral backward faster for this kernel, token count and ``n``."""
+    if config.backward == "dense":
+        return False
+    if config.backward == "auto":
+        tokens = math.prod(jnp.shape(inputs)[:-1])
+        return spectral_grad.choose_backward(shape, tokens, n) != "dense"
+    return True
 
 
 def _spectral_layer(config, alpha, path, module, params: Mapping[str, Any], inputs) -> jax.Array:

@@ -47,6 +47,9 @@ class LoraMethod(AdapterMethod):
             return []
         return [f"module {path}: stores rank {record['r']}, the config has r={config.r}"]
 
+    def leaf_axes(self, config, name):
+        return {LORA_A: ("in", None), LORA_B: (None, "out")}.get(name)
+
     def parameter_count(self, config, path, view):
         return config.r * (view[0] + view[1])
 

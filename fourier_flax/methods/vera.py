@@ -115,6 +115,9 @@ class VeraMethod(AdapterMethod):
             problems.append(f"module {path}: trained with projection_prng_key={record['projection_prng_key']}")
         return problems
 
+    def leaf_axes(self, config, name):
+        return {LAMBDA_B: ("out",), VERA_A: (None, "in"), VERA_B: ("out", None)}.get(name)
+
     def parameter_count(self, config, path, view):
         return config.r + _in_out(config, view)[1]
 
