@@ -372,16 +372,39 @@ def model_config(model: nnx.Module) -> Any:
     return next(iter(configs.values()))
 
 
+def _saved_modules(model: nnx.Module, config: Any) -> dict[str, nnx.Module]:
+    """The ``modules_to_save`` modules of ``model`` (PEFT's rule: matched by name), by path."""
+    return {
+        _path(parts): node
+        for parts, node in nnx.iter_graph(model)
+        if isinstance(node, nnx.Module) and parts and config.is_saved_module(_path(parts))
+    }
+
+
 def adapter_params(model: nnx.Module) -> dict:
-    """The adapted layers as a linen-style params tree: per path the canonical ``kernel``, ``bias`` and leaves —
-    the form :func:`fourier_flax.save_adapter`, :func:`fourier_flax.export_peft` and friends read."""
-    flat = {}
+    """The adapted layers as a linen-style params tree: per path the canonical ``kernel``, ``bias`` and leaves,
+    and the ``modules_to_save`` modules' params — the form :func:`fourier_flax.save_adapter`,
+    :func:`fourier_flax.export_peft` and friends read."""
+    config, flat = model_config(model), {}
+    for path, module in _saved_modules(model, config).items():
+        for parts, variable in nnx.to_flat_state(nnx.state(module, nnx.Param)):
+            flat[(*path.split("."), *map(str, parts))] = variable[...]
     for path, layer in adapted_layers(model).items():
         for name, value in layer._params().items():
             flat[(*path.split("."), name)] = value
         if getattr(layer.base, "bias", None) is not None:
             flat[(*path.split("."), "bias")] = layer.base.bias[...]
     return traverse_util.unflatten_dict(flat)
+
+
+def _restore_saved(model: nnx.Module, config: Any, params: Mapping) -> None:
+    """Puts the ``modules_to_save`` params of a loaded tree back into ``model``'s modules."""
+    flat = traverse_util.flatten_dict(params)
+    for path, module in _saved_modules(model, config).items():
+        for parts, variable in nnx.to_flat_state(nnx.state(module, nnx.Param)):
+            key = (*path.split("."), *map(str, parts))
+            if key in flat:
+                variable.value = jnp.asarray(flat[key], variable[...].dtype)
 
 
 def merge_adapter(model: nnx.Module, *, unload: bool = True) -> list[str]:
@@ -449,6 +472,7 @@ def load_adapter(
     stacks = _stacks(_layers(model)[0], stacked_axes)
     config, params = load(path, _pretrained_tree(model, stacks))
     layers, layouts = _targets(model, config, stacks)
+    _restore_saved(model, config, params)
     return _install(model, config, layers, layouts, params, stacks)
 
 
@@ -467,6 +491,7 @@ def import_peft(adapter_dir: str | pathlib.Path, model: nnx.Module, **kwargs: An
 
     config, params = read(adapter_dir, _pretrained_tree(model, {}), **kwargs)
     layers, layouts = _targets(model, config)
+    _restore_saved(model, config, params)
     return _install(model, config, layers, layouts, params)
 
 

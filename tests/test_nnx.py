@@ -269,9 +269,11 @@ def test_errors_name_the_kind_and_the_fix():
 
 
 def test_orbax_checkpoints_round_trip_and_refuse_another_base(tmp_path):
-    config = FourierFTConfig(target_modules=["query", "value"], n_frequency=30, scaling=5.0)
+    config = FourierFTConfig(target_modules=["query", "value"], n_frequency=30, scaling=5.0, modules_to_save=["out"])
     model = Net(nnx.Rngs(0))
     apply_adapter(model, config, jax.random.key(4))
+    for block in model.layers:  # a trained head (modules_to_save) travels with the adapter
+        block.out.kernel.value = block.out.kernel[...] + 0.1
     ffnnx.save_adapter(tmp_path / "ckpt", model)
     fresh = Net(nnx.Rngs(0))
     assert ffnnx.load_adapter(tmp_path / "ckpt", fresh) == [

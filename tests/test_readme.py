@@ -11,7 +11,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def test_readme_examples_run(capsys, tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert len(blocks) == 2, "README.md should hold the PEFT-verbs example and the functional-core example"
+    assert len(blocks) == 3, "README.md should hold the PEFT-verbs, functional-core and NNX examples"
     monkeypatch.chdir(tmp_path)  # the examples write sst2_adapter/ and peft_dir/
     namespace: dict = {}
     for block in blocks:
@@ -26,3 +26,11 @@ def test_readme_examples_run(capsys, tmp_path, monkeypatch):
     functional = namespace["out"]
     core_merged = namespace["model"](batch["input_ids"], batch["attention_mask"], params=namespace["merged"]).logits
     np.testing.assert_allclose(functional, core_merged, rtol=1e-4, atol=1e-5)
+    from fourier_flax import nnx as ffnnx
+
+    bert = namespace["bert"]
+    assert sorted(ffnnx.adapted_layers(bert)) == [
+        f"encoder.layer.{i}.attention.self.{m}" for i in range(6) for m in ("query", "value")
+    ]
+    assert all(layer.merged for layer in ffnnx.adapted_layers(bert).values())
+    assert sorted(os.listdir("nnx_peft_dir")) == ["adapter_config.json", "adapter_model.safetensors"]
