@@ -15,7 +15,9 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -26,20 +28,21 @@ from jax.sharding import PartitionSpec as P
 from fourier_flax.spectral import MATMUL_MAX_SIDE, check_entries, dft_tables
 
 
+def axis_names(names) -> tuple[str, ...]:
+    """A ``PartitionSpec`` entry (None, a name or a tuple of names) as a tuple of mesh axis names."""
+    if names is None:
+        return ()
+    return (names,) if isinstance(names, str) else tuple(names)
+
+
 def _axis_size(mesh: Mesh, names) -> int:
-    if names is None:
-        return 1
-    names = (names,) if isinstance(names, str) else tuple(names)
-    return math.prod(mesh.shape[name] for name in names)
+    return math.prod(mesh.shape[name] for name in axis_names(names))
 
 
-def _block_index(names) -> jax.Array:
-    """This device's block number along a dimension sharded over ``names`` (row-major over several axes)."""
-    if names is None:
-        return jnp.int32(0)
-    names = (names,) if isinstance(names, str) else tuple(names)
+def block_index(names) -> jax.Array:
+    """Inside ``shard_map``: this device's block number along a dimension split over ``names`` (row-major)."""
     index = jnp.int32(0)
-    for name in names:
+    for name in axis_names(names):
         index = index * jax.lax.axis_size(name) + jax.lax.axis_index(name)
     return index
 
@@ -86,19 +89,14 @@ def sharded_delta_w(
         raise ValueError(f"shape {shape} does not divide over the mesh axes of {spec} ({dict(mesh.shape)}).")
     scale = np.float32(1.0 / (d1 * d2))
 
-    varying = tuple(
-        name
-        for names in (row_names, col_names)
-        if names is not None
-        for name in ((names,) if isinstance(names, str) else names)
-    )
+    varying = axis_names(row_names) + axis_names(col_names)
 
     def block(c, entries, alpha):
         # Mark the replicated coefficients device-varying here, so that the transpose's psum acts on their (n,)
         # cotangent, not on a (rows, n) intermediate.
         c, alpha = (_to_varying(x, varying) for x in (c, alpha)) if varying else (c, alpha)
-        cos_u, sin_u = dft_tables(entries[0], _block_index(row_names) * rows, rows, d1)
-        cos_v, sin_v = dft_tables(entries[1], _block_index(col_names) * cols, cols, d2)
+        cos_u, sin_u = dft_tables(entries[0], block_index(row_names) * rows, rows, d1)
+        cos_v, sin_v = dft_tables(entries[1], block_index(col_names) * cols, cols, d2)
         weighted = c.astype(jnp.float32)[None, :]
         update = (cos_u * weighted) @ cos_v.T - (sin_u * weighted) @ sin_v.T
         return update * (scale * alpha.astype(jnp.float32))
@@ -132,6 +130,7 @@ def sharded_module_update(config, path: str, module) -> jax.Array | None:
 
 
 Strategy = str  # "dp" | "fsdp" | "tp"
+STRATEGIES = ("dp", "fsdp", "tp")
 # Megatron-style roles by module name (BERT/RoBERTa, LLaMA): column-parallel kernels split their outputs,
 # row-parallel kernels their inputs, so a column/row pair needs one reduction, as in Megatron-LM.
 COLUMN_PARALLEL = ("query", "key", "value", "intermediate.dense", "q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
@@ -146,6 +145,23 @@ def _role(path: str) -> str | None:
     if targeting.matches_module(path, COLUMN_PARALLEL):
         return "column"
     return None
+
+
+def kernel_spec(strategy: Strategy, path: str, shape: tuple[int, ...], model_size: int) -> P:
+    """The ``PartitionSpec`` of the frozen ``kernel`` of the module at ``path`` under ``strategy``."""
+    if strategy == "dp" or len(shape) < 2:
+        return P()
+    if strategy == "fsdp":
+        for axis in reversed(range(len(shape))):
+            if shape[axis] % model_size == 0:
+                return P(*([None] * axis + ["model"] + [None] * (len(shape) - axis - 1)))
+        return P()
+    role = _role(path)
+    if role == "column" and shape[-1] % model_size == 0:
+        return P(None, "model")
+    if role == "row" and shape[0] % model_size == 0:
+        return P("model", None)
+    return P()
 
 
 def param_specs(params, mesh: Mesh, strategy: Strategy):
@@ -163,7 +179,7 @@ def param_specs(params, mesh: Mesh, strategy: Strategy):
 
     from fourier_flax.methods import ADAPTER_LEAVES
 
-    if strategy not in ("dp", "fsdp", "tp"):
+    if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be 'dp', 'fsdp' or 'tp', got {strategy!r}.")
     model_size = mesh.shape["model"]
     flat = traverse_util.flatten_dict(params)
@@ -171,22 +187,12 @@ def param_specs(params, mesh: Mesh, strategy: Strategy):
     def spec(key, leaf) -> P:
         shape = np.shape(leaf)
         name, path = key[-1], ".".join(str(k) for k in key[:-1] if k != "params")
-        if strategy == "dp" or name in ADAPTER_LEAVES:
+        if name in ADAPTER_LEAVES:
             return P()
-        if strategy == "fsdp":
-            if name != "kernel" or len(shape) < 2:
-                return P()
-            for axis in reversed(range(len(shape))):
-                if shape[axis] % model_size == 0:
-                    return P(*([None] * axis + ["model"] + [None] * (len(shape) - axis - 1)))
-            return P()
-        role = _role(path)
-        if role == "column" and name == "kernel" and shape[-1] % model_size == 0:
-            return P(None, "model")
-        if role == "column" and name == "bias" and shape[-1] % model_size == 0:
+        if name == "kernel":
+            return kernel_spec(strategy, path, shape, model_size)
+        if strategy == "tp" and name == "bias" and _role(path) == "column" and shape[-1] % model_size == 0:
             return P("model")
-        if role == "row" and name == "kernel" and shape[0] % model_size == 0:
-            return P("model", None)
         return P()
 
     return traverse_util.unflatten_dict({key: spec(key, leaf) for key, leaf in flat.items()})
@@ -203,3 +209,42 @@ def shard_params(params, mesh: Mesh, strategy: Strategy):
 def batch_spec(strategy: Strategy) -> P:
     """How a batch's leading axis is split: over ``"data"``, or over both axes under ``"fsdp"``."""
     return P(("data", "model")) if strategy == "fsdp" else P("data")
+
+
+# The (mesh, strategy) adapted layers lay their matmuls out for; part of jax.jit's cache key.
+_MESH = jax.make_user_context(default_value=None)
+
+
+@contextlib.contextmanager
+def use_mesh(mesh: Mesh, strategy: Strategy) -> Iterator[None]:
+    """Within this context, FourierFT's adapted ``nn.Dense`` layers (linen under :func:`fourier_flax.intercept`,
+    and NNX) run :func:`fourier_flax.mesh_matmul.mesh_adapted_matmul` with the layout ``strategy`` gives their
+    kernel: ΔW built block-local, ``dL/dc`` reduced as ``n`` floats.
+
+    Example::
+
+      >>> with use_mesh(mesh, "tp"), intercept(config):
+      ...   trainable, state, metrics = step(trainable, state, frozen, batch, rng)
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be 'dp', 'fsdp' or 'tp', got {strategy!r}.")
+    if "data" not in mesh.shape or "model" not in mesh.shape:
+        raise ValueError(f"the mesh needs axes 'data' and 'model', got {tuple(mesh.shape)}.")
+    with _MESH((mesh, strategy)):
+        yield
+
+
+def matmul_layout(path: str, shape: tuple[int, int]):
+    """The :class:`fourier_flax.mesh_matmul.MatmulLayout` of the 2-D kernel at ``path`` under the active
+    :func:`use_mesh`, or None outside one (or when a sharded side does not divide)."""
+    from fourier_flax.mesh_matmul import MatmulLayout
+
+    if _MESH.value is None:
+        return None
+    mesh, strategy = _MESH.value
+    spec = kernel_spec(strategy, path, shape, mesh.shape["model"])
+    rows, cols = (tuple(spec) + (None, None))[:2]
+    tokens = batch_spec(strategy)[0]
+    if strategy == "tp":  # activations split like the kernel's features (Megatron)
+        return MatmulLayout(mesh, spec, tokens, x_features=rows, dy_features=cols)
+    return MatmulLayout(mesh, spec, tokens)  # dp: replicated kernel; fsdp: gathered for compute

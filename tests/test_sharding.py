@@ -115,6 +115,100 @@ STRATEGIES = textwrap.dedent(
 )
 
 
+MESH_STEP = textwrap.dedent(
+    """
+    import re
+    import jax, jax.numpy as jnp, numpy as np, optax
+    from flax import traverse_util
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    import fourier_flax as ff
+    from fourier_flax.hf_models import tiny_model
+    from fourier_flax.sharding import batch_spec, shard_params, use_mesh
+
+    OP = re.compile(
+        r"^\\s*(?:ROOT\\s+)?\\S+\\s*=\\s*(.*?)\\s"
+        r"(all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)(?:-start)?\\("
+    )
+    ARRAY = re.compile(r"(f32|s32|bf16)\\[([0-9,]*)\\]")
+
+    def collective_bytes(hlo):
+        total = 0
+        for line in hlo.splitlines():
+            match = OP.search(line)
+            if match:
+                for kind, dims in ARRAY.findall(match.group(1)):
+                    total += (2 if kind == "bf16" else 4) * int(np.prod([int(d) for d in dims.split(",") if d]))
+        return total
+
+    mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    model, base = tiny_model("roberta")  # hidden 32: query/value kernels (32, 32), 2 layers
+    n = 20
+    config = ff.FourierFTConfig(target_modules=["query", "value"], n_frequency=n, scaling=30.0)
+    rng = np.random.default_rng(0)
+    batch = {
+        "input_ids": rng.integers(3, 128, (8, 12)).astype(np.int32),
+        "labels": rng.standard_normal((8, 12, 32)).astype(np.float32),
+    }
+    BIAS = ("embeddings", "LayerNorm", "bias")  # a bottom parameter: the reference step backprops every layer
+
+    def split(params, adapted):
+        flat = traverse_util.flatten_dict(params)
+        train = {k: v for k, v in flat.items() if k == BIAS or (adapted and k[-1] == "fourierft_spectrum")}
+        frozen = {k: v for k, v in flat.items() if k not in train}
+        return traverse_util.unflatten_dict(train), traverse_util.unflatten_dict(frozen)
+
+    def apply_fn(params, batch, rng, train):
+        with ff.intercept(config):
+            return model(batch["input_ids"], params=params).last_hidden_state
+
+    def reference_fn(params, batch, rng, train):
+        return model(batch["input_ids"], params=params).last_hidden_state
+
+    tx = optax.adam(1e-2)
+    loss = lambda out, target: jnp.mean((out - target) ** 2)
+    adapted = ff.init_adapter(base, config, jax.random.key(0))
+
+    def run(fn, params, adapted_, strategy=None, steps=2):
+        trainable, frozen = split(params, adapted_)
+        step = ff.make_train_step(fn, loss, tx, donate=False)
+        data = batch
+        if strategy is not None:
+            data = jax.device_put(batch, NamedSharding(mesh, batch_spec(strategy)))
+            trainable, frozen = shard_params(trainable, mesh, strategy), shard_params(frozen, mesh, strategy)
+        state, losses = tx.init(trainable), []
+        for i in range(steps):
+            trainable, state, metrics = step(trainable, state, frozen, data, jax.random.key(i))
+            losses.append(float(metrics["loss"]))
+        hlo = step.lower(trainable, state, frozen, data, jax.random.key(0)).compile().as_text()
+        return losses, trainable, hlo
+
+    single_losses, single, _ = run(apply_fn, adapted, True)
+    for strategy in ("dp", "fsdp", "tp"):
+        with use_mesh(mesh, strategy):
+            losses, trained, hlo = run(apply_fn, adapted, True, strategy)
+        np.testing.assert_allclose(losses, single_losses, rtol=1e-5)
+        for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(single)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+        _, _, reference = run(reference_fn, base, False, strategy, steps=1)
+        extra = collective_bytes(hlo) - collective_bytes(reference)
+        print(strategy, collective_bytes(reference), collective_bytes(hlo))
+        assert extra <= 4 * n * 4, (strategy, extra)  # 4 adapted layers x n float32 coefficients
+        if strategy == "tp":  # every 32x32 kernel is split over "model": no device holds a whole ΔW
+            assert "f32[32,32]" not in hlo
+    print("OK")
+    """
+)
+
+
+def test_mesh_train_step_adds_only_n_floats_of_collectives():
+    """Under use_mesh, each strategy trains as one device does (losses rtol 1e-5, spectra 1e-4), and the
+    compiled step moves at most n float32 per adapted layer more in collectives than the frozen model's step
+    that backpropagates through the same layers; under "tp" no device holds a whole 32x32 ΔW."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", MESH_STEP], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0 and done.stdout.strip().endswith("OK"), done.stdout[-2000:] + done.stderr[-3000:]
+
+
 def test_strategies_train_like_one_device():
     """dp / fsdp / tp placements: two FourierFT train steps give the single-device losses and spectra."""
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}

@@ -23,8 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from fourier_flax import entries as entry_rules
-from fourier_flax import layer_kinds, spectral_grad
+from fourier_flax import layer_kinds, sharding, spectral_grad
 from fourier_flax.config import FourierFTConfig
+from fourier_flax.mesh_matmul import mesh_adapted_matmul
 from fourier_flax.methods.base import PEFT_TARGETING_FIELDS, AdapterMethod, LayerCall, Shape2D
 from fourier_flax.spectral import delta_w
 
@@ -156,6 +157,9 @@ class FourierFTMethod(AdapterMethod):
         if not layer_kinds.owns_matmul(module):
             return None
         params = module.variables["params"]
+        path = ".".join(str(key) for key in module.scope.path)
+        if not layer_kinds.is_conv1d(module) and _mesh_layout(path, params["kernel"], params[SPECTRUM]):
+            return _mesh_layer
         if not _spectral_wanted(config, tuple(params["kernel"].shape), inputs, params[SPECTRUM].shape[-1]):
             return None
         return _spectral_layer
@@ -167,12 +171,39 @@ class FourierFTMethod(AdapterMethod):
         if jnp.ndim(kernel) != 2 or jnp.ndim(spectrum) != 1:
             return None
         shape = tuple(kernel.shape)
+        entries = spectral_entries(config, shape, spectrum.shape[-1])
+        layout = _mesh_layout(path, kernel, spectrum)
+        if layout is not None:
+            return mesh_adapted_matmul(
+                x, kernel, spectrum, entries, shape, alpha, layout, precision=precision, dtype=dtype
+            )
         if not _spectral_wanted(config, shape, x, spectrum.shape[-1]):
             return None
-        entries = spectral_entries(config, shape, spectrum.shape[-1])
         return spectral_grad.adapted_matmul(
             x, kernel, spectrum, entries, shape, alpha, precision=precision, dtype=dtype
         )
+
+
+def _mesh_layout(path: str, kernel: jax.Array, spectrum: jax.Array):
+    """The active mesh strategy's layout for this layer (:func:`fourier_flax.sharding.use_mesh`), or None."""
+    if jnp.ndim(kernel) != 2 or jnp.ndim(spectrum) != 1:
+        return None
+    return sharding.matmul_layout(path, tuple(kernel.shape))
+
+
+def _mesh_layer(config, alpha, path, module, params: Mapping[str, Any], inputs) -> jax.Array:
+    """:func:`fourier_flax.mesh_matmul.mesh_adapted_matmul` (+ bias) for an ``nn.Dense`` under a mesh."""
+    kernel, spectrum = params["kernel"], params[SPECTRUM]
+    shape = tuple(kernel.shape)
+    entries = spectral_entries(config, shape, spectrum.shape[-1])
+    x = inputs if module.dtype is None else jnp.asarray(inputs, module.dtype)
+    layout = _mesh_layout(path, kernel, spectrum)
+    y = mesh_adapted_matmul(
+        x, kernel, spectrum, entries, shape, alpha, layout, precision=module.precision, dtype=module.dtype
+    )
+    if module.use_bias:
+        y = y + jnp.asarray(params["bias"], y.dtype)
+    return y
 
 
 def _spectral_wanted(config: FourierFTConfig, shape: Shape2D, inputs: jax.Array, n: int) -> bool:

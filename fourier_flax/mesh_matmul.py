@@ -1,0 +1,176 @@
+"""FourierFT's adapted matmul on a device mesh: ΔW built block-local, ``dL/dc`` reduced as ``n`` floats.
+
+Under a mesh strategy (:func:`fourier_flax.sharding.use_mesh`), an adapted ``nn.Dense`` computes
+``y = x @ (W0 + ΔW)`` with
+
+* **forward**: ``ΔW`` made by :func:`fourier_flax.sharding.sharded_delta_w` in the kernel's own layout — each
+  device builds its block from the replicated ``c`` and ``E``, and the matmul is partitioned by XLA exactly as the
+  frozen layer's ``x @ W0`` would be;
+* **backward**: ``dx = dy @ W_effᵀ`` (partitioned as the frozen layer's), and
+
+      dL/dc_l = alpha/(d1·d2) · Σ_t [(x C_u)[t, l] (dy C_v)[t, l] − (x S_u)[t, l] (dy S_v)[t, l]]
+
+  computed inside ``jax.shard_map`` from each device's own tokens and feature blocks (``C_u[p, l] =
+  cos(2π p u_l / d1)`` for its rows ``p`` etc.): the products are summed over the local tokens *before* anything
+  crosses devices, so one ``psum`` of ``n`` floats per layer is the only communication the adapter adds. No
+  ``d1 × d2`` weight gradient is formed (unless the kernel itself is differentiated) and no ``tokens × n``
+  partial sums are exchanged.
+
+The activation layout (:class:`MatmulLayout`: which mesh axes split the tokens, the input features and the output
+features) must be the one XLA gives ``x`` and ``dy`` under the strategy, or it inserts reshards;
+:func:`fourier_flax.sharding.matmul_layout` derives it.
+
+Example::
+
+  >>> layout = MatmulLayout(mesh, kernel_spec=P(None, "model"), tokens="data", x_features=None, dy_features="model")
+  >>> y = mesh_adapted_matmul(x, kernel, c, E, (768, 768), 150.0, layout)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+
+from fourier_flax.sharding import axis_names, block_index, sharded_delta_w
+from fourier_flax.spectral import Shape2D, dft_tables
+
+
+@dataclasses.dataclass(frozen=True)
+class MatmulLayout:
+    """How one adapted matmul is laid out on ``mesh``.
+
+    Attributes:
+      mesh: the device mesh.
+      kernel_spec: the kernel's (and ΔW's) ``PartitionSpec`` over ``(d1, d2)``.
+      tokens: mesh axes splitting the leading (batch) axis of ``x`` and ``dy``.
+      x_features / dy_features: mesh axes splitting the last axis of ``x`` (``d1``) / ``dy`` (``d2``).
+    """
+
+    mesh: Mesh
+    kernel_spec: P
+    tokens: Any = None
+    x_features: Any = None
+    dy_features: Any = None
+
+    def activation_spec(self, ndim: int, features: Any) -> P:
+        return P(self.tokens, *([None] * (ndim - 2)), features)
+
+
+def _effective(kernel, c, entries, shape, alpha, layout: MatmulLayout, dtype):
+    update = sharded_delta_w(c, entries, shape, alpha, layout.mesh, layout.kernel_spec)
+    return (kernel.astype(jnp.float32) + update).astype(dtype)
+
+
+def _unit_coefficient_grad(x, dy, entries, shape: Shape2D, layout: MatmulLayout) -> jax.Array:
+    """``dL/dc`` at ``alpha = 1``, ``(n,)`` float32, replicated: local products, then one psum of n floats."""
+    d1, d2 = shape
+    row_names, col_names = axis_names(layout.x_features), axis_names(layout.dy_features)
+    reduced = tuple(dict.fromkeys(axis_names(layout.tokens) + row_names + col_names))
+    rows = d1 // int(np.prod([layout.mesh.shape[a] for a in row_names], dtype=int))
+    cols = d2 // int(np.prod([layout.mesh.shape[a] for a in col_names], dtype=int))
+
+    def local(x, dy, entries):
+        cos_u, sin_u = dft_tables(entries[0], block_index(row_names) * rows, rows, d1)  # (rows, n)
+        cos_v, sin_v = dft_tables(entries[1], block_index(col_names) * cols, cols, d2)  # (cols, n)
+        x = x.reshape(-1, rows).astype(jnp.float32)
+        dy = dy.reshape(-1, cols).astype(jnp.float32)
+        partial = jnp.sum((x @ cos_u) * (dy @ cos_v) - (x @ sin_u) * (dy @ sin_v), axis=0)
+        partial = partial * np.float32(1.0 / (d1 * d2))
+        return lax.psum(partial, reduced) if reduced else partial
+
+    mapped = jax.shard_map(
+        local,
+        mesh=layout.mesh,
+        in_specs=(
+            layout.activation_spec(x.ndim, layout.x_features),
+            layout.activation_spec(dy.ndim, layout.dy_features),
+            P(),
+        ),
+        out_specs=P(),
+    )
+    return mapped(x, dy, entries)
+
+
+def _impl(shape, layout, precision, x, kernel, c, entries, alpha):
+    w = _effective(kernel, c, entries, shape, alpha, layout, x.dtype)
+    return lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())), precision=precision)
+
+
+_mesh_matmul = jax.custom_vjp(_impl, nondiff_argnums=(0, 1, 2))
+
+
+def _fwd(shape, layout, precision, x, kernel, c, entries, alpha):
+    w = _effective(kernel.value, c.value, entries.value, shape, alpha.value, layout, x.value.dtype)
+    y = lax.dot_general(x.value, w, (((x.value.ndim - 1,), (0,)), ((), ())), precision=precision)
+    x_kept = x.value if (c.perturbed or alpha.perturbed or kernel.perturbed) else None
+    # dx needs W0 + ΔW: keep this device's block (as the frozen layer keeps W0), so XLA reuses the forward's
+    # gather of it under "fsdp" instead of building and gathering it again.
+    w_kept = w if x.perturbed else None
+    kernel_dtype = jnp.zeros((0,), kernel.value.dtype) if kernel.perturbed else None
+    dc_marker = jnp.zeros((0,)) if (c.perturbed or alpha.perturbed) else None
+    return y, (x_kept, w_kept, kernel_dtype, c.value, entries.value, alpha.value, dc_marker)
+
+
+def _bwd(shape, layout, precision, residuals, dy):
+    x, w, kernel_dtype, c, entries, alpha, dc_marker = residuals
+    dx = dkernel = dc = dalpha = None
+    if w is not None:
+        dx = lax.dot_general(dy, w.astype(dy.dtype), (((dy.ndim - 1,), (1,)), ((), ())), precision=precision)
+    if dc_marker is not None:
+        unit = _unit_coefficient_grad(x, dy, entries, shape, layout)
+        dc, dalpha = unit * alpha, jnp.dot(unit, c)
+    if kernel_dtype is not None:  # the kernel itself differentiated (a whole-tree jax.grad): the plain xᵀ dy
+        batch = tuple(range(dy.ndim - 1))
+        dkernel = lax.dot_general(x, dy, ((batch, batch), ((), ())), precision=precision).astype(kernel_dtype.dtype)
+    return dx, dkernel, dc, None, dalpha
+
+
+_mesh_matmul.defvjp(_fwd, _bwd, symbolic_zeros=True)
+
+
+def mesh_adapted_matmul(
+    x: jax.Array,
+    kernel: jax.Array,
+    c: jax.Array,
+    entries: jax.Array | np.ndarray,
+    shape: Shape2D,
+    alpha: float | jax.Array,
+    layout: MatmulLayout,
+    *,
+    precision: lax.PrecisionLike = None,
+    dtype: Any = None,
+) -> jax.Array:
+    """``x @ (kernel + delta_w(c, entries, shape, alpha))`` on ``layout.mesh`` (see the module docstring).
+
+    Args:
+      x: activations ``(batch, ..., d1)`` laid out as ``layout`` says.
+      kernel: ``(d1, d2)``, sharded as ``layout.kernel_spec``.
+      c: ``(n,)`` coefficients (replicated). entries: int ``(2, n)``. alpha: the scaling (may be traced).
+      shape: static ``(d1, d2)``.
+      layout: a :class:`MatmulLayout` (static).
+      precision / dtype: as :func:`fourier_flax.spectral_grad.adapted_matmul`.
+
+    Returns:
+      ``(batch, ..., d2)`` in the compute dtype.
+    """
+    shape = (int(shape[0]), int(shape[1]))
+    if x.ndim < 2:
+        raise ValueError(f"x must have a leading batch axis and features, got shape {x.shape}.")
+    dtype = jnp.result_type(x, kernel) if dtype is None else jnp.dtype(dtype)
+    return _mesh_matmul(
+        shape,
+        layout,
+        precision,
+        x.astype(dtype),
+        kernel,
+        jnp.asarray(c).astype(jnp.float32),
+        jnp.asarray(entries, jnp.int32),
+        jnp.asarray(alpha).astype(jnp.float32),
+    )
