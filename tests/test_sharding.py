@@ -220,3 +220,42 @@ def test_shard_local_delta_w_on_eight_devices():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
     done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and done.stdout.strip().endswith("OK"), done.stderr[-3000:]
+
+
+GRID_SWEEP = textwrap.dedent(
+    """
+    import jax, numpy as np
+    from jax.sharding import PartitionSpec as P
+    from fourier_flax.finetune import load_classifier, resolve_run
+    from fourier_flax.finetune.sweep import make_seed_run, sweep
+
+    run = resolve_run("sst2", preset="tiny", overrides={"max_steps": 3, "batch_size": 4, "max_length": 8})
+    model, base = load_classifier(num_labels=2, num_layers=2)
+    rng = np.random.default_rng(0)
+    train = {
+        "input_ids": rng.integers(1000, 5000, size=(16, 8)).astype(np.int32),
+        "attention_mask": np.ones((16, 8), np.int32),
+        "token_type_ids": np.zeros((16, 8), np.int32),
+        "labels": rng.integers(0, 2, size=16).astype(np.int32),
+    }
+    mesh = jax.make_mesh((4, 2), ("data", "model"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    rates = [(run.lr, run.head_lr, run.scaling), (2 * run.lr, run.head_lr, run.scaling / 3)]
+    want_trained, want = sweep(make_seed_run(model, base, run, train), [0, 1], rates)
+    trained, losses = sweep(make_seed_run(model, base, run, train, batch_axis="model"), [0, 1], rates, mesh=mesh)
+    assert losses.sharding.spec == P("data") and {s.data.shape for s in losses.addressable_shards} == {(1, 3)}
+    np.testing.assert_allclose(losses, want, rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(want_trained), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    odd, odd_losses = sweep(make_seed_run(model, base, run, train), [0, 1, 2], rates[:1], mesh=mesh)  # padded
+    np.testing.assert_allclose(odd_losses, want[:2].tolist() + [np.asarray(odd_losses)[2]], rtol=1e-5)
+    print("OK")
+    """
+)
+
+
+def test_sweep_grid_maps_over_a_mesh_axis():
+    """The seed x rate grid split over "data" (one run per device pair), each run's batches over "model":
+    the same losses and trained leaves as the one-device vmapped sweep."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", GRID_SWEEP], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0 and done.stdout.strip().endswith("OK"), done.stderr[-3000:]

@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from fourier_flax.data import batches, get_task, glue_metric
 from fourier_flax.finetune.classifier import with_label_mean_bias
@@ -53,7 +55,14 @@ def _split_for(base: Mapping[str, Any], run: RunConfig, seed: jax.Array, labels:
     return split_params(params, method_mask(params, run, adapter)), adapter
 
 
-def make_seed_run(model: Any, base: Mapping[str, Any], run: RunConfig, train: Mapping[str, np.ndarray]) -> SeedRun:
+def make_seed_run(
+    model: Any,
+    base: Mapping[str, Any],
+    run: RunConfig,
+    train: Mapping[str, np.ndarray],
+    *,
+    batch_axis: str | None = None,
+) -> SeedRun:
     """``run_seed(seed, lr, head_lr, scaling) -> (trainable, losses (steps,))``: one whole training run, traceable.
 
     Args:
@@ -61,6 +70,8 @@ def make_seed_run(model: Any, base: Mapping[str, Any], run: RunConfig, train: Ma
       base: its params (the head is re-drawn per seed).
       run: the settings; ``run.lr``/``run.head_lr``/``run.scaling`` are ignored (the arguments give them).
       train: tokenized training arrays ``(N, L)`` and labels ``(N,)``.
+      batch_axis: a mesh axis to split every batch over (data parallelism inside each run; use with
+        :func:`sweep`'s ``mesh``, which maps the grid over another axis).
     """
     data = {k: jnp.asarray(train[k]) for k in _INPUTS}
     n, batch_size = len(train["labels"]), run.batch_size
@@ -99,6 +110,8 @@ def make_seed_run(model: Any, base: Mapping[str, Any], run: RunConfig, train: Ma
             trainable, opt_state = carry
             index, rows = inputs
             batch = {k: v[rows] for k, v in data.items()}
+            if batch_axis is not None:
+                batch = jax.lax.with_sharding_constraint(batch, P(batch_axis))
 
             def objective(trainable):
                 rng = jax.random.fold_in(dropout_key, index)
@@ -123,13 +136,42 @@ def seed_grid(seeds: Sequence[int], rates: Sequence[Rates]) -> tuple[jax.Array, 
     return (jnp.asarray(seed, jnp.uint32), *(jnp.asarray(v, jnp.float32) for v in (lr, head, scaling)))
 
 
-def sweep(run_seed: SeedRun, seeds: Sequence[int], rates: Sequence[Rates]) -> tuple[Any, jax.Array]:
+def sweep(
+    run_seed: SeedRun,
+    seeds: Sequence[int],
+    rates: Sequence[Rates],
+    *,
+    mesh: Mesh | None = None,
+    grid_axis: str = "data",
+) -> tuple[Any, jax.Array]:
     """All ``rates × seeds`` runs in one jitted, vmapped program.
 
+    With ``mesh``, the runs are split over the mesh axis ``grid_axis`` (``jax.vmap(spmd_axis_name=...)``): each
+    device, or each group of devices along the other axes, trains its slice of the grid; a run's batches may
+    be split over another axis too (``make_seed_run(batch_axis=...)``). The grid is padded to a multiple of
+    the axis size with copies of its last run, which are dropped from the result.
+
     Returns:
-      ``(trainable, losses)`` with a leading axis of ``len(rates) · len(seeds)`` (rates outer, seeds inner).
+      ``(trainable, losses)`` with a leading axis of ``len(rates) · len(seeds)`` (rates outer, seeds inner);
+      with ``mesh``, laid out over ``grid_axis``.
+
+    Example::
+
+      >>> mesh = jax.make_mesh((4, 2), ("data", "model"))
+      >>> run_seed = make_seed_run(model, base, run, train, batch_axis="model")
+      >>> trained, losses = sweep(run_seed, range(4), [(0.1, 1e-2, 12.0)], mesh=mesh)  # one run per data slice
     """
-    return jax.jit(jax.vmap(run_seed))(*seed_grid(seeds, rates))
+    grid = seed_grid(seeds, rates)
+    if mesh is None:
+        return jax.jit(jax.vmap(run_seed))(*grid)
+    count = len(grid[0])
+    pad = -count % mesh.shape[grid_axis]
+    grid = tuple(jnp.concatenate([column, jnp.repeat(column[-1:], pad)]) for column in grid)
+    placed = NamedSharding(mesh, P(grid_axis))
+    with jax.set_mesh(mesh):
+        mapped = jax.jit(jax.vmap(run_seed, spmd_axis_name=grid_axis), out_shardings=placed)
+        trained, losses = mapped(*jax.device_put(grid, placed))
+    return jax.tree.map(lambda x: x[:count], (trained, losses)) if pad else (trained, losses)
 
 
 def sequential(run_seed: SeedRun, seeds: Sequence[int], rates: Sequence[Rates]) -> tuple[Any, jax.Array]:
