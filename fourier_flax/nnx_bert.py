@@ -138,12 +138,16 @@ class Layer(nnx.Module):
 
 
 class Encoder(nnx.Module):
-    def __init__(self, config: BertConfig, rngs: nnx.Rngs):
+    def __init__(self, config: BertConfig, rngs: nnx.Rngs, remat: bool = False):
         self.layer = nnx.List([Layer(config, rngs) for _ in range(config.num_hidden_layers)])
+        self.remat = remat
 
     def __call__(self, x, mask_bias, rng) -> jax.Array:
+        # remat: keep only each layer's input for the backward pass and recompute the rest (activation memory
+        # of one layer instead of all, for one more forward pass).
+        run = nnx.remat(Layer.__call__) if self.remat else Layer.__call__
         for index, layer in enumerate(self.layer):
-            x = layer(x, mask_bias, _stream(rng, index))
+            x = run(layer, x, mask_bias, _stream(rng, index))
         return x
 
 
@@ -157,12 +161,13 @@ class Pooler(nnx.Module):
 
 class BertModel(nnx.Module):
     """BERT: ``model(input_ids, attention_mask=None, token_type_ids=None, *, dropout_rng=None)`` →
-    ``(last_hidden_state (B, L, H), pooler_output (B, H))``; dropout only when ``dropout_rng`` is given."""
+    ``(last_hidden_state (B, L, H), pooler_output (B, H))``; dropout only when ``dropout_rng`` is given.
+    ``remat=True`` rematerialises each layer in the backward pass (``nnx.remat``)."""
 
-    def __init__(self, config: BertConfig, rngs: nnx.Rngs):
+    def __init__(self, config: BertConfig, rngs: nnx.Rngs, remat: bool = False):
         self.config = config
         self.embeddings = Embeddings(config, rngs)
-        self.encoder = Encoder(config, rngs)
+        self.encoder = Encoder(config, rngs, remat)
         self.pooler = Pooler(config, rngs)
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *, dropout_rng=None):
@@ -189,9 +194,11 @@ def _safetensors_name(path: str) -> str:
     return path
 
 
-def load_bert(model_dir: str | pathlib.Path, *, num_layers: int | None = None, dtype=jnp.float32) -> BertModel:
+def load_bert(
+    model_dir: str | pathlib.Path, *, num_layers: int | None = None, dtype=jnp.float32, remat: bool = False
+) -> BertModel:
     """A :class:`BertModel` with the weights of a Hugging Face BERT folder (``config.json`` +
-    ``model.safetensors``), optionally only its first ``num_layers`` layers.
+    ``model.safetensors``), optionally only its first ``num_layers`` layers (``remat``: see :class:`BertModel`).
 
     Raises:
       FileNotFoundError: the folder lacks ``config.json`` or ``model.safetensors``.
@@ -207,7 +214,7 @@ def load_bert(model_dir: str | pathlib.Path, *, num_layers: int | None = None, d
     config = BertConfig.from_json(folder / "config.json", **overrides)
     tensors = load_file(str(folder / "model.safetensors"))
     tensors = {key.removeprefix("bert."): value for key, value in tensors.items()}
-    model = nnx.eval_shape(lambda: BertModel(config, nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: BertModel(config, nnx.Rngs(0), remat))
     state = nnx.state(model)
     problems, values = [], {}
     for path, shape in _target_shapes(model).items():

@@ -135,3 +135,24 @@ def test_peft_files_from_and_into_the_nnx_model(tmp_path, minilm2_torch):
     fresh = load_bert(minilm_path(), num_layers=2)
     assert ffnnx.import_peft(tmp_path / "peft", fresh) == sorted(ffnnx.adapted_layers(model))
     np.testing.assert_allclose(fresh(IDS, MASK)[0], ours, rtol=0, atol=1e-6 * np.abs(ours).max())
+
+
+def test_remat_keeps_the_gradients_on_both_backbones():
+    from fourier_flax.finetune import load_classifier
+
+    batch = {"input_ids": IDS, "attention_mask": MASK, "token_type_ids": TYPES}
+    config = ff.FourierFTConfig(target_modules=["query", "value"], n_frequency=100, scaling=40.0)
+    for backbone in ("nnx", "hf-flax"):
+        grads = []
+        for remat in (False, True):
+            model, params = load_classifier(num_labels=2, num_layers=2, backbone=backbone, remat=remat)
+            params = ff.init_adapter(params, config, jax.random.key(0))
+
+            def loss(p, model=model):
+                with ff.intercept(config):
+                    return jnp.sum(model(p, batch, jax.random.key(1), True) ** 2)
+
+            grads.append(jax.jit(jax.grad(loss))(params))
+        largest = max(float(np.abs(g).max()) for g in jax.tree.leaves(grads[0]))  # key biases: exact zeros + noise
+        for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * largest)

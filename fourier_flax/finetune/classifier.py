@@ -112,6 +112,7 @@ def load_classifier(
     num_layers: int | None = None,
     seed: int = 0,
     backbone: Backbone = "nnx",
+    remat: bool = False,
 ) -> tuple[SequenceClassifier, dict[str, Any]]:
     """A :class:`SequenceClassifier` over a local Hugging Face BERT/RoBERTa checkpoint, and its params.
 
@@ -125,6 +126,8 @@ def load_classifier(
       backbone: ``"nnx"`` (default: :mod:`fourier_flax.nnx_bert`, BERT from ``model.safetensors``, no
         transformers model classes; outputs equal ``"hf-flax"``'s to float32 rounding) or ``"hf-flax"``
         (transformers' ``FlaxAutoModel``: BERT or RoBERTa, msgpack or safetensors; needs transformers < 5).
+      remat: recompute each encoder layer's activations in the backward pass instead of keeping them
+        (``nnx.remat``; Hugging Face's ``enable_gradient_checkpointing``): less memory, one more forward.
 
     Raises:
       FileNotFoundError: ``model_dir`` has no ``config.json`` (or, for ``"nnx"``, no ``model.safetensors``).
@@ -139,9 +142,11 @@ def load_classifier(
             "flax_model.msgpack or model.safetensors)."
         )
     if backbone == "nnx":
-        encoder = _nnx_encoder(path, num_layers)
+        encoder = _nnx_encoder(path, num_layers, remat)
     elif backbone == "hf-flax":
         encoder = _hf_flax_encoder(path, num_layers)
+        if remat:
+            encoder.enable_gradient_checkpointing()
     else:
         raise ValueError(f"backbone must be 'nnx' or 'hf-flax', got {backbone!r}.")
     classifier = SequenceClassifier(encoder, num_labels, pooling)
@@ -150,12 +155,12 @@ def load_classifier(
     return classifier, init_head({classifier.prefix: encoder.params, HEAD: head}, jax.random.key(seed))
 
 
-def _nnx_encoder(path: pathlib.Path, num_layers: int | None) -> Any:
+def _nnx_encoder(path: pathlib.Path, num_layers: int | None, remat: bool) -> Any:
     from fourier_flax.finetune.nnx_encoder import NnxEncoder
     from fourier_flax.nnx_bert import load_bert
 
     try:
-        return NnxEncoder(load_bert(path, num_layers=num_layers))
+        return NnxEncoder(load_bert(path, num_layers=num_layers, remat=remat))
     except (FileNotFoundError, ValueError) as error:
         raise type(error)(f"{error}\n(--backbone hf-flax loads it with transformers' Flax classes.)") from error
 

@@ -66,6 +66,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("nnx", "hf-flax"),
         help="encoder implementation: our NNX BERT (default) or transformers' Flax classes (also RoBERTa)",
     )
+    parser.add_argument(
+        "--remat", action="store_true", help="recompute encoder layers in the backward pass (less memory)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     for name, kind in _OVERRIDES.items():
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help="override the preset")
@@ -74,7 +77,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def runs_from_args(args: argparse.Namespace) -> list[RunConfig]:
     """One :class:`RunConfig` per ``--method``, from the preset and the flags given."""
     overrides = {name: getattr(args, name) for name in _OVERRIDES}
-    overrides.update(model_dir=args.model, pooling=args.pooling, backbone=args.backbone)
+    overrides.update(model_dir=args.model, pooling=args.pooling, backbone=args.backbone, remat=args.remat or None)
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     return [resolve_run(args.task, preset=args.preset, method=m, overrides=overrides) for m in methods]
 
@@ -120,6 +123,7 @@ def run_train(args: argparse.Namespace) -> int:
         "max_eval_examples",
         "model_dir",
         "backbone",
+        "remat",
         "pooling",
         "num_layers",
     )
@@ -134,6 +138,7 @@ def run_train(args: argparse.Namespace) -> int:
         pooling=first.pooling,
         num_layers=first.num_layers,
         backbone=first.backbone,
+        remat=first.remat,
     )
     results = []
     for run in runs:

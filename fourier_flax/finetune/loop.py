@@ -347,6 +347,7 @@ def train_run(
                 pooling=run.pooling,
                 num_layers=run.num_layers,
                 backbone=run.backbone,
+                remat=run.remat,
             )
         if data is None:
             data = load_task_data(

@@ -44,6 +44,7 @@ class RunConfig:
       model_dir: a local Hugging Face BERT/RoBERTa folder; None is the offline all-MiniLM-L6-v2.
       backbone: ``"nnx"`` (our NNX BERT; the default) or ``"hf-flax"`` (transformers' Flax classes; also
         RoBERTa); see :func:`fourier_flax.finetune.classifier.load_classifier`.
+      remat: recompute each encoder layer in the backward pass (less activation memory, one more forward).
       max_train_examples / max_eval_examples: deterministic subsamples (None keeps every row).
       max_steps: stop after this many optimizer steps in total (None: ``epochs`` full epochs).
       num_layers: keep only the first MiniLM layers (None: all 6).
@@ -73,6 +74,7 @@ class RunConfig:
     pooling: str = "mean"
     model_dir: str | None = None
     backbone: str = "nnx"
+    remat: bool = False
     warmup_ratio: float = 0.06
     weight_decay: float = 0.0
     max_train_examples: int | None = None

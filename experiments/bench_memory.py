@@ -1,0 +1,103 @@
+"""Benchmark: the memory one FourierFT training step adds, fourier_flax (with and without remat) vs PEFT.
+
+Command (from the repo root)::
+
+    .venv/bin/python experiments/bench_memory.py      # ~15 min on this 2-core CPU (one process per cell)
+
+Writes ``experiments/results/bench_memory.md``. Same models, batches, configurations and measures as
+``experiments/bench_train_step.py`` (whose worker code this reuses): FourierFT n = 1000, scaling 150 on
+query/value with the classifier trained, AdamW, dropout on, random token ids ``B × 128``. Each cell is a fresh
+process: it builds the model, adapter and batch (JAX also compiles), returns freed heap to the OS, resets the
+kernel's peak-RSS mark and records RSS; then it creates the optimizer state and runs one step. Reported: peak
+RSS minus that baseline (the memory training adds: optimizer state, activations, gradients, temporaries) and,
+for JAX, the compiled step's ``memory_analysis()`` (argument + output + temp − aliased bytes).
+
+Configurations: ``fourierft`` (``backward="auto"``), ``fourierft-remat`` (the same with Hugging Face's
+``enable_gradient_checkpointing``: each encoder layer is recomputed in the backward pass instead of keeping its
+activations; ``load_classifier(remat=True)`` / ``--remat`` in the GLUE pipeline), ``floor`` (the frozen
+backbone back-propagated to its inputs) and ``peft-fourierft`` (PyTorch). Memory does not depend on machine load.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import bench_train_step as bench  # noqa: E402  (the shared workers)
+
+SHAPES = (("minilm", 8), ("minilm", 32), ("roberta-base", 32))
+JAX_CONFIGS = ("fourierft", "fourierft-remat", "floor")
+
+
+class RematBench(bench.JaxBench):
+    """``JaxBench`` plus ``fourierft`` (backward auto) and ``fourierft-remat``."""
+
+    def setup(self, name: str):
+        if name == "fourierft-remat":
+            self.model.enable_gradient_checkpointing()
+        if name.startswith("fourierft"):
+            name = "fourierft-auto"
+        return super().setup(name)
+
+
+def worker(framework: str, model_name: str, batch: int, name: str) -> None:
+    """Prints ``{"rss_delta_mib": ..., "xla": {...}}`` for one configuration (run in a fresh process)."""
+    protocol, sys.stdout = sys.stdout, sys.stderr
+    out = {}
+    if framework == "jax":
+        jax_bench = RematBench(model_name, batch)
+        compiled, trainable, init, frozen, _ = jax_bench.setup(name)
+        out["xla"] = bench.jax_memory(compiled)
+        base = bench.reset_peak_rss()
+        bench.run_jax_step(compiled, (trainable, init()), frozen, jax_bench.batch, jax_bench.rng)
+    else:
+        step, _ = bench.TorchBench(model_name, batch).setup(name)
+        base = bench.reset_peak_rss()
+        step()
+    out["rss_delta_mib"] = (bench.rss_kib("VmHWM") - base) / 1024
+    print(json.dumps(out), file=protocol, flush=True)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        framework, model_name, batch, name = sys.argv[2:6]
+        return worker(framework, model_name, int(batch), name)
+    import subprocess
+
+    lines = [
+        "# Memory of one FourierFT training step: fourier_flax (± remat) vs PEFT",
+        "",
+        "Written by `python experiments/bench_memory.py` (see its docstring for the method). RSS Δ: peak RSS of a",
+        "fresh process over its baseline after loading (optimizer state + one step); XLA peak: the compiled",
+        "step's argument + output + temp − aliased bytes (weights included). MiB.",
+        "",
+        "| model | batch | configuration | RSS Δ (MiB) | ÷ PEFT's RSS Δ | XLA peak (MiB) | XLA temp (MiB) |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for model_name, batch in SHAPES:
+        cells = {}
+        for framework, name in [("jax", c) for c in JAX_CONFIGS] + [("torch", "peft-fourierft")]:
+            args = [sys.executable, __file__, "--worker", framework, model_name, str(batch), name]
+            done = subprocess.run(args, capture_output=True, text=True, check=True)
+            cells[name] = json.loads(done.stdout.strip().splitlines()[-1])
+            print(f"{model_name} {batch}x128 {name}: {cells[name]}", file=sys.stderr, flush=True)
+        peft_rss = cells["peft-fourierft"]["rss_delta_mib"]
+        for name, cell in cells.items():
+            xla = cell.get("xla")
+            peak = f"{xla['peak'] / 2**20:,.0f}" if xla else "—"
+            temp = f"{xla['temp'] / 2**20:,.0f}" if xla else "—"
+            lines.append(
+                f"| {model_name} | {batch}x128 | {name} | {cell['rss_delta_mib']:,.0f} | "
+                f"{cell['rss_delta_mib'] / peft_rss:.2f} | {peak} | {temp} |"
+            )
+    out = HERE / "results" / "bench_memory.md"
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
