@@ -38,8 +38,12 @@ from jax import lax
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from fourier_flax.sharding import axis_names, block_index, sharded_delta_w
-from fourier_flax.spectral import Shape2D, dft_tables
+from fourier_flax.sharding import axis_names, block_index, sharded_delta_w, to_varying
+from fourier_flax.spectral import Shape2D, delta_w, dft_tables
+
+
+# Tokens per block of the dL/dc sum: four (block, n) products live at a time (4 MiB at n = 1000).
+TOKEN_BLOCK = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +68,10 @@ class MatmulLayout:
 
 
 def _effective(kernel, c, entries, shape, alpha, layout: MatmulLayout, dtype):
-    update = sharded_delta_w(c, entries, shape, alpha, layout.mesh, layout.kernel_spec)
+    if any(axis_names(names) for names in layout.kernel_spec):
+        update = sharded_delta_w(c, entries, shape, alpha, layout.mesh, layout.kernel_spec)
+    else:  # a replicated kernel ("dp"): every device needs the whole ΔW; the FFT form makes it with least memory
+        update = delta_w(c, entries, shape, alpha)
     return (kernel.astype(jnp.float32) + update).astype(dtype)
 
 
@@ -81,7 +88,18 @@ def _unit_coefficient_grad(x, dy, entries, shape: Shape2D, layout: MatmulLayout)
         cos_v, sin_v = dft_tables(entries[1], block_index(col_names) * cols, cols, d2)  # (cols, n)
         x = x.reshape(-1, rows).astype(jnp.float32)
         dy = dy.reshape(-1, cols).astype(jnp.float32)
-        partial = jnp.sum((x @ cos_u) * (dy @ cos_v) - (x @ sin_u) * (dy @ sin_v), axis=0)
+        # Blocks of tokens, so the (tokens, n) products never exist whole (zero padding adds nothing).
+        block = min(TOKEN_BLOCK, x.shape[0])
+        pad = -x.shape[0] % block
+        x = jnp.pad(x, ((0, pad), (0, 0))).reshape(-1, block, rows)
+        dy = jnp.pad(dy, ((0, pad), (0, 0))).reshape(-1, block, cols)
+
+        def add(total, pair):
+            xb, dyb = pair
+            return total + jnp.sum((xb @ cos_u) * (dyb @ cos_v) - (xb @ sin_u) * (dyb @ sin_v), axis=0), None
+
+        start = jnp.zeros(entries.shape[1], jnp.float32)
+        partial, _ = lax.scan(add, to_varying(start, reduced) if reduced else start, (x, dy))
         partial = partial * np.float32(1.0 / (d1 * d2))
         return lax.psum(partial, reduced) if reduced else partial
 

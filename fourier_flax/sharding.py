@@ -47,7 +47,7 @@ def block_index(names) -> jax.Array:
     return index
 
 
-def _to_varying(x: jax.Array, names: tuple[str, ...]) -> jax.Array:
+def to_varying(x: jax.Array, names: tuple[str, ...]) -> jax.Array:
     """``x`` marked as varying over ``names`` inside ``shard_map`` (``pcast`` in jax >= 0.8, ``pvary`` before)."""
     if hasattr(jax.lax, "pcast"):
         return jax.lax.pcast(x, names, to="varying")
@@ -94,7 +94,7 @@ def sharded_delta_w(
     def block(c, entries, alpha):
         # Mark the replicated coefficients device-varying here, so that the transpose's psum acts on their (n,)
         # cotangent, not on a (rows, n) intermediate.
-        c, alpha = (_to_varying(x, varying) for x in (c, alpha)) if varying else (c, alpha)
+        c, alpha = (to_varying(x, varying) for x in (c, alpha)) if varying else (c, alpha)
         cos_u, sin_u = dft_tables(entries[0], block_index(row_names) * rows, rows, d1)
         cos_v, sin_v = dft_tables(entries[1], block_index(col_names) * cols, cols, d2)
         weighted = c.astype(jnp.float32)[None, :]

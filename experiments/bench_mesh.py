@@ -1,0 +1,304 @@
+"""Benchmark: FourierFT on a device mesh — per-device memory and collective bytes per train step, and delta_w's
+fft vs matmul forms.
+
+Command (from the repo root)::
+
+    .venv/bin/python experiments/bench_mesh.py mesh      # ~15 min: compiles only (abstract shapes), 8 fake CPUs
+    .venv/bin/python experiments/bench_mesh.py delta_w   # ~5 min of timing: run it on a quiet machine
+
+Writes ``experiments/results/bench_mesh.md`` (the mesh stage) and ``bench_delta_w_impl.md`` (the timing stage).
+
+**mesh.** For a RoBERTa-base-shaped encoder (2 of its 12 layers: hidden 768, FFN 3072, batch 32 × 128) and a
+LLaMA-7B-shaped layer stack (2 layers of q/k/v/o 4096 × 4096 and gate/up/down 4096 ↔ 11008, a stand-in for
+attention that keeps the kernel shapes, batch 8 × 128), the train step of ``fourier_flax.make_train_step`` is
+compiled under ``fourier_flax.sharding.use_mesh`` for each strategy at 1, 2, 4 and 8 devices (8 fake CPU devices;
+``dp`` on a ``(P, 1)`` mesh, ``fsdp`` and ``tp`` on ``(1, P)``), from abstract arrays, so nothing runs and the
+7B-shaped kernels never exist. Two steps per cell: *adapted* (FourierFT n = 1000 on q/v, spectra trained) and
+*frozen* (the same model back-propagated to a bottom bias, what any adapter's step must at least do). Reported per
+device: ``memory_analysis()`` temp and argument bytes, and bytes moved by collectives (sum of the result shapes
+of all-reduce / all-gather / reduce-scatter / all-to-all / collective-permute in the compiled HLO). The adapter's
+part is adapted − frozen: its temp should fall as 1/P where kernels are split (fsdp, tp), and its collectives
+should be n float32 per adapted layer.
+
+**delta_w.** Time of ``jit(delta_w(impl=...))`` (forward, and forward + backward w.r.t. ``c``) for shapes ×
+``n``, median of 20 calls after warm-up, with the machine's runnable-thread count recorded per cell; which form
+wins, and what ``spectral.choose_impl`` picks on this CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+DEVICES = tuple(int(d) for d in os.environ.get("BENCH_MESH_DEVICES", "1,2,4,8").split(","))
+N = 1000
+OP = re.compile(
+    r"^\s*(?:ROOT\s+)?\S+\s*=\s*(.*?)\s(all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)(?:-start)?\("
+)
+ARRAY = re.compile(r"(f32|s32|bf16|f16)\[([0-9,]*)\]")
+
+
+def collective_bytes(hlo: str) -> int:
+    total = 0
+    for line in hlo.splitlines():
+        match = OP.search(line)
+        if match:
+            for kind, dims in ARRAY.findall(match.group(1)):
+                size = 2 if kind in ("bf16", "f16") else 4
+                total += size * math.prod(int(d) for d in dims.split(",") if d)
+    return total
+
+
+def _llama_stack():
+    import flax.linen as nn
+    import jax.numpy as jnp
+
+    class Layer(nn.Module):
+        @nn.compact
+        def __call__(self, h):
+            d, f = 4096, 11008
+            q, k, v = (nn.Dense(d, use_bias=False, name=n)(h) for n in ("q_proj", "k_proj", "v_proj"))
+            h = h + nn.Dense(d, use_bias=False, name="o_proj")(jnp.tanh(q * k) + v)
+            gate, up = nn.Dense(f, use_bias=False, name="gate_proj")(h), nn.Dense(f, use_bias=False, name="up_proj")(h)
+            return h + nn.Dense(d, use_bias=False, name="down_proj")(nn.silu(gate) * up)
+
+    class Stack(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            h = x + self.param("input_bias", nn.initializers.zeros, (4096,))
+            for i in range(2):
+                h = Layer(name=f"layers_{i}")(h)
+            return h
+
+    return Stack()
+
+
+def _cells():
+    """One (model, strategy, devices) cell per yield: (name, apply_fn pieces, abstract params, batch)."""
+    import jax
+    import jax.numpy as jnp
+    import transformers
+
+    roberta = transformers.FlaxRobertaModel(
+        transformers.RobertaConfig(
+            vocab_size=50265,
+            hidden_size=768,
+            num_hidden_layers=2,
+            num_attention_heads=12,
+            intermediate_size=3072,
+            max_position_embeddings=514,
+            type_vocab_size=1,
+            pad_token_id=1,
+        ),
+        _do_init=False,
+    )
+    roberta_params = jax.eval_shape(lambda: roberta.init_weights(jax.random.key(0), (1, 8)))
+    llama = _llama_stack()
+    llama_params = jax.eval_shape(lambda: llama.init(jax.random.key(0), jnp.zeros((1, 4096)))["params"])
+    yield (
+        "roberta-base (2 layers), 32x128",
+        lambda p, b: roberta(b["input_ids"], params=p).last_hidden_state,
+        roberta_params,
+        {
+            "input_ids": jax.ShapeDtypeStruct((32, 128), jnp.int32),
+            "labels": jax.ShapeDtypeStruct((32, 128, 768), jnp.float32),
+        },
+        ("embeddings", "LayerNorm", "bias"),
+        ["query", "value"],
+    )
+    yield (
+        "llama-7b-shaped (2 layers), 8x128",
+        lambda p, b: llama.apply({"params": p}, b["x"]),
+        llama_params,
+        {
+            "x": jax.ShapeDtypeStruct((8, 128, 4096), jnp.float32),
+            "labels": jax.ShapeDtypeStruct((8, 128, 4096), jnp.float32),
+        },
+        ("input_bias",),
+        ["q_proj", "v_proj"],
+    )
+
+
+def mesh_stage() -> None:
+    if os.environ.get("BENCH_MESH_CHILD") != "1":  # the device count is fixed when jax starts
+        env = {
+            **os.environ,
+            "BENCH_MESH_CHILD": "1",
+            "JAX_PLATFORMS": "cpu",
+            "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        }
+        subprocess.run([sys.executable, __file__, "mesh"], env=env, check=True)
+        return
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import traverse_util
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    import fourier_flax as ff
+    from fourier_flax.sharding import batch_spec, param_specs, use_mesh
+
+    rows = []
+    for name, forward, abstract, batch, bias, targets in _cells():
+        config = ff.FourierFTConfig(target_modules=targets, n_frequency=N, scaling=150.0)
+        adapted_abstract = jax.eval_shape(
+            lambda p: ff.init_adapter(p, config, jax.random.key(0), check_scale=False), abstract
+        )
+        for strategy in ("dp", "fsdp", "tp"):
+            for count in DEVICES:
+                shape = (count, 1) if strategy == "dp" else (1, count)
+                mesh = jax.make_mesh(
+                    shape,
+                    ("data", "model"),
+                    devices=jax.devices()[:count],
+                    axis_types=(jax.sharding.AxisType.Auto,) * 2,
+                )
+                cell = {"model": name, "strategy": strategy, "devices": count}
+                for kind, params in (("frozen", abstract), ("adapted", adapted_abstract)):
+                    flat = traverse_util.flatten_dict(params)
+                    train = {k: v for k, v in flat.items() if k == bias or k[-1] == "fourierft_spectrum"}
+                    frozen = {k: v for k, v in flat.items() if k not in train}
+                    trainable, frozen = (traverse_util.unflatten_dict(t) for t in (train, frozen))
+
+                    def apply_fn(p, b, rng, train_, kind=kind):
+                        if kind == "adapted":
+                            with ff.intercept(config):
+                                return forward(p, b)
+                        return forward(p, b)
+
+                    tx = optax.adam(1e-3)
+                    step = ff.make_train_step(apply_fn, lambda o, t: jnp.mean((o - t) ** 2), tx, donate=True)
+
+                    def placed(tree):
+                        specs = param_specs(tree, mesh, strategy)
+                        return jax.tree.map(
+                            lambda leaf, spec: jax.ShapeDtypeStruct(
+                                leaf.shape, leaf.dtype, sharding=NamedSharding(mesh, spec)
+                            ),
+                            tree,
+                            specs,
+                        )
+
+                    data = {
+                        k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=NamedSharding(mesh, batch_spec(strategy)))
+                        for k, v in batch.items()
+                    }
+                    trainable_s, frozen_s = placed(trainable), placed(frozen)
+                    opt_state = jax.eval_shape(tx.init, trainable_s)
+                    opt_state = jax.tree.map(
+                        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=NamedSharding(mesh, P())),
+                        opt_state,
+                    )
+                    start = time.perf_counter()
+                    with use_mesh(mesh, strategy):
+                        compiled = step.lower(trainable_s, opt_state, frozen_s, data, jax.random.key(0)).compile()
+                    memory = compiled.memory_analysis()
+                    cell[kind] = {
+                        "temp": memory.temp_size_in_bytes,
+                        "argument": memory.argument_size_in_bytes,
+                        "collective": collective_bytes(compiled.as_text()),
+                        "compile_s": time.perf_counter() - start,
+                    }
+                rows.append(cell)
+                print(json.dumps(cell), flush=True)
+    (RESULTS / "bench_mesh.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    mib = lambda b: f"{b / 2**20:,.1f}"  # noqa: E731
+    lines = [
+        "# FourierFT on a device mesh: per-device memory and collectives per train step",
+        "",
+        "Written by `python experiments/bench_mesh.py mesh` (method in its docstring; raw: bench_mesh.jsonl).",
+        f"FourierFT n = {N} on two kernels per layer, 2 layers; *frozen* = the same step back-propagated to a bottom",
+        "bias. Per device, MiB; the adapter's part = adapted − frozen. Collectives: bytes of all collective results.",
+        "",
+        "| model | strategy | devices | frozen temp | adapted temp | adapter temp | frozen args | adapted args |"
+        " frozen collectives | adapted collectives | adapter collectives (bytes) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        f, a = r["frozen"], r["adapted"]
+        lines.append(
+            f"| {r['model']} | {r['strategy']} | {r['devices']} | {mib(f['temp'])} | {mib(a['temp'])} | "
+            f"{mib(a['temp'] - f['temp'])} | {mib(f['argument'])} | {mib(a['argument'])} | {mib(f['collective'])} | "
+            f"{mib(a['collective'])} | {a['collective'] - f['collective']:,d} |"
+        )
+    lines += ["", f"n float32 per adapted layer × 4 adapted layers = {4 * N * 4:,d} bytes."]
+    (RESULTS / "bench_mesh.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def _runnable() -> int:
+    with open("/proc/stat") as stat:
+        for line in stat:
+            if line.startswith("procs_running"):
+                return int(line.split()[1]) - 1
+    return -1
+
+
+def delta_w_stage() -> None:
+    import statistics
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from fourier_flax import spectral, uniform_entries
+
+    shapes = ((384, 384), (768, 768), (1024, 1024), (768, 3072), (4096, 4096))
+    ns = (50, 100, 200, 500, 1000, 4000)
+    lines = [
+        "# delta_w: fft vs matmul (DFT columns) on this CPU",
+        "",
+        "Written by `python experiments/bench_mesh.py delta_w`. Median of",
+        "20 jitted calls after warm-up, ms; fwd+bwd = value_and_grad w.r.t. c of sum(ΔW·G). `load`: other runnable",
+        "threads when the cell ran (0 = quiet). `auto`: what `spectral.choose_impl` picks on CPU.",
+        "",
+        "| shape | n | fft fwd | matmul fwd | fft fwd+bwd | matmul fwd+bwd | faster (fwd+bwd) | auto | load |",
+        "|---|---:|---:|---:|---:|---:|---|---|---:|",
+    ]
+    agree = total = 0
+    for shape in shapes:
+        weights = jnp.asarray(np.random.default_rng(0).standard_normal(shape), jnp.float32)
+        for n in ns:
+            entries = jnp.asarray(uniform_entries(shape, n, seed=0))
+            c = jnp.asarray(np.random.default_rng(1).standard_normal(n), jnp.float32)
+            times, load = {}, _runnable()
+            for impl in ("fft", "matmul"):
+                fwd = jax.jit(lambda c, impl=impl: spectral.delta_w(c, entries, shape, 150.0, impl=impl))
+                both = jax.jit(
+                    jax.value_and_grad(
+                        lambda c, impl=impl: jnp.sum(spectral.delta_w(c, entries, shape, 150.0, impl=impl) * weights)
+                    )
+                )
+                for label, fn in (("fwd", fwd), ("both", both)):
+                    jax.block_until_ready(fn(c))
+                    samples = []
+                    for _ in range(20):
+                        start = time.perf_counter()
+                        jax.block_until_ready(fn(c))
+                        samples.append(time.perf_counter() - start)
+                    times[impl, label] = statistics.median(samples) * 1e3
+            faster = "matmul" if times["matmul", "both"] < times["fft", "both"] else "fft"
+            auto = spectral.choose_impl(shape, n, "cpu")
+            agree, total = agree + (auto == faster), total + 1
+            lines.append(
+                f"| {shape[0]}×{shape[1]} | {n} | {times['fft', 'fwd']:.2f} | {times['matmul', 'fwd']:.2f} | "
+                f"{times['fft', 'both']:.2f} | {times['matmul', 'both']:.2f} | {faster} | {auto} | {load} |"
+            )
+            print(lines[-1], flush=True)
+    lines += ["", f"`auto` picks the faster form (fwd+bwd) in {agree} of {total} cells."]
+    (RESULTS / "bench_delta_w_impl.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    stage = sys.argv[1] if len(sys.argv) > 1 else "mesh"
+    {"mesh": mesh_stage, "delta_w": delta_w_stage}[stage]()
