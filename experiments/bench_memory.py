@@ -14,13 +14,16 @@ for JAX, the compiled step's ``memory_analysis()`` (argument + output + temp −
 
 Configurations: ``fourierft`` (``backward="auto"``), ``fourierft-remat`` (the same with Hugging Face's
 ``enable_gradient_checkpointing``: each encoder layer is recomputed in the backward pass instead of keeping its
-activations; ``load_classifier(remat=True)`` / ``--remat`` in the GLUE pipeline), ``floor`` (the frozen
+activations; ``load_classifier(remat=True)`` / ``--remat`` in the GLUE pipeline), ``fourierft-remat-memsched``
+(the same with ``XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false``: XLA:CPU's default scheduler
+orders ops for concurrency and keeps far more buffers live; GPU/TPU schedulers differ), ``floor`` (the frozen
 backbone back-propagated to its inputs) and ``peft-fourierft`` (PyTorch). Memory does not depend on machine load.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -30,14 +33,16 @@ sys.path.insert(0, str(HERE))
 import bench_train_step as bench  # noqa: E402  (the shared workers)
 
 SHAPES = (("minilm", 8), ("minilm", 32), ("roberta-base", 32))
-JAX_CONFIGS = ("fourierft", "fourierft-remat", "floor")
+JAX_CONFIGS = ("fourierft", "fourierft-remat", "fourierft-remat-memsched", "floor")
+# XLA:CPU's default scheduler favours concurrency over memory; this flag makes it minimise live memory instead.
+MEMORY_SCHEDULER = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
 
 
 class RematBench(bench.JaxBench):
     """``JaxBench`` plus ``fourierft`` (backward auto) and ``fourierft-remat``."""
 
     def setup(self, name: str):
-        if name == "fourierft-remat":
+        if name.startswith("fourierft-remat"):
             self.model.enable_gradient_checkpointing()
         if name.startswith("fourierft"):
             name = "fourierft-auto"
@@ -82,7 +87,10 @@ def main() -> None:
         cells = {}
         for framework, name in [("jax", c) for c in JAX_CONFIGS] + [("torch", "peft-fourierft")]:
             args = [sys.executable, __file__, "--worker", framework, model_name, str(batch), name]
-            done = subprocess.run(args, capture_output=True, text=True, check=True)
+            env = dict(os.environ)
+            if name.endswith("memsched"):
+                env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + MEMORY_SCHEDULER).strip()
+            done = subprocess.run(args, capture_output=True, text=True, check=True, env=env)
             cells[name] = json.loads(done.stdout.strip().splitlines()[-1])
             print(f"{model_name} {batch}x128 {name}: {cells[name]}", file=sys.stderr, flush=True)
         peft_rss = cells["peft-fourierft"]["rss_delta_mib"]
