@@ -34,6 +34,7 @@ import re
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -127,6 +128,55 @@ def _cells():
     )
 
 
+def _compile_step(forward, params, batch, bias, config, mesh, strategy) -> dict:
+    """Compiles one train step from abstract arrays under ``use_mesh``; its memory and collective bytes."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import traverse_util
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    import fourier_flax as ff
+    from fourier_flax.sharding import batch_spec, param_specs, use_mesh
+
+    flat = traverse_util.flatten_dict(params)
+    train = {k: v for k, v in flat.items() if k == bias or k[-1] == "fourierft_spectrum"}
+    trainable = traverse_util.unflatten_dict(train)
+    frozen = traverse_util.unflatten_dict({k: v for k, v in flat.items() if k not in train})
+
+    def apply_fn(p, b, rng, train_):
+        if config is None:
+            return forward(p, b)
+        with ff.intercept(config):
+            return forward(p, b)
+
+    def placed(tree, specs):
+        return jax.tree.map(
+            lambda leaf, spec: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=NamedSharding(mesh, spec)),
+            tree,
+            specs,
+        )
+
+    tx = optax.adam(1e-3)
+    step = ff.make_train_step(apply_fn, lambda o, t: jnp.mean((o - t) ** 2), tx, donate=True)
+    trainable = placed(trainable, param_specs(trainable, mesh, strategy))
+    frozen = placed(frozen, param_specs(frozen, mesh, strategy))
+    opt_state = jax.eval_shape(tx.init, trainable)
+    opt_state = placed(opt_state, jax.tree.map(lambda _: P(), opt_state))
+    data = placed(batch, {k: batch_spec(strategy) for k in batch})
+    start = time.perf_counter()
+    with use_mesh(mesh, strategy):
+        compiled = step.lower(trainable, opt_state, frozen, data, jax.random.key(0)).compile()
+    memory = compiled.memory_analysis()
+    return {
+        "temp": memory.temp_size_in_bytes,
+        "argument": memory.argument_size_in_bytes,
+        "collective": collective_bytes(compiled.as_text()),
+        "compile_s": time.perf_counter() - start,
+    }
+
+
 def mesh_stage() -> None:
     if os.environ.get("BENCH_MESH_CHILD") != "1":  # the device count is fixed when jax starts
         env = {
@@ -138,20 +188,14 @@ def mesh_stage() -> None:
         subprocess.run([sys.executable, __file__, "mesh"], env=env, check=True)
         return
     import jax
-    import jax.numpy as jnp
-    import optax
-    from flax import traverse_util
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
 
     import fourier_flax as ff
-    from fourier_flax.sharding import batch_spec, param_specs, use_mesh
 
     rows = []
     for name, forward, abstract, batch, bias, targets in _cells():
         config = ff.FourierFTConfig(target_modules=targets, n_frequency=N, scaling=150.0)
-        adapted_abstract = jax.eval_shape(
-            lambda p: ff.init_adapter(p, config, jax.random.key(0), check_scale=False), abstract
+        adapted = jax.eval_shape(
+            partial(ff.init_adapter, config=config, rng=jax.random.key(0), check_scale=False), abstract
         )
         for strategy in ("dp", "fsdp", "tp"):
             for count in DEVICES:
@@ -163,51 +207,10 @@ def mesh_stage() -> None:
                     axis_types=(jax.sharding.AxisType.Auto,) * 2,
                 )
                 cell = {"model": name, "strategy": strategy, "devices": count}
-                for kind, params in (("frozen", abstract), ("adapted", adapted_abstract)):
-                    flat = traverse_util.flatten_dict(params)
-                    train = {k: v for k, v in flat.items() if k == bias or k[-1] == "fourierft_spectrum"}
-                    frozen = {k: v for k, v in flat.items() if k not in train}
-                    trainable, frozen = (traverse_util.unflatten_dict(t) for t in (train, frozen))
-
-                    def apply_fn(p, b, rng, train_, kind=kind):
-                        if kind == "adapted":
-                            with ff.intercept(config):
-                                return forward(p, b)
-                        return forward(p, b)
-
-                    tx = optax.adam(1e-3)
-                    step = ff.make_train_step(apply_fn, lambda o, t: jnp.mean((o - t) ** 2), tx, donate=True)
-
-                    def placed(tree):
-                        specs = param_specs(tree, mesh, strategy)
-                        return jax.tree.map(
-                            lambda leaf, spec: jax.ShapeDtypeStruct(
-                                leaf.shape, leaf.dtype, sharding=NamedSharding(mesh, spec)
-                            ),
-                            tree,
-                            specs,
-                        )
-
-                    data = {
-                        k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=NamedSharding(mesh, batch_spec(strategy)))
-                        for k, v in batch.items()
-                    }
-                    trainable_s, frozen_s = placed(trainable), placed(frozen)
-                    opt_state = jax.eval_shape(tx.init, trainable_s)
-                    opt_state = jax.tree.map(
-                        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=NamedSharding(mesh, P())),
-                        opt_state,
+                for kind, params in (("frozen", abstract), ("adapted", adapted)):
+                    cell[kind] = _compile_step(
+                        forward, params, batch, bias, config if kind == "adapted" else None, mesh, strategy
                     )
-                    start = time.perf_counter()
-                    with use_mesh(mesh, strategy):
-                        compiled = step.lower(trainable_s, opt_state, frozen_s, data, jax.random.key(0)).compile()
-                    memory = compiled.memory_analysis()
-                    cell[kind] = {
-                        "temp": memory.temp_size_in_bytes,
-                        "argument": memory.argument_size_in_bytes,
-                        "collective": collective_bytes(compiled.as_text()),
-                        "compile_s": time.perf_counter() - start,
-                    }
                 rows.append(cell)
                 print(json.dumps(cell), flush=True)
     (RESULTS / "bench_mesh.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -243,6 +246,12 @@ def _runnable() -> int:
     return -1
 
 
+def _weighted_sum(c, *, entries, weights, impl):
+    from fourier_flax import spectral
+
+    return (spectral.delta_w(c, entries, weights.shape, 150.0, impl=impl) * weights).sum()
+
+
 def delta_w_stage() -> None:
     import statistics
 
@@ -272,12 +281,8 @@ def delta_w_stage() -> None:
             c = jnp.asarray(np.random.default_rng(1).standard_normal(n), jnp.float32)
             times, load = {}, _runnable()
             for impl in ("fft", "matmul"):
-                fwd = jax.jit(lambda c, impl=impl: spectral.delta_w(c, entries, shape, 150.0, impl=impl))
-                both = jax.jit(
-                    jax.value_and_grad(
-                        lambda c, impl=impl: jnp.sum(spectral.delta_w(c, entries, shape, 150.0, impl=impl) * weights)
-                    )
-                )
+                fwd = jax.jit(partial(spectral.delta_w, entries=entries, shape=shape, alpha=150.0, impl=impl))
+                both = jax.jit(jax.value_and_grad(partial(_weighted_sum, entries=entries, weights=weights, impl=impl)))
                 for label, fn in (("fwd", fwd), ("both", both)):
                     jax.block_until_ready(fn(c))
                     samples = []

@@ -41,7 +41,6 @@ from jax.sharding import PartitionSpec as P
 from fourier_flax.sharding import axis_names, block_index, sharded_delta_w, to_varying
 from fourier_flax.spectral import Shape2D, delta_w, dft_tables
 
-
 # Tokens per block of the dL/dc sum: four (block, n) products live at a time (4 MiB at n = 1000).
 TOKEN_BLOCK = 256
 

@@ -259,3 +259,67 @@ def test_sweep_grid_maps_over_a_mesh_axis():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
     done = subprocess.run([sys.executable, "-c", GRID_SWEEP], env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0 and done.stdout.strip().endswith("OK"), done.stderr[-3000:]
+
+
+NNX_MESH = textwrap.dedent(
+    """
+    import warnings
+    warnings.simplefilter("ignore")  # the scale guardrail on these random kernels
+    import jax, jax.numpy as jnp, numpy as np, optax
+    from flax import nnx
+    from jax.sharding import PartitionSpec as P, NamedSharding
+    import fourier_flax as ff
+    from fourier_flax import nnx as ffnnx
+    from fourier_flax.sharding import use_mesh
+    mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    class Block(nnx.Module):
+        def __init__(self, rngs):
+            col = nnx.with_partitioning(nnx.initializers.lecun_normal(), (None, "model"))
+            row = nnx.with_partitioning(nnx.initializers.lecun_normal(), ("model", None))
+            self.query = nnx.Linear(32, 32, kernel_init=col, rngs=rngs)
+            self.value = nnx.Linear(32, 32, kernel_init=col, rngs=rngs)
+            self.out = nnx.Linear(32, 32, kernel_init=row, rngs=rngs)
+        def __call__(self, x):
+            return x + self.out(jnp.tanh(self.query(x)) * self.value(x))
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((8, 6, 32)), jnp.float32)
+    def train(model, steps=3):
+        opt = nnx.Optimizer(model, optax.adam(0.05), wrt=ffnnx.AdapterParam)
+        @nnx.jit
+        def step(model, opt, x):
+            objective = lambda m: jnp.mean((m(x) - 1) ** 2)
+            loss, g = nnx.value_and_grad(objective, argnums=nnx.DiffState(0, ffnnx.AdapterParam))(model)
+            opt.update(model, g)
+            return loss
+        return [float(step(model, opt, x)) for _ in range(steps)]
+    configs = (
+        ff.FourierFTConfig(target_modules=["query", "value"], n_frequency=24, scaling=20.0),
+        ff.LoraConfig(target_modules=["query", "value"], r=4),
+    )
+    for config in configs:
+        with nnx.use_eager_sharding(False):
+            plain = Block(nnx.Rngs(0))
+        ffnnx.apply_adapter(plain, config, jax.random.key(1))
+        want = train(plain)
+        with jax.set_mesh(mesh):
+            model = Block(nnx.Rngs(0))
+            assert model.query.kernel[...].sharding.spec == P(None, "model")
+            ffnnx.apply_adapter(model, config, jax.random.key(1))
+            specs = {name: var[...].sharding.spec for name, var in model.query.adapter.items()}
+            expected = {"fourierft_spectrum": P(None), "lora_a": P(None, None), "lora_b": P(None, "model")}
+            assert all(specs[name] == expected[name] for name in specs), specs
+            x = jax.device_put(x, NamedSharding(mesh, P("data")))
+            with use_mesh(mesh, "tp"):
+                got = train(model)
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+    print("OK")
+    """
+)
+
+
+def test_nnx_adapters_shard_like_their_kernels_and_train_on_a_mesh():
+    """NNX layers created on a mesh with partitioned kernels: the adapter Variables get the shardings the
+    kernel implies (LoRA B split like the kernel's outputs, spectra replicated), and nnx.jit training under
+    use_mesh(mesh, "tp") gives the one-device losses (rtol 1e-5)."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", NNX_MESH], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0 and done.stdout.strip().endswith("OK"), done.stderr[-3000:]
