@@ -309,7 +309,7 @@ def _install(model: nnx.Module, config: Any, layers, layouts, tree: Mapping, sta
     flat = traverse_util.flatten_dict(tree)
     for path, layer in layers.items():
         key = tuple(path.split("."))
-        leaves = {name: flat[(*key, name)] for name in method.leaves_for(config) if (*key, name) in flat}
+        leaves = {name: flat[(*key, name)] for name in method.leaf_names if (*key, name) in flat}
         stack = (stacks or {}).get(path, 0)
         adapted = AdaptedModule(layer, config, path, layouts[path], leaves, stack)
         adapted.scaling = scaling

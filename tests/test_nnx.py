@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 import fourier_flax.nnx as ffnnx
-from fourier_flax import DoraConfig, FourierFTConfig, LoraConfig, VeraConfig
+from fourier_flax import DoraConfig, FloraConfig, FourierFTConfig, LoraConfig, SvftConfig, VeraConfig
 from fourier_flax.methods.fourierft import spectral_entries
 from fourier_flax.nnx import AdaptedModule, AdapterParam, apply_adapter, merge_adapter, unmerge_adapter
 
@@ -149,8 +149,10 @@ def _base(model, name):
         LoraConfig(target_modules=KINDS, r=2, kernel_in_axes=IN_AXES),
         DoraConfig(target_modules=["lin", "gen", "ein", "perm"], r=2, kernel_in_axes=IN_AXES),
         FourierFTConfig(target_modules=KINDS, n_frequency=10, scaling=30.0, init_weights=True, kernel_in_axes=IN_AXES),
+        FloraConfig(target_modules=KINDS, r=2, kernel_in_axes=IN_AXES),
+        SvftConfig(target_modules=["lin", "gen", "ein", "perm"], kernel_in_axes=IN_AXES),
     ],
-    ids=["lora", "dora", "fourierft-zeros"],
+    ids=["lora", "dora", "fourierft-zeros", "flora", "svft"],
 )
 def test_identity_at_zero_init_gradients_merge_and_unmerge(config):
     model = Kinds(nnx.Rngs(0))
