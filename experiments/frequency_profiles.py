@@ -13,12 +13,14 @@ and the entries' growth |c_trained − c_init| is binned by the same D. A profil
 signal sits at low frequencies — the evidence a frequency bias would need.
 
 Writes ``experiments/results/frequency_profiles.md`` (per method and task: energy per cell in D bands, relative
-to the band average).
+to the band average) and ``frequency_profiles.json`` (the same runs' radial profiles at every integer D, median
+over kernels, for ``notebooks/frequency_bias.ipynb``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import sys
 
@@ -42,6 +44,15 @@ def centred_distance(shape: tuple[int, int]) -> np.ndarray:
     rows = np.arange(shape[0]) - shape[0] // 2
     cols = np.arange(shape[1]) - shape[1] // 2
     return np.sqrt(rows[:, None] ** 2 + cols[None, :] ** 2)
+
+
+def radial_energy(update: np.ndarray) -> np.ndarray:
+    """Mean |DFT|² per cell at each integer distance D from the centre (0 .. max), divided by the overall mean."""
+    energy = np.abs(np.fft.fftshift(np.fft.fft2(update))) ** 2
+    bins = np.rint(centred_distance(update.shape)).astype(int).ravel()
+    totals = np.bincount(bins, weights=energy.ravel())
+    counts = np.bincount(bins)
+    return totals / np.maximum(counts, 1) / energy.mean()
 
 
 def band_energy(update: np.ndarray) -> np.ndarray:
@@ -68,7 +79,7 @@ def profiles(task: str, seed: int) -> dict[str, dict[str, np.ndarray]]:
         if not path.exists():
             continue
         config, trained = load_adapter(path, base)
-        energies, growth = [], []
+        energies, growth, radial = [], [], []
         if method == "fourierft":
             run = resolve_run(task, preset="glue", overrides={"scaling": config.scaling, "seed": seed})
             initial, _ = prepare_params(base, run, jax.random.key(seed))
@@ -82,7 +93,8 @@ def profiles(task: str, seed: int) -> dict[str, dict[str, np.ndarray]]:
                 distance = entry_distance(spectral_entries(config, update.shape, change.size), update.shape)
                 growth.append([change[(distance >= lo) & (distance < hi)].mean() / change.mean() for lo, hi in BANDS])
             energies.append(band_energy(update))
-        found[method] = {"energy": np.array(energies)}
+            radial.append(radial_energy(update))
+        found[method] = {"energy": np.array(energies), "radial": np.array(radial)}
         if growth:
             found[method]["growth"] = np.array(growth)
     return found
@@ -104,13 +116,23 @@ def main(argv: list[str] | None = None) -> int:
         f"| task | seed | method | quantity | {header} |",
         "|---" * (len(BANDS) + 4) + "|",
     ]
+    curves = []
     for task in [t for t in args.tasks.split(",") if t]:
         for seed in [int(s) for s in args.seeds.split(",") if s]:
             for method, values in profiles(task, seed).items():
+                curves.append(
+                    {
+                        "task": task,
+                        "seed": seed,
+                        "method": method,
+                        "radial": np.median(values.pop("radial"), 0).tolist(),
+                    }
+                )
                 for quantity, table in values.items():
                     cells = " | ".join(f"{x:.2f}" for x in np.median(table, axis=0))
                     lines.append(f"| {task} | {seed} | {method} | {quantity} | {cells} |")
     (RESULTS / "frequency_profiles.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / "frequency_profiles.json").write_text(json.dumps({"bands": BANDS, "profiles": curves}) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -38,9 +38,11 @@ TINY = {
         "MAP_BANDWIDTH": 16.0,
         "DW_CENTRE_FREQUENCIES": {"low": 0, "mid": 16, "high": 32},
         "DW_BANDWIDTH": 8.0,
-        "SWEEP_CENTRE_FREQUENCIES": [0, 120],
-        "SWEEP_N": 100,
-        **TINY_TRAINING,
+        "USER_SHAPE": (32, 48),
+        "USER_N": 40,
+        "USER_CENTRE_FREQUENCY": 8.0,
+        "USER_BANDWIDTH": 8.0,
+        "RESULTS_DIR": str(REPO / "experiments" / "results"),  # the committed results files
     },
     "quickstart": {"N_FREQUENCY": 100, **TINY_TRAINING},
 }
