@@ -3,8 +3,12 @@
 Command (from the repo root)::
 
     .venv/bin/python experiments/bench_memory.py      # ~15 min on this 2-core CPU (one process per cell)
+    .venv/bin/python experiments/bench_memory.py --shapes minilm/8 --timed-steps 10   # + step times; quiet machine
 
-Writes ``experiments/results/bench_memory.md``. Same models, batches, configurations and measures as
+Writes ``experiments/results/bench_memory.md`` (with ``--timed-steps``: ``bench_memory_speed.md``, adding the
+median time of that many further steps in the same process and the machine's runnable-thread count).
+
+Same models, batches, configurations and measures as
 ``experiments/bench_train_step.py`` (whose worker code this reuses): FourierFT n = 1000, scaling 150 on
 query/value with the classifier trained, AdamW, dropout on, random token ids ``B × 128``. Each cell is a fresh
 process: it builds the model, adapter and batch (JAX also compiles), returns freed heap to the OS, resets the
@@ -49,7 +53,19 @@ class RematBench(bench.JaxBench):
         return super().setup(name)
 
 
-def worker(framework: str, model_name: str, batch: int, name: str) -> None:
+def _timed(step, count: int) -> float:
+    import statistics
+    import time
+
+    samples = []
+    for _ in range(count):
+        start = time.perf_counter()
+        step()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def worker(framework: str, model_name: str, batch: int, name: str, timed_steps: int) -> None:
     """Prints ``{"rss_delta_mib": ..., "xla": {...}}`` for one configuration (run in a fresh process)."""
     protocol, sys.stdout = sys.stdout, sys.stderr
     out = {}
@@ -58,20 +74,36 @@ def worker(framework: str, model_name: str, batch: int, name: str) -> None:
         compiled, trainable, init, frozen, _ = jax_bench.setup(name)
         out["xla"] = bench.jax_memory(compiled)
         base = bench.reset_peak_rss()
-        bench.run_jax_step(compiled, (trainable, init()), frozen, jax_bench.batch, jax_bench.rng)
+        state = [bench.run_jax_step(compiled, (trainable, init()), frozen, jax_bench.batch, jax_bench.rng)]
+
+        def step():
+            state[0] = bench.run_jax_step(compiled, state[0], frozen, jax_bench.batch, jax_bench.rng)
+
     else:
         step, _ = bench.TorchBench(model_name, batch).setup(name)
         base = bench.reset_peak_rss()
         step()
     out["rss_delta_mib"] = (bench.rss_kib("VmHWM") - base) / 1024
+    if timed_steps:
+        out["others_running"] = bench.others_running()
+        out["step_s"] = _timed(step, timed_steps)
     print(json.dumps(out), file=protocol, flush=True)
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        framework, model_name, batch, name = sys.argv[2:6]
-        return worker(framework, model_name, int(batch), name)
+    import argparse
     import subprocess
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", nargs=5, metavar=("FRAMEWORK", "MODEL", "BATCH", "CONFIG", "STEPS"))
+    parser.add_argument("--shapes", default=",".join(f"{m}/{b}" for m, b in SHAPES), help="MODEL/BATCH,...")
+    parser.add_argument("--timed-steps", type=int, default=0, help="also time this many steps per cell")
+    args = parser.parse_args()
+    if args.worker:
+        framework, model_name, batch, name, steps = args.worker
+        return worker(framework, model_name, int(batch), name, int(steps))
+    shapes = [(item.split("/")[0], int(item.split("/")[1])) for item in args.shapes.split(",")]
+    timed = args.timed_steps > 0
 
     lines = [
         "# Memory of one FourierFT training step: fourier_flax (± remat) vs PEFT",
@@ -80,29 +112,34 @@ def main() -> None:
         "fresh process over its baseline after loading (optimizer state + one step); XLA peak: the compiled",
         "step's argument + output + temp − aliased bytes (weights included). MiB.",
         "",
-        "| model | batch | configuration | RSS Δ (MiB) | ÷ PEFT's RSS Δ | XLA peak (MiB) | XLA temp (MiB) |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "| model | batch | configuration | RSS Δ (MiB) | ÷ PEFT's RSS Δ | XLA peak (MiB) | XLA temp (MiB) |"
+        + (" step (s) | ÷ PEFT's step | other runnable threads |" if timed else ""),
+        "|---|---|---|---:|---:|---:|---:|" + ("---:|---:|---:|" if timed else ""),
     ]
-    for model_name, batch in SHAPES:
+    for model_name, batch in shapes:
         cells = {}
         for framework, name in [("jax", c) for c in JAX_CONFIGS] + [("torch", "peft-fourierft")]:
-            args = [sys.executable, __file__, "--worker", framework, model_name, str(batch), name]
+            command = [sys.executable, __file__, "--worker", framework, model_name, str(batch), name]
+            command.append(str(args.timed_steps))
             env = dict(os.environ)
             if name.endswith("memsched"):
                 env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + MEMORY_SCHEDULER).strip()
-            done = subprocess.run(args, capture_output=True, text=True, check=True, env=env)
+            done = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
             cells[name] = json.loads(done.stdout.strip().splitlines()[-1])
             print(f"{model_name} {batch}x128 {name}: {cells[name]}", file=sys.stderr, flush=True)
-        peft_rss = cells["peft-fourierft"]["rss_delta_mib"]
+        peft = cells["peft-fourierft"]
         for name, cell in cells.items():
             xla = cell.get("xla")
             peak = f"{xla['peak'] / 2**20:,.0f}" if xla else "—"
             temp = f"{xla['temp'] / 2**20:,.0f}" if xla else "—"
-            lines.append(
+            row = (
                 f"| {model_name} | {batch}x128 | {name} | {cell['rss_delta_mib']:,.0f} | "
-                f"{cell['rss_delta_mib'] / peft_rss:.2f} | {peak} | {temp} |"
+                f"{cell['rss_delta_mib'] / peft['rss_delta_mib']:.2f} | {peak} | {temp} |"
             )
-    out = HERE / "results" / "bench_memory.md"
+            if timed:
+                row += f" {cell['step_s']:.3f} | {cell['step_s'] / peft['step_s']:.2f} | {cell['others_running']} |"
+            lines.append(row)
+    out = HERE / "results" / ("bench_memory_speed.md" if timed else "bench_memory.md")
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
