@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import jax
@@ -134,21 +135,31 @@ _unit_delta_w.defvjp(_unit_delta_w_fwd, _unit_delta_w_bwd)
 
 # The matmul form builds cos/sin tables from integer phases p·u mod d1 in int32: exact while d1·d1 < 2^31.
 MATMUL_MAX_SIDE = 46340
-# "auto" on CPU/GPU: the matmul form costs ~4·d1·d2·n flops against the FFT's ~d1·d2·log(d1·d2); at n up to
-# this bound it was measured faster on CPU at 768x768 in the first session's bench_delta_w (n <= ~100-256), so
-# a conservative 128. On TPU (fast matrix units, slow FFTs) matmul up to MATMUL_TPU_MAX_N, reasoned, not measured.
-MATMUL_AUTO_MAX_N = 128
+# "auto" on CPU: the matmul form costs ~4·d1·d2·n flops of dense matmul against the FFT's ~d1·d2·log(d1·d2) of
+# memory-bound passes, so the crossover n grows with the kernel. experiments/bench_mesh.py delta_w (quiet rounds,
+# results/bench_delta_w_impl.md; forward + backward, shapes 384² to 4096², n 50-4000) found matmul faster only at
+# n <= 100 on 4096² and n = 50 on 768×3072, FFT everywhere else: matmul iff n <= sqrt(d1·d2) / 30 separates all
+# 30 measured cells. GPU (cuFFT is fast) takes the CPU rule, reasoned. On TPU (fast matrix units, slow FFTs)
+# matmul up to MATMUL_TPU_MAX_N, reasoned, not measured.
+MATMUL_CPU_CELLS_PER_N = 30.0
 MATMUL_TPU_MAX_N = 4096
 Impl = Literal["fft", "matmul", "auto"]
 
 
 def choose_impl(shape: Shape2D, n: int, backend: str | None = None) -> Literal["fft", "matmul"]:
-    """The ``delta_w`` implementation ``impl="auto"`` runs for this shape, ``n`` and backend (default: JAX's)."""
+    """The ``delta_w`` implementation ``impl="auto"`` runs for this shape, ``n`` and backend (default: JAX's).
+
+    Example::
+
+      >>> choose_impl((4096, 4096), 100, "cpu"), choose_impl((768, 768), 100, "cpu")
+      ('matmul', 'fft')
+    """
     if max(shape) > MATMUL_MAX_SIDE:
         return "fft"
     backend = backend or jax.default_backend()
-    limit = MATMUL_TPU_MAX_N if backend == "tpu" else MATMUL_AUTO_MAX_N
-    return "matmul" if n <= limit else "fft"
+    if backend == "tpu":
+        return "matmul" if n <= MATMUL_TPU_MAX_N else "fft"
+    return "matmul" if n <= math.sqrt(shape[0] * shape[1]) / MATMUL_CPU_CELLS_PER_N else "fft"
 
 
 def dft_tables(index: jax.Array, start: jax.Array | int, count: int, size: int) -> tuple[jax.Array, jax.Array]:

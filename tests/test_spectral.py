@@ -193,7 +193,12 @@ def test_matmul_impl_matches_float64_and_fft(shape, reference_delta_w):
 def test_impl_choice_and_errors():
     from fourier_flax.spectral import choose_impl
 
-    assert choose_impl((768, 768), 64, backend="cpu") == "matmul"
+    # The CPU rule against cells of results/bench_delta_w_impl.md (measured winners, forward + backward).
+    assert choose_impl((4096, 4096), 100, backend="cpu") == "matmul"
+    assert choose_impl((4096, 4096), 200, backend="cpu") == "fft"
+    assert choose_impl((768, 3072), 50, backend="cpu") == "matmul"
+    assert choose_impl((768, 3072), 100, backend="cpu") == "fft"
+    assert choose_impl((768, 768), 50, backend="cpu") == "fft"
     assert choose_impl((768, 768), 1000, backend="cpu") == "fft"
     assert choose_impl((768, 768), 1000, backend="tpu") == "matmul"
     assert choose_impl((50000, 8), 10, backend="tpu") == "fft"
