@@ -9,9 +9,9 @@ Default run (the ``quick`` preset): SST-2, a 2,000-row training subsample (the s
 out of the training split), 2 epochs of batch 32, mean pooling, max length 64 with length buckets (32, 64), the
 rates and scaling experiments/glue_table.py's sweep chose; FourierFT (n = 1000 on query/value), LoRA (r = 8) and
 head-only, each in ``runs/sst2_quick/<method>``, scored on the full dev set (872) at the epoch chosen on the
-selection slice. Prints a small table. Measured with ``/usr/bin/time`` (results/glue_main.log): 3 min 41 s wall,
-with the machine's other jobs paused; FourierFT 81.4, LoRA 81.8, head-only 78.7 dev accuracy (one seed;
-experiments/glue_table.py builds the multi-seed table).
+selection slice. Prints a small table. Measured with ``/usr/bin/time`` (results/glue_main.log): 3 min 47 s wall
+on the NNX backbone with the machine's other jobs paused; FourierFT 81.1, LoRA 80.8, head-only 78.0 dev accuracy
+(one seed; experiments/glue_table.py builds the multi-seed table).
 """
 
 import sys
