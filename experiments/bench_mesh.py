@@ -38,6 +38,7 @@ from functools import partial
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 RESULTS = HERE / "results"
 DEVICES = tuple(int(d) for d in os.environ.get("BENCH_MESH_DEVICES", "1,2,4,8").split(","))
 N = 1000
@@ -87,19 +88,11 @@ def _cells():
     import jax
     import jax.numpy as jnp
     import transformers
+    from bench_train_step import ROBERTA_BASE
 
+    shape = {k: v for k, v in ROBERTA_BASE.items() if k != "num_labels"}
     roberta = transformers.FlaxRobertaModel(
-        transformers.RobertaConfig(
-            vocab_size=50265,
-            hidden_size=768,
-            num_hidden_layers=2,
-            num_attention_heads=12,
-            intermediate_size=3072,
-            max_position_embeddings=514,
-            type_vocab_size=1,
-            pad_token_id=1,
-        ),
-        _do_init=False,
+        transformers.RobertaConfig(**{**shape, "num_hidden_layers": 2}), _do_init=False
     )
     roberta_params = jax.eval_shape(lambda: roberta.init_weights(jax.random.key(0), (1, 8)))
     llama = _llama_stack()

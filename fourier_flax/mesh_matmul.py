@@ -40,6 +40,7 @@ from jax.sharding import PartitionSpec as P
 
 from fourier_flax.sharding import axis_names, block_index, sharded_delta_w, to_varying
 from fourier_flax.spectral import Shape2D, delta_w, dft_tables
+from fourier_flax.spectral_grad import weight_gradient
 
 # Tokens per block of the dL/dc sum: four (block, n) products live at a time (4 MiB at n = 1000).
 TOKEN_BLOCK = 256
@@ -143,9 +144,8 @@ def _bwd(shape, layout, precision, residuals, dy):
     if dc_marker is not None:
         unit = _unit_coefficient_grad(x, dy, entries, shape, layout)
         dc, dalpha = unit * alpha, jnp.dot(unit, c)
-    if kernel_dtype is not None:  # the kernel itself differentiated (a whole-tree jax.grad): the plain xᵀ dy
-        batch = tuple(range(dy.ndim - 1))
-        dkernel = lax.dot_general(x, dy, ((batch, batch), ((), ())), precision=precision).astype(kernel_dtype.dtype)
+    if kernel_dtype is not None:
+        dkernel = weight_gradient(x, dy, precision, kernel_dtype.dtype)
     return dx, dkernel, dc, None, dalpha
 
 

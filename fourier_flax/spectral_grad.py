@@ -117,10 +117,15 @@ def _adapted_matmul_bwd(shape, precision, residuals, dy):
         unit = _unit_coefficient_grad(x_for_dc, dy, entries, shape)
         dc, dalpha = unit * alpha, jnp.dot(unit, c)
     if x_for_dkernel is not None:
-        batch_axes = tuple(range(dy.ndim - 1))
-        dkernel = lax.dot_general(x_for_dkernel, dy, ((batch_axes, batch_axes), ((), ())), precision=precision)
-        dkernel = dkernel.astype(kernel_dtype.dtype)
+        dkernel = weight_gradient(x_for_dkernel, dy, precision, kernel_dtype.dtype)
     return dx, dkernel, dc, None, dalpha
+
+
+def weight_gradient(x: jax.Array, dy: jax.Array, precision: lax.PrecisionLike, dtype: DTypeLike) -> jax.Array:
+    """``xᵀ dy`` summed over every leading axis, ``(d1, d2)`` in ``dtype``: the kernel's own gradient, for a
+    caller that differentiates the frozen kernel too (a whole-tree ``jax.grad`` with optax masking it)."""
+    batch_axes = tuple(range(dy.ndim - 1))
+    return lax.dot_general(x, dy, ((batch_axes, batch_axes), ((), ())), precision=precision).astype(dtype)
 
 
 _adapted_matmul.defvjp(_adapted_matmul_fwd, _adapted_matmul_bwd, symbolic_zeros=True)

@@ -195,6 +195,15 @@ MESH_STEP = textwrap.dedent(
         assert extra <= 4 * n * 4, (strategy, extra)  # 4 adapted layers x n float32 coefficients
         if strategy == "tp":  # every 32x32 kernel is split over "model": no device holds a whole ΔW
             assert "f32[32,32]" not in hlo
+    # jax.grad over the whole tree (kernels too, as with optax masks): the mesh matmul's kernel gradient is xᵀdy.
+    whole = lambda p, b: loss(apply_fn(p, b, None, True), b["labels"])
+    want = jax.grad(whole)(adapted, batch)
+    with use_mesh(mesh, "tp"):
+        placed = shard_params(adapted, mesh, "tp")
+        got = jax.jit(jax.grad(whole))(placed, jax.device_put(batch, NamedSharding(mesh, batch_spec("tp"))))
+    query = lambda t: t["encoder"]["layer"]["0"]["attention"]["self"]["query"]
+    for leaf in ("kernel", "fourierft_spectrum"):
+        np.testing.assert_allclose(query(got)[leaf], query(want)[leaf], rtol=1e-4, atol=1e-6)
     print("OK")
     """
 )
