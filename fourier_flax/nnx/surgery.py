@@ -1,38 +1,9 @@
-"""Adapters for flax.nnx models: surgery that swaps targeted layers for adapted ones, in place.
-
-:func:`apply_adapter` walks an NNX model, matches each ``nnx.Linear``, ``nnx.LinearGeneral``, ``nnx.Einsum`` and
-``nnx.Conv`` by its attribute path (``encoder.layer.0.attention.self.query``) with PEFT's targeting rules, and
-replaces it by an :class:`AdaptedModule` that keeps the pretrained layer (its kernel and bias ``nnx.Param``s, the
-same objects) and adds the method's leaves as :class:`AdapterParam` variables — so ``nnx.Optimizer(model, tx,
-wrt=AdapterParam)``, ``nnx.state(model, AdapterParam)`` and ``nnx.DiffState`` select exactly the adapter, as
-``nnx.LoRAParam`` does for ``nnx.LoRA``. Frozen leaves (VeRA's projections, SVFT's singular vectors) are
-:class:`FrozenAdapterVariable`\\ s.
-
-Every method of :mod:`fourier_flax.methods` works through its protocol on the kernel's canonical layout: the
-kernel with its input axes first (``(in, out)`` for ``nnx.Linear``; ``(*window, in, out)`` for ``nnx.Conv``;
-contracted axes, then output axes, for ``nnx.Einsum``). The leaves are made by :func:`fourier_flax.init_adapter`
-on a params tree keyed by the attribute paths, so an NNX model whose paths equal a linen model's (such as
-:mod:`fourier_flax.nnx_bert` and Hugging Face's Flax BERT) gets the same spectra from the same key, and the same
-orbax checkpoints and PEFT files (:func:`save_adapter`, :func:`load_adapter`, :func:`export_peft`,
-:func:`import_peft`). FourierFT on ``nnx.Linear`` uses the spectral backward
-(:func:`fourier_flax.spectral_grad.adapted_matmul`) as the linen interceptor does.
-
-Sharding: when the base kernel carries ``out_sharding`` metadata (``nnx.with_partitioning``), each adapter leaf
-gets the metadata its layout implies (the method's :meth:`~fourier_flax.methods.base.AdapterMethod.leaf_axes`:
-LoRA's ``A`` is sharded like the kernel's input axis, ``B`` like its output axis; FourierFT's spectrum is
-replicated), so ``nnx.get_partition_spec(nnx.state(model))`` places base and adapter together.
-
-Example::
-
-  >>> model = MyNnxModel(rngs=nnx.Rngs(0))
-  >>> apply_adapter(model, FourierFTConfig(target_modules=["query", "value"], n_frequency=100), jax.random.key(1))
-  >>> optimizer = nnx.Optimizer(model, optax.adam(0.1), wrt=AdapterParam)
-"""
+r"""Surgery on flax.nnx models: targeted layers become :class:`AdaptedModule`\ s that keep the pretrained layer
+and add the method's leaves as :class:`AdapterParam` variables (see :mod:`fourier_flax.nnx`)."""
 
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -372,41 +343,6 @@ def model_config(model: nnx.Module) -> Any:
     return next(iter(configs.values()))
 
 
-def _saved_modules(model: nnx.Module, config: Any) -> dict[str, nnx.Module]:
-    """The ``modules_to_save`` modules of ``model`` (PEFT's rule: matched by name), by path."""
-    return {
-        _path(parts): node
-        for parts, node in nnx.iter_graph(model)
-        if isinstance(node, nnx.Module) and parts and config.is_saved_module(_path(parts))
-    }
-
-
-def adapter_params(model: nnx.Module) -> dict:
-    """The adapted layers as a linen-style params tree: per path the canonical ``kernel``, ``bias`` and leaves,
-    and the ``modules_to_save`` modules' params — the form :func:`fourier_flax.save_adapter`,
-    :func:`fourier_flax.export_peft` and friends read."""
-    config, flat = model_config(model), {}
-    for path, module in _saved_modules(model, config).items():
-        for parts, variable in nnx.to_flat_state(nnx.state(module, nnx.Param)):
-            flat[(*path.split("."), *map(str, parts))] = variable[...]
-    for path, layer in adapted_layers(model).items():
-        for name, value in layer._params().items():
-            flat[(*path.split("."), name)] = value
-        if getattr(layer.base, "bias", None) is not None:
-            flat[(*path.split("."), "bias")] = layer.base.bias[...]
-    return traverse_util.unflatten_dict(flat)
-
-
-def _restore_saved(model: nnx.Module, config: Any, params: Mapping) -> None:
-    """Puts the ``modules_to_save`` params of a loaded tree back into ``model``'s modules."""
-    flat = traverse_util.flatten_dict(params)
-    for path, module in _saved_modules(model, config).items():
-        for parts, variable in nnx.to_flat_state(nnx.state(module, nnx.Param)):
-            key = (*path.split("."), *map(str, parts))
-            if key in flat:
-                variable.value = jnp.asarray(flat[key], variable[...].dtype)
-
-
 def merge_adapter(model: nnx.Module, *, unload: bool = True) -> list[str]:
     """Folds every adapter into its layer's kernel, in place; returns the paths.
 
@@ -441,75 +377,3 @@ def unmerge_adapter(model: nnx.Module) -> list[str]:
         layer.base.kernel.value = (kernel.astype(jnp.float32) - layer.delta_w()).astype(kernel.dtype)
         layer.merged = False
     return sorted(adapted)
-
-
-def _pretrained_tree(model: nnx.Module, stacks: Mapping[str, int]) -> dict:
-    """Every plain supported layer's canonical kernel (and bias), keyed by path: what loaders check against."""
-    plain, layouts = _layers(model)[0], {}
-    for path, layer in plain.items():
-        try:
-            layouts[path] = kernel_layout(path, layer, stacks.get(path, 0))
-        except ValueError:  # e.g. an einsum whose kernel no adapter can use: never a target
-            continue
-    return _tree({path: plain[path] for path in layouts}, layouts, stacks)
-
-
-def save_adapter(path: str | pathlib.Path, model: nnx.Module) -> pathlib.Path:
-    """:func:`fourier_flax.save_adapter` of ``model``'s adapter (the same orbax format as the linen path)."""
-    from fourier_flax.checkpoint import save_adapter as save
-
-    return save(path, adapter_params(model), model_config(model))
-
-
-def load_adapter(
-    path: str | pathlib.Path, model: nnx.Module, *, stacked_axes: Mapping[str, int] | None = None
-) -> list[str]:
-    """Adapts the pretrained ``model`` in place with the checkpoint at ``path`` (checked against its kernels
-    by :func:`fourier_flax.load_adapter`); returns the adapted paths. ``stacked_axes`` as for
-    :func:`apply_adapter`."""
-    from fourier_flax.checkpoint import load_adapter as load
-
-    stacks = _stacks(_layers(model)[0], stacked_axes)
-    config, params = load(path, _pretrained_tree(model, stacks))
-    layers, layouts = _targets(model, config, stacks)
-    _restore_saved(model, config, params)
-    return _install(model, config, layers, layouts, params, stacks)
-
-
-def export_peft(model: nnx.Module, out_dir: str | pathlib.Path, **kwargs: Any) -> pathlib.Path:
-    """:func:`fourier_flax.export_peft` of ``model``'s adapter; module keys are the attribute paths (so a model
-    whose paths follow Hugging Face's names, like :class:`fourier_flax.nnx_bert.BertModel`, loads in PEFT)."""
-    from fourier_flax.peft_interop import export_peft as export
-
-    return export(adapter_params(model), model_config(model), out_dir, **kwargs)
-
-
-def import_peft(adapter_dir: str | pathlib.Path, model: nnx.Module, **kwargs: Any) -> list[str]:
-    """Adapts the pretrained ``model`` in place with a PEFT ``save_pretrained`` directory
-    (:func:`fourier_flax.import_peft`'s checks and options); returns the adapted paths."""
-    from fourier_flax.peft_interop import import_peft as read
-
-    config, params = read(adapter_dir, _pretrained_tree(model, {}), **kwargs)
-    layers, layouts = _targets(model, config)
-    _restore_saved(model, config, params)
-    return _install(model, config, layers, layouts, params)
-
-
-__all__ = [
-    "AdaptedModule",
-    "AdapterParam",
-    "FrozenAdapterVariable",
-    "KernelLayout",
-    "adapted_layers",
-    "adapter_params",
-    "apply_adapter",
-    "install_leaves",
-    "export_peft",
-    "import_peft",
-    "kernel_layout",
-    "load_adapter",
-    "merge_adapter",
-    "model_config",
-    "save_adapter",
-    "unmerge_adapter",
-]
