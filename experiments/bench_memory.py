@@ -108,7 +108,8 @@ def main() -> None:
     lines = [
         "# Memory of one FourierFT training step: fourier_flax (± remat) vs PEFT",
         "",
-        "Written by `python experiments/bench_memory.py` (see its docstring for the method). RSS Δ: peak RSS of a",
+        f"Written by `{' '.join(['python experiments/bench_memory.py', *sys.argv[1:]])}` (method: its docstring).",
+        "RSS Δ: peak RSS of a",
         "fresh process over its baseline after loading (optimizer state + one step); XLA peak: the compiled",
         "step's argument + output + temp − aliased bytes (weights included). MiB.",
         "",
