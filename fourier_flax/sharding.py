@@ -7,10 +7,18 @@ cos(2π p u_l / d1)`` etc. :func:`sharded_delta_w` runs that inside ``jax.shard_
 ever holds — or receives — the whole ``d1 × d2`` update. Its gradient with respect to ``c`` is each device's
 partial sum, reduced by one ``psum`` of ``n`` floats (what ``shard_map``'s transpose inserts).
 
+Training: :func:`param_specs` / :func:`shard_params` / :func:`batch_spec` place a params tree and batches by
+strategy ("dp", "fsdp", "tp"); inside :func:`use_mesh`, FourierFT's adapted layers run
+:func:`fourier_flax.mesh_matmul.mesh_adapted_matmul` with the layout :func:`matmul_layout` derives (ΔW block-local,
+``dL/dc`` from local token sums), so a train step adds only ``n`` floats per adapted layer to the frozen model's
+collectives.
+
 Example::
 
   >>> mesh = jax.make_mesh((2, 4), ("data", "model"))
   >>> w = sharded_delta_w(c, E, (768, 768), 150.0, mesh, P(None, "model"))  # (768, 768), columns over "model"
+  >>> with use_mesh(mesh, "tp"), intercept(config):
+  ...   trainable, opt_state, metrics = step(shard_params(trainable, mesh, "tp"), opt_state, frozen, batch, rng)
 """
 
 from __future__ import annotations
