@@ -165,8 +165,10 @@ class FourierFTMethod(AdapterMethod):
         return _spectral_layer
 
     def matmul(self, config, alpha, path, params, x, *, precision, dtype):
-        """``x @ (W0 + ΔW)`` by :func:`fourier_flax.spectral_grad.adapted_matmul` when ``config.backward`` asks
-        for the spectral backward; None otherwise."""
+        """``x @ (W0 + ΔW)``: under :func:`fourier_flax.sharding.use_mesh` by
+        :func:`fourier_flax.mesh_matmul.mesh_adapted_matmul`; otherwise by
+        :func:`fourier_flax.spectral_grad.adapted_matmul` when ``config.backward`` asks for the spectral backward,
+        else None (the dense path)."""
         kernel, spectrum = params["kernel"], params[SPECTRUM]
         if jnp.ndim(kernel) != 2 or jnp.ndim(spectrum) != 1:
             return None
@@ -192,15 +194,9 @@ def _mesh_layout(path: str, kernel: jax.Array, spectrum: jax.Array):
 
 
 def _mesh_layer(config, alpha, path, module, params: Mapping[str, Any], inputs) -> jax.Array:
-    """:func:`fourier_flax.mesh_matmul.mesh_adapted_matmul` (+ bias) for an ``nn.Dense`` under a mesh."""
-    kernel, spectrum = params["kernel"], params[SPECTRUM]
-    shape = tuple(kernel.shape)
-    entries = spectral_entries(config, shape, spectrum.shape[-1])
+    """:meth:`FourierFTMethod.matmul` (its mesh branch) + bias for an ``nn.Dense`` under a mesh."""
     x = inputs if module.dtype is None else jnp.asarray(inputs, module.dtype)
-    layout = _mesh_layout(path, kernel, spectrum)
-    y = mesh_adapted_matmul(
-        x, kernel, spectrum, entries, shape, alpha, layout, precision=module.precision, dtype=module.dtype
-    )
+    y = FourierFTMethod().matmul(config, alpha, path, params, x, precision=module.precision, dtype=module.dtype)
     if module.use_bias:
         y = y + jnp.asarray(params["bias"], y.dtype)
     return y
