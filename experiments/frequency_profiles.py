@@ -4,13 +4,15 @@ Command (after ``experiments/glue_table.py table``, whose adapters it reads from
 
   .venv/bin/python experiments/frequency_profiles.py [--tasks sst2,mrpc] [--seeds 0]    # ~1 min
 
-For every saved adapter (LoRA, FourierFT) of the GLUE table's runs and every adapted 384×384 kernel of
-all-MiniLM-L6-v2, the learned update is taken in the FourierFT paper's frequency picture: the 2-D DFT of ΔW, shifted so
-that the zero frequency sits at the centre, and its energy |·|² averaged over the cells at each distance D from the
-centre (integer bins; mean energy *per cell*, so that a white — frequency-blind — update gives a flat profile).
-For FourierFT the learned part is the change of ΔW from its N(0, 1) start (ΔW_trained − ΔW_init, the same entries),
-and the entries' growth |c_trained − c_init| is binned by the same D. A profile falling with D means the fine-tuning
-signal sits at low frequencies — the evidence a frequency bias would need.
+For every saved adapter (LoRA, FourierFT) and full fine-tuning run of the GLUE table and every 384×384 query/value
+kernel of all-MiniLM-L6-v2 (the kernels the adapters target), the learned update is taken in the FourierFT paper's
+frequency picture: the 2-D DFT of ΔW, shifted so that the zero frequency sits at the centre, and its energy |·|²
+averaged over the cells at each distance D from the centre (integer bins; mean energy *per cell*, so that a white —
+frequency-blind — update gives a flat profile). For FourierFT the learned part is the change of ΔW from its N(0, 1)
+start (ΔW_trained − ΔW_init, the same entries), and the entries' growth |c_trained − c_init| is binned by the same
+D. For full fine-tuning it is W_trained − W0 of the same kernels (read from the run's ``trainable/`` checkpoint). A
+profile falling with D means the fine-tuning signal sits at low frequencies — the evidence a frequency bias would
+need.
 
 Writes ``experiments/results/frequency_profiles.md`` (per method and task: energy per cell in D bands, relative
 to the band average) and ``frequency_profiles.json`` (the same runs' radial profiles at every integer D, median
@@ -26,6 +28,7 @@ import sys
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 
 from fourier_flax import adapter_module_paths, load_adapter
 from fourier_flax.adapter import module_delta_w, spectral_entries
@@ -70,10 +73,26 @@ def entry_distance(entries: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.sqrt(u.astype(float) ** 2 + v.astype(float) ** 2)
 
 
+def full_finetuning_updates(path: pathlib.Path, base: dict) -> list[np.ndarray]:
+    """``W_trained − W0`` of every query/value kernel in a full fine-tuning run's ``trainable/`` checkpoint."""
+    with ocp.StandardCheckpointer() as checkpointer:
+        trained = checkpointer.restore(path.absolute())
+    base_leaves = dict(jax.tree_util.tree_flatten_with_path(base)[0])
+    updates = []
+    for key_path, leaf in jax.tree_util.tree_flatten_with_path(trained)[0]:
+        names = [getattr(k, "key", getattr(k, "name", None)) for k in key_path]
+        if names[-1] == "kernel" and names[-2] in ("query", "value"):
+            updates.append(np.asarray(leaf, np.float64) - np.asarray(base_leaves[key_path], np.float64))
+    if not updates:
+        raise ValueError(f"{path} holds no query/value kernels: is it a full fine-tuning run's trainable/?")
+    return updates
+
+
 def profiles(task: str, seed: int) -> dict[str, dict[str, np.ndarray]]:
     """Per method: the band energies of every adapted kernel (and FourierFT's entry growth per band)."""
     _, base = load_classifier(num_labels=get_task(task).num_labels)
     found: dict[str, dict[str, np.ndarray]] = {}
+    full_path = RUNS / task / "full" / f"seed{seed}" / "trainable"
     for method in ("lora", "fourierft"):
         path = RUNS / task / method / f"seed{seed}" / "adapter"
         if not path.exists():
@@ -97,6 +116,12 @@ def profiles(task: str, seed: int) -> dict[str, dict[str, np.ndarray]]:
         found[method] = {"energy": np.array(energies), "radial": np.array(radial)}
         if growth:
             found[method]["growth"] = np.array(growth)
+    if full_path.exists():
+        updates = full_finetuning_updates(full_path, base)
+        found["full"] = {
+            "energy": np.array([band_energy(u) for u in updates]),
+            "radial": np.array([radial_energy(u) for u in updates]),
+        }
     return found
 
 
@@ -110,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         "# Trained updates in frequency (written by experiments/frequency_profiles.py)",
         "",
         "Mean |DFT2(ΔW)|² per cell in bands of distance D to the centre of the shifted spectrum, relative to the mean",
-        "over all cells (1.0 everywhere = frequency-blind). FourierFT: the learned change ΔW_trained − ΔW_init.",
+        "over all cells (1.0 everywhere = frequency-blind). FourierFT: the learned change ΔW_trained − ΔW_init; full",
+        "fine-tuning: W_trained − W0.",
         "Median over the adapted 384×384 query/value kernels (12 per run).",
         "",
         f"| task | seed | method | quantity | {header} |",
