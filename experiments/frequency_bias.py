@@ -18,8 +18,9 @@ Entry sets run sequentially, not as a vmapped axis: the entries are static per c
 the spectral backward's reads), so each set compiles its own program anyway, and on this 2-core CPU vmapping runs
 was measured slower than running them one by one (results/bench_sweep.md).
 
-Writes ``frequency_bias.md`` (mean ± standard error per f_c and task, the uniform baseline, and whether any f_c
-beats uniform by more than both standard errors) and ``frequency_bias.png``.
+Writes ``frequency_bias.md`` (mean ± standard error per f_c and task, the uniform baseline, each f_c's difference
+from uniform paired by seed with a Holm-adjusted paired t-test, and which f_c beat or trail uniform) and
+``frequency_bias.png``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,15 @@ import sys
 import numpy as np
 
 from fourier_flax.data import get_task
-from fourier_flax.finetune import Trainer, default_data_dir, load_classifier, load_task_data, load_tokenizer
+from fourier_flax.finetune import (
+    Trainer,
+    default_data_dir,
+    holm_adjust,
+    load_classifier,
+    load_task_data,
+    load_tokenizer,
+    paired_difference,
+)
 from fourier_flax.finetune.loop import train_run
 from fourier_flax.finetune.records import append_record, finished_keys, read_records
 
@@ -89,10 +98,12 @@ def render() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def stats(values):
+    def by_seed(task, center):
+        return {r["seed"]: r["dev_metric"] for r in records if r["task"] == task and r["center_frequency"] == center}
+
+    def mean_se(values):
         values = np.asarray(values, float)
-        se = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
-        return values.mean(), se, len(values)
+        return values.mean(), values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
 
     tasks = sorted({r["task"] for r in records})
     lines = [
@@ -100,33 +111,46 @@ def render() -> None:
         "",
         f"W = {BANDWIDTH:g} on the 384x384 grid; dev metric x100 (full dev set), mean ± standard error over seeds.",
         "uniform: the GLUE table's FourierFT runs (PEFT's randperm entries, uniform; same budget, rates, seeds).",
+        "Δ: f_c minus uniform paired by seed (a seed fixes the head's init, dropout and data order in both), its",
+        "standard error, and the paired t-test's two-sided p-value, Holm-adjusted over the task's f_c values.",
         "",
-        "| task | f_c | mean | s.e. | seeds |",
-        "|---|---|---|---|---|",
+        "| task | f_c | mean | s.e. | seeds | Δ vs uniform | s.e. of Δ | p (Holm) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    verdicts = []
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.4), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
-        uniform = stats([r["dev_metric"] for r in records if r["task"] == task and r["center_frequency"] is None])
-        lines.append(f"| {task} | uniform | {uniform[0]:.2f} | {uniform[1]:.2f} | {uniform[2]} |")
-        xs, ys, errors, beats = [], [], [], []
-        for center in CENTERS:
-            values = [r["dev_metric"] for r in records if r["task"] == task and r["center_frequency"] == center]
-            if not values:
-                continue
-            mean, se, count = stats(values)
-            lines.append(f"| {task} | {center:g} | {mean:.2f} | {se:.2f} | {count} |")
-            xs.append(center)
-            ys.append(mean)
+        uniform = by_seed(task, None)
+        u_mean, u_se = mean_se(list(uniform.values()))
+        lines.append(f"| {task} | uniform | {u_mean:.2f} | {u_se:.2f} | {len(uniform)} | | | |")
+        centers = [c for c in CENTERS if by_seed(task, c)]
+        diffs = []
+        for center in centers:
+            seeds = sorted(set(by_seed(task, center)) & set(uniform))
+            diffs.append(paired_difference([by_seed(task, center)[s] for s in seeds], [uniform[s] for s in seeds]))
+        adjusted = holm_adjust([d.p_value for d in diffs])
+        means, errors = [], []
+        for center, diff, p in zip(centers, diffs, adjusted, strict=True):
+            mean, se = mean_se(list(by_seed(task, center).values()))
+            means.append(mean)
             errors.append(se)
-            if mean - se > uniform[0] + uniform[1]:
-                beats.append(center)
-        ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label="frequency bias")
-        ax.axhspan(uniform[0] - uniform[1], uniform[0] + uniform[1], alpha=0.3, color="gray", label="uniform ± s.e.")
+            lines.append(
+                f"| {task} | {center:g} | {mean:.2f} | {se:.2f} | {len(by_seed(task, center))} "
+                f"| {diff.mean:+.2f} | {diff.standard_error:.2f} | {p:.3f} |"
+            )
+        better = [f"{c:g}" for c, d, p in zip(centers, diffs, adjusted, strict=True) if d.mean > 0 and p < 0.05]
+        worse = [f"{c:g}" for c, d, p in zip(centers, diffs, adjusted, strict=True) if d.mean < 0 and p < 0.05]
+        below = sum(d.mean < 0 for d in diffs)
+        verdicts.append(
+            f"- {task}: f_c above uniform at Holm p < 0.05: {', '.join(better) or 'none'}; below it: "
+            f"{', '.join(worse) or 'none'}; {below} of {len(diffs)} f_c have a mean below uniform's."
+        )
+        ax.errorbar(centers, means, yerr=errors, marker="o", capsize=3, label="frequency bias")
+        ax.axhspan(u_mean - u_se, u_mean + u_se, alpha=0.3, color="gray", label="uniform ± s.e.")
         ax.set_title(task)
         ax.set_xlabel("f_c (384x384 grid)")
-        verdict = f"f_c beating uniform beyond both s.e.: {beats}" if beats else "no f_c beats uniform beyond the s.e."
-        lines.append(f"| {task} | {verdict} | | | |")
-    axes[0][0].set_ylabel("dev metric x100")
+    lines += ["", *verdicts]
+    axes[0][0].set_ylabel("dev metric x100 (mean ± s.e.)")
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(RESULTS / "frequency_bias.png", dpi=120)

@@ -79,7 +79,7 @@ GRIDS: dict[str, list[tuple[float, float | None]]] = {
     "svft": [(lr, None) for lr in (1e-3, 5e-3, 2e-2)],
     "bitfit": [(lr, None) for lr in (1e-3, 3e-3, 1e-2, 3e-2)],
     "head": [(lr, None) for lr in (3e-3, 1e-2, 3e-2, 1e-1)],
-    "full": [(lr, None) for lr in (2e-5, 5e-5, 1e-4, 2e-4)],
+    "full": [(lr, None) for lr in (2e-5, 5e-5, 1e-4, 2e-4, 4e-4)],
 }
 
 

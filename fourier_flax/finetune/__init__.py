@@ -9,6 +9,7 @@ Example::
 """
 
 from fourier_flax.finetune.classifier import SequenceClassifier, load_classifier
+from fourier_flax.finetune.compare import PairedDifference, holm_adjust, paired_difference
 from fourier_flax.finetune.loop import (
     RunResult,
     TaskData,
@@ -25,6 +26,7 @@ __all__ = [
     "METHODS",
     "PAPER_PRESETS",
     "PRESETS",
+    "PairedDifference",
     "TASK_MAX_LENGTH",
     "RunConfig",
     "RunResult",
@@ -33,11 +35,13 @@ __all__ = [
     "Trainer",
     "adapter_config",
     "default_data_dir",
+    "holm_adjust",
     "load_classifier",
     "load_task_data",
     "load_tokenizer",
     "make_apply_fn",
     "method_mask",
+    "paired_difference",
     "prepare_params",
     "resolve_run",
     "train_run",
