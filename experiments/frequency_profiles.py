@@ -81,19 +81,24 @@ def entry_density(distance: np.ndarray, shape: tuple[int, int]) -> list[float]:
     return [np.mean((distance >= lo) & (distance < hi)) / np.mean((cells >= lo) & (cells < hi)) for lo, hi in BANDS]
 
 
-def full_finetuning_updates(path: pathlib.Path, base: dict) -> list[np.ndarray]:
-    """``W_trained − W0`` of every query/value kernel in a full fine-tuning run's ``trainable/`` checkpoint."""
-    with ocp.StandardCheckpointer() as checkpointer:
-        trained = checkpointer.restore(path.absolute())
-    base_leaves = dict(jax.tree_util.tree_flatten_with_path(base)[0])
-    updates = []
-    for key_path, leaf in jax.tree_util.tree_flatten_with_path(trained)[0]:
+def query_value_kernels(params) -> dict[tuple, np.ndarray]:
+    """Every ``…/query/kernel`` and ``…/value/kernel`` leaf of a parameter tree, by key path, in float64."""
+    found = {}
+    for key_path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         names = [getattr(k, "key", getattr(k, "name", None)) for k in key_path]
         if names[-1] == "kernel" and names[-2] in ("query", "value"):
-            updates.append(np.asarray(leaf, np.float64) - np.asarray(base_leaves[key_path], np.float64))
-    if not updates:
+            found[key_path] = np.asarray(leaf, np.float64)
+    return found
+
+
+def full_finetuning_updates(path: pathlib.Path, base) -> list[np.ndarray]:
+    """``W_trained − W0`` of every query/value kernel in a full fine-tuning run's ``trainable/`` checkpoint."""
+    with ocp.StandardCheckpointer() as checkpointer:
+        trained = query_value_kernels(checkpointer.restore(path.absolute()))
+    if not trained:
         raise ValueError(f"{path} holds no query/value kernels: is it a full fine-tuning run's trainable/?")
-    return updates
+    pretrained = query_value_kernels(base)
+    return [kernel - pretrained[key_path] for key_path, kernel in trained.items()]
 
 
 def profiles(task: str, seed: int) -> dict[str, dict[str, np.ndarray]]:
@@ -147,12 +152,25 @@ def main(argv: list[str] | None = None) -> int:
         "Mean |DFT2(ΔW)|² per cell in bands of distance D to the centre of the shifted spectrum, relative to the mean",
         "over all cells (1.0 everywhere = frequency-blind). FourierFT: the learned change ΔW_trained − ΔW_init; full",
         "fine-tuning: W_trained − W0.",
-        "Median over the adapted 384×384 query/value kernels (12 per run).",
+        "Median over the adapted 384×384 query/value kernels (12 per run). Reference row: the pretrained W0 of the",
+        "same kernels (not an update) — a transformer's hidden units have no order (permuting them leaves the",
+        "function unchanged), and its weights are as flat in this picture as noise.",
         "",
         f"| task | seed | method | quantity | {header} |",
         "|---" * (len(BANDS) + 4) + "|",
     ]
-    curves = []
+    _, base = load_classifier(num_labels=2)
+    pretrained = list(query_value_kernels(base).values())
+    cells = " | ".join(f"{x:.2f}" for x in np.median([band_energy(w) for w in pretrained], axis=0))
+    lines.append(f"| - | - | pretrained W0 | energy | {cells} |")
+    curves = [
+        {
+            "task": "-",
+            "seed": None,
+            "method": "pretrained",
+            "radial": np.median([radial_energy(w) for w in pretrained], 0).tolist(),
+        }
+    ]
     for task in [t for t in args.tasks.split(",") if t]:
         for seed in [int(s) for s in args.seeds.split(",") if s]:
             for method, values in profiles(task, seed).items():
