@@ -2,7 +2,7 @@
 
 Command (after ``experiments/glue_table.py table``, whose adapters it reads from ``runs/glue_table/``)::
 
-  .venv/bin/python experiments/frequency_profiles.py [--tasks sst2,mrpc] [--seeds 0]    # ~1 min
+  .venv/bin/python experiments/frequency_profiles.py [--tasks sst2,mrpc] [--seeds 0,1,2]    # ~20 s
 
 For every saved adapter (LoRA, FourierFT) and full fine-tuning run of the GLUE table and every 384×384 query/value
 kernel of all-MiniLM-L6-v2 (the kernels the adapters target), the learned update is taken in the FourierFT paper's
@@ -143,7 +143,7 @@ def profiles(task: str, seed: int) -> dict[str, dict[str, np.ndarray]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="sst2,mrpc,cola,stsb,rte")
-    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--seeds", default="0,1,2")
     args = parser.parse_args(argv)
     header = " | ".join(f"D {lo}-{hi}" for lo, hi in BANDS)
     lines = [
@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     pretrained = list(query_value_kernels(base).values())
     cells = " | ".join(f"{x:.2f}" for x in np.median([band_energy(w) for w in pretrained], axis=0))
     lines.append(f"| - | - | pretrained W0 | energy | {cells} |")
+    summary: dict[tuple[str, str], list[np.ndarray]] = {}
     curves = [
         {
             "task": "-",
@@ -185,6 +186,20 @@ def main(argv: list[str] | None = None) -> int:
                 for quantity, table in values.items():
                     cells = " | ".join(f"{x:.2f}" for x in np.median(table, axis=0))
                     lines.append(f"| {task} | {seed} | {method} | {quantity} | {cells} |")
+                    summary.setdefault((method, quantity), []).append(np.median(table, axis=0))
+    lines += [
+        "",
+        "Summary: per method and quantity, the median over every (task, seed) row above, and in brackets the",
+        "smallest and largest row value per band.",
+        "",
+        f"| method | quantity | rows | {header} |",
+        "|---" * (len(BANDS) + 3) + "|",
+    ]
+    for (method, quantity), rows in summary.items():
+        rows = np.array(rows)
+        spread = zip(np.median(rows, 0), rows.min(0), rows.max(0), strict=True)
+        cells = " | ".join(f"{m:.2f} [{lo:.2f}, {hi:.2f}]" for m, lo, hi in spread)
+        lines.append(f"| {method} | {quantity} | {len(rows)} | {cells} |")
     (RESULTS / "frequency_profiles.md").write_text("\n".join(lines) + "\n")
     (RESULTS / "frequency_profiles.json").write_text(json.dumps({"bands": BANDS, "profiles": curves}) + "\n")
     print("\n".join(lines))
