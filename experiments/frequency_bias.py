@@ -30,6 +30,7 @@ import pathlib
 import sys
 
 import numpy as np
+from scipy import stats
 
 from fourier_flax.data import get_task
 from fourier_flax.finetune import (
@@ -82,6 +83,37 @@ def sweep(tasks, seeds) -> None:
                 print(f"{task_name} {name} seed {seed}: dev {100 * result.dev_metric:.2f}", flush=True)
 
 
+def _by_seed(records, task, center) -> dict[int, float]:
+    return {r["seed"]: r["dev_metric"] for r in records if r["task"] == task and r["center_frequency"] == center}
+
+
+def _paired_to_uniform(records, tasks, centers) -> tuple[list, list[float]]:
+    """Per f_c, the paired difference from uniform over every (task, seed) both have; Holm p over the f_c."""
+    diffs = []
+    for center in centers:
+        treated, uniform = [], []
+        for task in tasks:
+            runs, base = _by_seed(records, task, center), _by_seed(records, task, None)
+            for seed in sorted(set(runs) & set(base)):
+                treated.append(runs[seed])
+                uniform.append(base[seed])
+        diffs.append(paired_difference(treated, uniform))
+    return diffs, holm_adjust([d.p_value for d in diffs])
+
+
+def _verdict(name, centers, diffs, adjusted) -> str:
+    better = [f"{c:g}" for c, d, p in zip(centers, diffs, adjusted, strict=True) if d.mean > 0 and p < 0.05]
+    worse = [f"{c:g}" for c, d, p in zip(centers, diffs, adjusted, strict=True) if d.mean < 0 and p < 0.05]
+    pairs = min(d.pairs for d in diffs)
+    # Holm's first step tests the smallest p at 0.05 / (number of f_c): the |t| a paired test needs there.
+    needed = stats.t.isf(0.05 / 2 / len(diffs), pairs - 1) if pairs > 1 else float("nan")
+    return (
+        f"- {name}: f_c above uniform at Holm p < 0.05: {', '.join(better) or 'none'}; below it: "
+        f"{', '.join(worse) or 'none'}; {sum(d.mean < 0 for d in diffs)} of {len(diffs)} f_c have a mean below "
+        f"uniform's (with {pairs} seed pairs, a difference needs |Δ| > {needed:.1f} s.e. of Δ to pass)."
+    )
+
+
 def render() -> None:
     records = read_records(RESULTS / "frequency_bias_runs.jsonl")
     if not records:
@@ -98,11 +130,8 @@ def render() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def by_seed(task, center):
-        return {r["seed"]: r["dev_metric"] for r in records if r["task"] == task and r["center_frequency"] == center}
-
     def mean_se(values):
-        values = np.asarray(values, float)
+        values = np.asarray(list(values), float)
         return values.mean(), values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
 
     tasks = sorted({r["task"] for r in records})
@@ -120,35 +149,30 @@ def render() -> None:
     verdicts = []
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.4), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
-        uniform = by_seed(task, None)
-        u_mean, u_se = mean_se(list(uniform.values()))
+        uniform = _by_seed(records, task, None)
+        u_mean, u_se = mean_se(uniform.values())
         lines.append(f"| {task} | uniform | {u_mean:.2f} | {u_se:.2f} | {len(uniform)} | | | |")
-        centers = [c for c in CENTERS if by_seed(task, c)]
-        diffs = []
-        for center in centers:
-            seeds = sorted(set(by_seed(task, center)) & set(uniform))
-            diffs.append(paired_difference([by_seed(task, center)[s] for s in seeds], [uniform[s] for s in seeds]))
-        adjusted = holm_adjust([d.p_value for d in diffs])
-        means, errors = [], []
-        for center, diff, p in zip(centers, diffs, adjusted, strict=True):
-            mean, se = mean_se(list(by_seed(task, center).values()))
-            means.append(mean)
-            errors.append(se)
+        centers = [c for c in CENTERS if _by_seed(records, task, c)]
+        diffs, adjusted = _paired_to_uniform(records, [task], centers)
+        stats_per_center = [mean_se(_by_seed(records, task, c).values()) for c in centers]
+        for center, (mean, se), diff, p in zip(centers, stats_per_center, diffs, adjusted, strict=True):
             lines.append(
-                f"| {task} | {center:g} | {mean:.2f} | {se:.2f} | {len(by_seed(task, center))} "
+                f"| {task} | {center:g} | {mean:.2f} | {se:.2f} | {len(_by_seed(records, task, center))} "
                 f"| {diff.mean:+.2f} | {diff.standard_error:.2f} | {p:.3f} |"
             )
-        better = [f"{c:g}" for c, d, p in zip(centers, diffs, adjusted, strict=True) if d.mean > 0 and p < 0.05]
-        worse = [f"{c:g}" for c, d, p in zip(centers, diffs, adjusted, strict=True) if d.mean < 0 and p < 0.05]
-        below = sum(d.mean < 0 for d in diffs)
-        verdicts.append(
-            f"- {task}: f_c above uniform at Holm p < 0.05: {', '.join(better) or 'none'}; below it: "
-            f"{', '.join(worse) or 'none'}; {below} of {len(diffs)} f_c have a mean below uniform's."
-        )
-        ax.errorbar(centers, means, yerr=errors, marker="o", capsize=3, label="frequency bias")
+        verdicts.append(_verdict(task, centers, diffs, adjusted))
+        ax.errorbar(centers, *zip(*stats_per_center, strict=True), marker="o", capsize=3, label="frequency bias")
         ax.axhspan(u_mean - u_se, u_mean + u_se, alpha=0.3, color="gray", label="uniform ± s.e.")
         ax.set_title(task)
         ax.set_xlabel("f_c (384x384 grid)")
+    centers = [c for c in CENTERS if all(_by_seed(records, t, c) for t in tasks)]
+    if len(tasks) > 1 and centers:
+        diffs, adjusted = _paired_to_uniform(records, tasks, centers)
+        lines += ["", f"Pooled over {', '.join(tasks)} (every task-seed pair):", ""]
+        lines += ["| f_c | Δ vs uniform | s.e. of Δ | pairs | p (Holm) |", "|---|---|---|---|---|"]
+        for center, diff, p in zip(centers, diffs, adjusted, strict=True):
+            lines.append(f"| {center:g} | {diff.mean:+.2f} | {diff.standard_error:.2f} | {diff.pairs} | {p:.3f} |")
+        verdicts.append(_verdict("pooled", centers, diffs, adjusted))
     lines += ["", *verdicts]
     axes[0][0].set_ylabel("dev metric x100 (mean ± s.e.)")
     axes[0][-1].legend(fontsize=7)
