@@ -224,3 +224,34 @@ def test_model_dir_takes_a_local_flax_roberta(tmp_path):
     assert np.isfinite(records[0]["train_loss"])
     with pytest.raises(FileNotFoundError, match="no config.json"):
         load_classifier(tmp_path / "missing", num_labels=2)
+
+
+def test_trained_leaves_are_replaced_only_once_the_new_checkpoint_is_complete(tmp_path, monkeypatch):
+    import orbax.checkpoint as ocp
+
+    from fourier_flax.finetune.loop import save_trained
+
+    def restore(path):
+        with ocp.StandardCheckpointer() as checkpointer:
+            return checkpointer.restore(path)
+
+    first = {"classifier": {"kernel": np.full((4, 2), 1.0, np.float32)}}
+    second = {"classifier": {"kernel": np.full((4, 2), 2.0, np.float32)}}
+    path = save_trained(tmp_path, first, first, None)
+    assert path == (tmp_path / "trainable").absolute()
+    np.testing.assert_array_equal(restore(path)["classifier"]["kernel"], first["classifier"]["kernel"])
+
+    def dies(self, directory, *args, **kwargs):  # a writer killed after its first file
+        directory.mkdir()
+        (directory / "half_written").write_bytes(b"\0" * 10)
+        raise KeyboardInterrupt("killed mid-save")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ocp.StandardCheckpointer, "save", dies)
+        with pytest.raises(KeyboardInterrupt):
+            save_trained(tmp_path, second, second, None)
+    np.testing.assert_array_equal(restore(path)["classifier"]["kernel"], first["classifier"]["kernel"])
+
+    assert save_trained(tmp_path, second, second, None) == path  # the stale partial directory is cleared
+    np.testing.assert_array_equal(restore(path)["classifier"]["kernel"], second["classifier"]["kernel"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trainable"]

@@ -138,14 +138,25 @@ def directory_bytes(path: pathlib.Path) -> int:
 
 
 def save_trained(out: pathlib.Path, params: Mapping[str, Any], trainable: Mapping[str, Any], adapter) -> pathlib.Path:
-    """Saves the trained leaves: ``out/adapter`` via save_adapter, or ``out/trainable`` (orbax) without adapter."""
+    """Saves the trained leaves: ``out/adapter`` via save_adapter, or ``out/trainable`` (orbax) without adapter.
+
+    ``out/trainable`` is replaced only once the new checkpoint is complete: it is written to
+    ``out/trainable.partial`` first, so a save that dies leaves the previous epoch's checkpoint in place.
+    """
     if adapter is not None:
         return save_adapter(out / "adapter", params, adapter)
     path = (out / "trainable").absolute()
-    if path.exists():
-        shutil.rmtree(path)
+    staging, previous = path.with_name("trainable.partial"), path.with_name("trainable.previous")
+    for stale in (staging, previous):
+        if stale.exists():
+            shutil.rmtree(stale)
     with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(path, jax.tree.map(np.asarray, trainable))
+        checkpointer.save(staging, jax.tree.map(np.asarray, trainable))
+    if path.exists():
+        path.rename(previous)
+    staging.rename(path)
+    if previous.exists():
+        shutil.rmtree(previous)
     return path
 
 
