@@ -114,6 +114,21 @@ def _verdict(name, centers, diffs, adjusted) -> str:
     )
 
 
+def _trend(records, task, centers) -> str:
+    """Per seed, the least-squares slope of the dev metric over f_c; their mean, s.e. and one-sample t-test."""
+    slopes = []
+    for seed in sorted(set.intersection(*(set(_by_seed(records, task, c)) for c in centers))):
+        values = [_by_seed(records, task, c)[seed] for c in centers]
+        slopes.append(100 * np.polyfit(centers, values, 1)[0])
+    if len(slopes) < 2:
+        return f"- {task}: trend over f_c needs two seeds with every f_c."
+    trend = paired_difference(slopes, [0.0] * len(slopes))
+    return (
+        f"- {task}: trend {trend.mean:+.2f} ± {trend.standard_error:.2f} points per 100 of f_c (per-seed least-squares "
+        f"slopes, mean ± s.e. over {trend.pairs} seeds; t-test p = {trend.p_value:.3f})."
+    )
+
+
 def render() -> None:
     records = read_records(RESULTS / "frequency_bias_runs.jsonl")
     if not records:
@@ -160,7 +175,7 @@ def render() -> None:
                 f"| {task} | {center:g} | {mean:.2f} | {se:.2f} | {len(_by_seed(records, task, center))} "
                 f"| {diff.mean:+.2f} | {diff.standard_error:.2f} | {p:.3f} |"
             )
-        verdicts.append(_verdict(task, centers, diffs, adjusted))
+        verdicts += [_verdict(task, centers, diffs, adjusted), _trend(records, task, centers)]
         ax.errorbar(centers, *zip(*stats_per_center, strict=True), marker="o", capsize=3, label="frequency bias")
         ax.axhspan(u_mean - u_se, u_mean + u_se, alpha=0.3, color="gray", label="uniform ± s.e.")
         ax.set_title(task)
