@@ -24,6 +24,7 @@ over kernels, for ``notebooks/frequency_bias.ipynb``).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import pathlib
 import sys
@@ -60,11 +61,15 @@ def radial_energy(update: np.ndarray) -> np.ndarray:
     return totals / np.maximum(counts, 1) / energy.mean()
 
 
+def band_masks(distance: np.ndarray) -> list[np.ndarray]:
+    """One boolean mask per band of :data:`BANDS`: where ``lo <= distance < hi`` (any shape of ``distance``)."""
+    return [(distance >= lo) & (distance < hi) for lo, hi in BANDS]
+
+
 def band_energy(update: np.ndarray) -> np.ndarray:
     """Mean |DFT|² per cell in each of :data:`BANDS`, divided by the mean over all cells."""
     energy = np.abs(np.fft.fftshift(np.fft.fft2(update))) ** 2
-    distance = centred_distance(update.shape)
-    per_band = np.array([energy[(distance >= lo) & (distance < hi)].mean() for lo, hi in BANDS])
+    per_band = np.array([energy[mask].mean() for mask in band_masks(centred_distance(update.shape))])
     return per_band / energy.mean()
 
 
@@ -77,8 +82,8 @@ def entry_distance(entries: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def entry_density(distance: np.ndarray, shape: tuple[int, int]) -> list[float]:
     """Share of the entries in each of :data:`BANDS` over the share of the grid's cells there (1 = uniform)."""
-    cells = centred_distance(shape)
-    return [np.mean((distance >= lo) & (distance < hi)) / np.mean((cells >= lo) & (cells < hi)) for lo, hi in BANDS]
+    cell_masks = band_masks(centred_distance(shape))
+    return [np.mean(entry) / np.mean(cell) for entry, cell in zip(band_masks(distance), cell_masks, strict=True)]
 
 
 def query_value_kernels(params) -> dict[tuple, np.ndarray]:
@@ -101,9 +106,15 @@ def full_finetuning_updates(path: pathlib.Path, base) -> list[np.ndarray]:
     return [kernel - pretrained[key_path] for key_path, kernel in trained.items()]
 
 
+@functools.cache
+def pretrained_params(num_labels: int):
+    """The pretrained classifier's parameters (the base differs between tasks only by its head's size)."""
+    return load_classifier(num_labels=num_labels)[1]
+
+
 def profiles(task: str, seed: int) -> dict[str, dict[str, np.ndarray]]:
     """Per method: the band energies of every adapted kernel (and FourierFT's entry growth per band)."""
-    _, base = load_classifier(num_labels=get_task(task).num_labels)
+    base = pretrained_params(get_task(task).num_labels)
     found: dict[str, dict[str, np.ndarray]] = {}
     full_path = RUNS / task / "full" / f"seed{seed}" / "trainable"
     for method in ("lora", "fourierft"):
@@ -123,7 +134,7 @@ def profiles(task: str, seed: int) -> dict[str, dict[str, np.ndarray]]:
                 update = update - np.asarray(module_delta_w(config, module, start), np.float64)
                 change = np.abs(np.asarray(leaves["fourierft_spectrum"]) - np.asarray(start["fourierft_spectrum"]))
                 distance = entry_distance(spectral_entries(config, update.shape, change.size), update.shape)
-                growth.append([change[(distance >= lo) & (distance < hi)].mean() / change.mean() for lo, hi in BANDS])
+                growth.append([change[mask].mean() / change.mean() for mask in band_masks(distance)])
                 density.append(entry_density(distance, update.shape))
             energies.append(band_energy(update))
             radial.append(radial_energy(update))
@@ -159,8 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         f"| task | seed | method | quantity | {header} |",
         "|---" * (len(BANDS) + 4) + "|",
     ]
-    _, base = load_classifier(num_labels=2)
-    pretrained = list(query_value_kernels(base).values())
+    pretrained = list(query_value_kernels(pretrained_params(2)).values())
     cells = " | ".join(f"{x:.2f}" for x in np.median([band_energy(w) for w in pretrained], axis=0))
     lines.append(f"| - | - | pretrained W0 | energy | {cells} |")
     summary: dict[tuple[str, str], list[np.ndarray]] = {}
