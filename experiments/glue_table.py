@@ -54,6 +54,7 @@ from fourier_flax.finetune import (
     load_tokenizer,
     resolve_run,
 )
+from fourier_flax.finetune.compare import paired_difference
 from fourier_flax.finetune.loop import train_run
 from fourier_flax.finetune.records import append_record, finished_keys, read_records
 
@@ -398,9 +399,53 @@ def render(results: pathlib.Path) -> None:
     if "fourierft" in averages and "lora" in averages:
         gap = averages["fourierft"] - averages["lora"]
         lines.append(f"FourierFT 5-task average minus LoRA's: {gap:+.2f} points.")
+    lines += _paired_to_fourierft(cells, methods, tasks, names)
     (results / "glue_table.md").write_text("\n".join(lines) + "\n")
     _plot(cells, methods, tasks, names, results / "glue_table.png")
     print("\n".join(lines))
+
+
+def _per_seed(runs: Sequence[dict[str, Any]]) -> dict[int, float]:
+    return {r["seed"]: r["dev_metric"] for r in runs}
+
+
+def _paired_to_fourierft(cells, methods, tasks, names) -> list[str]:
+    """Lines of FourierFT minus every other method, paired by seed (same head init, dropout and data order)."""
+    if "fourierft" not in methods:
+        return []
+    lines = [
+        "",
+        "FourierFT minus each method, paired by seed (runs of one seed share the head's initialisation, dropout and",
+        "data order): mean ± s.e. of the per-seed differences (pairs), and for the 5-task average the paired t-test",
+        "p-value (pairs − 1 degrees of freedom).",
+        "",
+        "| FourierFT minus | " + " | ".join(names[t] for t in tasks) + " | 5-task average | p |",
+        "|---" * (len(tasks) + 3) + "|",
+    ]
+    ours = {t: _per_seed(cells.get(("fourierft", t), [])) for t in tasks}
+    for m in methods:
+        if m == "fourierft":
+            continue
+        theirs = {t: _per_seed(cells.get((m, t), [])) for t in tasks}
+        row = []
+        for t in tasks:
+            seeds = sorted(ours[t].keys() & theirs[t].keys())
+            if not seeds:
+                row.append("-")
+                continue
+            diff = paired_difference([ours[t][k] for k in seeds], [theirs[t][k] for k in seeds])
+            row.append(f"{diff.mean:+.1f} ± {diff.standard_error:.1f} ({diff.pairs})")
+        seeds = sorted(set.intersection(*(set(ours[t]) & set(theirs[t]) for t in tasks)))
+        if seeds:
+            diff = paired_difference(
+                [np.mean([ours[t][k] for t in tasks]) for k in seeds],
+                [np.mean([theirs[t][k] for t in tasks]) for k in seeds],
+            )
+            row += [f"{diff.mean:+.2f} ± {diff.standard_error:.2f} ({diff.pairs})", f"{diff.p_value:.2g}"]
+        else:
+            row += ["-", "-"]
+        lines.append(f"| {m} | " + " | ".join(row) + " |")
+    return lines
 
 
 def _plot(cells, methods, tasks, names, out: pathlib.Path) -> None:
