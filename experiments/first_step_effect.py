@@ -9,7 +9,9 @@ needs is set by how much a unit step of its leaves moves ΔW. For one 384×384 k
 drawn N(0, 0.05²)) and each method at the GLUE table's configuration, this perturbs every trained leaf by
 ``ε · s`` with random signs s (ε = 1e-3, where ΔW is linear to ~1e-3 relative), and reports the RMS change of ΔW per
 unit step, and that RMS relative to LoRA's. A method whose unit step moves ΔW k times as far as LoRA's needs about
-1/k of LoRA's rate. Writes ``experiments/results/first_step_effect.md``.
+1/k of LoRA's rate. Beside the prediction (LoRA's swept rate / k) stands each method's rate as swept on STS-B
+(``glue_sweep.jsonl`` of ``experiments/glue_table.py sweep``), which says where the rule holds. Writes
+``experiments/results/first_step_effect.md``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 
 from fourier_flax import FourierFTConfig, LoraConfig, init_adapter
 from fourier_flax.adapter import module_delta_w
+from fourier_flax.finetune.records import read_records
 from fourier_flax.methods import DoraConfig, FloraConfig, SvftConfig, VeraConfig
 from fourier_flax.partition import trainable_mask
 
@@ -56,21 +59,39 @@ def unit_step_rms(config, kernel: jax.Array, seed: int = 0) -> tuple[float, list
     return float(np.sqrt(np.mean(change**2)) / EPSILON), trained
 
 
+def swept_rates(path: pathlib.Path) -> dict[str, float]:
+    """Per method, the rate with the best selection score in a GLUE sweep file (at FourierFT's table scaling)."""
+    best: dict[str, tuple[float, float]] = {}
+    scaling = CONFIGS["fourierft"].scaling
+    for r in read_records(path):
+        if r["scaling"] not in (None, scaling):
+            continue
+        if r["method"] not in best or r["selection_metric"] > best[r["method"]][0]:
+            best[r["method"]] = (r["selection_metric"], r["lr"])
+    return {method: lr for method, (_, lr) in best.items()}
+
+
 def main() -> int:
     kernel = 0.05 * jax.random.normal(jax.random.key(1), (384, 384))
     effects = {name: unit_step_rms(config, kernel) for name, config in CONFIGS.items()}
     lora = effects["lora"][0]
+    swept = swept_rates(RESULTS / "glue_sweep.jsonl")
     lines = [
         "# One Adam step's effect on ΔW (written by experiments/first_step_effect.py)",
         "",
         "384×384 kernel, the GLUE table's configurations; RMS of ΔW's change per unit sign step of every trained",
-        f"leaf (linearised at ε = {EPSILON:g}, at initialisation). Rate a method needs ≈ LoRA's rate / (× LoRA).",
+        f"leaf (linearised at ε = {EPSILON:g}, at initialisation). Predicted rate = LoRA's swept rate / (× LoRA);",
+        "swept rate: the best of the method's grid on the STS-B selection slice (glue_sweep.md; FourierFT at",
+        f"scaling {CONFIGS['fourierft'].scaling:g}).",
         "",
-        "| method | trained leaves | RMS ΔW change per unit step | × LoRA |",
-        "|---|---|---|---|",
+        "| method | trained leaves | RMS ΔW change per unit step | × LoRA | predicted rate | swept rate |",
+        "|---|---|---|---|---|---|",
     ]
     for name, (rms, trained) in effects.items():
-        lines.append(f"| {name} | {', '.join(trained)} | {rms:.3g} | {rms / lora:.3g} |")
+        predicted = f"{swept['lora'] * lora / rms:.2g}" if "lora" in swept else "-"
+        lines.append(
+            f"| {name} | {', '.join(trained)} | {rms:.3g} | {rms / lora:.3g} | {predicted} | {swept.get(name, '-')} |"
+        )
     (RESULTS / "first_step_effect.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -76,11 +76,12 @@ GRIDS: dict[str, list[tuple[float, float | None]]] = {
     "lora": [(lr, None) for lr in (5e-4, 1e-3, 3e-3, 1e-2, 3e-2)],
     # The new methods' grids are centred on LoRA's best rates (3e-3-1e-2) divided by how far a unit Adam step of
     # their leaves moves ΔW relative to LoRA's (experiments/results/first_step_effect.md: DoRA 1.2x, VeRA 0.12x,
-    # FLoRA 25x, SVFT 1.4x).
+    # FLoRA 25x, SVFT 1.4x). That put DoRA's and VeRA's peaks inside their grids but missed FLoRA's and SVFT's,
+    # which rose to their grids' tops (3e-3, 3e-2): both grids were extended upwards.
     "dora": [(lr, None) for lr in (1e-3, 3e-3, 1e-2, 2e-2)],
     "vera": [(lr, None) for lr in (1e-2, 3e-2, 1e-1, 3e-1)],
-    "flora": [(lr, None) for lr in (3e-5, 1e-4, 3e-4, 1e-3, 3e-3)],
-    "svft": [(lr, None) for lr in (1e-3, 3e-3, 1e-2, 3e-2)],
+    "flora": [(lr, None) for lr in (3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)],
+    "svft": [(lr, None) for lr in (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)],
     "bitfit": [(lr, None) for lr in (1e-3, 3e-3, 1e-2, 3e-2)],
     "head": [(lr, None) for lr in (3e-3, 1e-2, 3e-2, 1e-1)],
     "full": [(lr, None) for lr in (2e-5, 5e-5, 1e-4, 2e-4, 4e-4)],
