@@ -72,7 +72,8 @@ BACKBONE = "hf-flax"
 # the paper's RoBERTa-base alphas (29-151) scaled to MiniLM's 384x384 kernels: the initial ΔW's per-entry std is
 # alpha*sqrt(n/2)/(d1*d2), so alpha_paper * (384/768)^2 (7-38; STS-B's 84 -> 21) keeps the paper's value.
 GRIDS: dict[str, list[tuple[float, float | None]]] = {
-    "fourierft": [(lr, s) for s in (12.0, 35.0, 100.0) for lr in (0.02, 0.05, 0.15, 0.4)] + [(1.0, 12.0), (1.0, 35.0)],
+    "fourierft": [(lr, s) for s in (12.0, 35.0, 100.0) for lr in (0.02, 0.05, 0.15, 0.4)]
+    + [(1.0, 12.0), (1.0, 35.0), (2.0, 12.0)],
     "lora": [(lr, None) for lr in (5e-4, 1e-3, 3e-3, 1e-2, 3e-2)],
     # The new methods' grids are centred on LoRA's best rates (3e-3-1e-2) divided by how far a unit Adam step of
     # their leaves moves ΔW relative to LoRA's (experiments/results/first_step_effect.md: DoRA 1.2x, VeRA 0.12x,
