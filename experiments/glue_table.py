@@ -436,14 +436,17 @@ def _paired_to_fourierft(cells, methods, tasks, names) -> list[str]:
                 row.append("-")
                 continue
             diff = paired_difference([ours[t][k] for k in seeds], [theirs[t][k] for k in seeds])
-            row.append(f"{diff.mean:+.1f} ± {diff.standard_error:.1f} ({diff.pairs})")
+            spread = f" ± {diff.standard_error:.1f}" if diff.pairs > 1 else ""
+            row.append(f"{diff.mean:+.1f}{spread} ({diff.pairs})")
         seeds = sorted(set.intersection(*(set(ours[t]) & set(theirs[t]) for t in tasks)))
         if seeds:
             diff = paired_difference(
                 [np.mean([ours[t][k] for t in tasks]) for k in seeds],
                 [np.mean([theirs[t][k] for t in tasks]) for k in seeds],
             )
-            row += [f"{diff.mean:+.2f} ± {diff.standard_error:.2f} ({diff.pairs})", f"{diff.p_value:.2g}"]
+            spread = f" ± {diff.standard_error:.2f}" if diff.pairs > 1 else ""
+            p_value = "-" if np.isnan(diff.p_value) else f"{diff.p_value:.2g}"
+            row += [f"{diff.mean:+.2f}{spread} ({diff.pairs})", p_value]
         else:
             row += ["-", "-"]
         lines.append(f"| {m} | " + " | ".join(row) + " |")
