@@ -358,8 +358,7 @@ def render(results: pathlib.Path) -> None:
         "Full dev sets, metric x100 at the stopping epoch chosen on a selection slice held out of training.",
         "Cells: median [min, max] over seeds (n = seeds). Params: trainable, classifier head excluded.",
         "",
-        "| method | params | " + " | ".join(names[t] for t in tasks) + " | average of medians (tasks shown) |",
-        "|---" * (len(tasks) + 3) + "|",
+        *_markdown_header(["method", "params", *(names[t] for t in tasks), "average of medians (tasks shown)"]),
     ]
     averages: dict[str, float] = {}
     for m in methods:
@@ -378,7 +377,7 @@ def render(results: pathlib.Path) -> None:
             averages[m] = float(np.mean(medians))
         lines.append(f"| {m} | {params:,d} | " + " | ".join(row) + f" | {avg} |")
     lines += ["", "Paper-style best dev epoch (optimistic: chosen on the reported set), median over seeds:", ""]
-    lines += ["| method | " + " | ".join(names[t] for t in tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+    lines += _markdown_header(["method", *(names[t] for t in tasks)])
     for m in methods:
         row = []
         for t in tasks:
@@ -407,6 +406,11 @@ def render(results: pathlib.Path) -> None:
     print("\n".join(lines))
 
 
+def _markdown_header(columns: Sequence[str]) -> list[str]:
+    """A markdown table's header row and rule."""
+    return ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+
+
 def _per_seed(runs: Sequence[dict[str, Any]]) -> dict[int, float]:
     return {r["seed"]: r["dev_metric"] for r in runs}
 
@@ -421,8 +425,7 @@ def _paired_to_fourierft(cells, methods, tasks, names) -> list[str]:
         "data order): mean ± s.e. of the per-seed differences (pairs), and for the 5-task average the paired t-test",
         "p-value (pairs − 1 degrees of freedom).",
         "",
-        "| FourierFT minus | " + " | ".join(names[t] for t in tasks) + " | 5-task average | p |",
-        "|---" * (len(tasks) + 3) + "|",
+        *_markdown_header(["FourierFT minus", *(names[t] for t in tasks), "5-task average", "p"]),
     ]
     ours = {t: _per_seed(cells.get(("fourierft", t), [])) for t in tasks}
     for m in methods:
