@@ -16,6 +16,7 @@ unit step, and that RMS relative to LoRA's. A method whose unit step moves ΔW k
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import sys
 
@@ -23,24 +24,31 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fourier_flax import FourierFTConfig, LoraConfig, init_adapter
-from fourier_flax.adapter import module_delta_w
-from fourier_flax.finetune.records import read_records
-from fourier_flax.methods import DoraConfig, FloraConfig, SvftConfig, VeraConfig
+from fourier_flax import init_adapter
+from fourier_flax.adapter import AdapterConfig, module_delta_w
+from fourier_flax.finetune import adapter_config
 from fourier_flax.partition import trainable_mask
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from glue_table import SWEEP_TASK, _run_config, chosen  # noqa: E402  (the table's protocol and rates)
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 EPSILON = 1e-3
 TARGET = ("query",)
-# The GLUE table's configurations (experiments/glue_table.py, fourier_flax/finetune/presets.py).
-CONFIGS = {
-    "fourierft": FourierFTConfig(n_frequency=1000, scaling=12.0, target_modules=TARGET),
-    "lora": LoraConfig(r=8, lora_alpha=8.0, target_modules=TARGET),
-    "dora": DoraConfig(r=8, lora_alpha=8.0, target_modules=TARGET),
-    "vera": VeraConfig(r=256, target_modules=TARGET),
-    "flora": FloraConfig(r=8, scale=4.0, target_modules=TARGET),
-    "svft": SvftConfig(pattern="banded", off_diag=2, target_modules=TARGET),
-}
+METHODS = ("fourierft", "lora", "dora", "vera", "flora", "svft")
+
+
+def table_configs(picks: dict[str, tuple[float, float | None]]) -> dict[str, AdapterConfig]:
+    """Each adapter method's config exactly as the GLUE table runs it (``picks``: its chosen (lr, scaling)),
+    aimed at the one kernel ``TARGET`` and without the classifier head."""
+    return {
+        method: dataclasses.replace(
+            adapter_config(_run_config(SWEEP_TASK, method, 0, *picks[method])),
+            target_modules=TARGET,
+            modules_to_save=(),
+        )
+        for method in METHODS
+    }
 
 
 def unit_step_rms(config, kernel: jax.Array, seed: int = 0) -> tuple[float, list[str]]:
@@ -59,39 +67,27 @@ def unit_step_rms(config, kernel: jax.Array, seed: int = 0) -> tuple[float, list
     return float(np.sqrt(np.mean(change**2)) / EPSILON), trained
 
 
-def swept_rates(path: pathlib.Path) -> dict[str, float]:
-    """Per method, the rate with the best selection score in a GLUE sweep file (at FourierFT's table scaling)."""
-    best: dict[str, tuple[float, float]] = {}
-    scaling = CONFIGS["fourierft"].scaling
-    for r in read_records(path):
-        if r["scaling"] not in (None, scaling):
-            continue
-        if r["method"] not in best or r["selection_metric"] > best[r["method"]][0]:
-            best[r["method"]] = (r["selection_metric"], r["lr"])
-    return {method: lr for method, (_, lr) in best.items()}
-
-
 def main() -> int:
     kernel = 0.05 * jax.random.normal(jax.random.key(1), (384, 384))
-    effects = {name: unit_step_rms(config, kernel) for name, config in CONFIGS.items()}
+    picks = chosen(RESULTS)
+    configs = table_configs(picks)
+    effects = {name: unit_step_rms(config, kernel) for name, config in configs.items()}
     lora = effects["lora"][0]
-    swept = swept_rates(RESULTS / "glue_sweep.jsonl")
+    swept = {name: picks[name][0] for name in METHODS}
     lines = [
         "# One Adam step's effect on ΔW (written by experiments/first_step_effect.py)",
         "",
         "384×384 kernel, the GLUE table's configurations; RMS of ΔW's change per unit sign step of every trained",
         f"leaf (linearised at ε = {EPSILON:g}, at initialisation). Predicted rate = LoRA's swept rate / (× LoRA);",
         "swept rate: the best of the method's grid on the STS-B selection slice (glue_sweep.md; FourierFT at",
-        f"scaling {CONFIGS['fourierft'].scaling:g}).",
+        f"scaling {configs['fourierft'].scaling:g}).",
         "",
         "| method | trained leaves | RMS ΔW change per unit step | × LoRA | predicted rate | swept rate |",
         "|---|---|---|---|---|---|",
     ]
     for name, (rms, trained) in effects.items():
-        predicted = f"{swept['lora'] * lora / rms:.2g}" if "lora" in swept else "-"
-        lines.append(
-            f"| {name} | {', '.join(trained)} | {rms:.3g} | {rms / lora:.3g} | {predicted} | {swept.get(name, '-')} |"
-        )
+        predicted = f"{swept['lora'] * lora / rms:.2g}"
+        lines.append(f"| {name} | {', '.join(trained)} | {rms:.3g} | {rms / lora:.3g} | {predicted} | {swept[name]} |")
     (RESULTS / "first_step_effect.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -40,7 +40,9 @@ from fourier_flax.finetune import (
     load_classifier,
     load_task_data,
     load_tokenizer,
+    metric_by_seed,
     paired_difference,
+    shared_seeds,
 )
 from fourier_flax.finetune.loop import train_run
 from fourier_flax.finetune.records import append_record, finished_keys, read_records
@@ -84,7 +86,7 @@ def sweep(tasks, seeds) -> None:
 
 
 def _by_seed(records, task, center) -> dict[int, float]:
-    return {r["seed"]: r["dev_metric"] for r in records if r["task"] == task and r["center_frequency"] == center}
+    return metric_by_seed(records, task=task, center_frequency=center)
 
 
 def _paired_to_uniform(records, tasks, centers) -> tuple[list, list[float]]:
@@ -94,7 +96,7 @@ def _paired_to_uniform(records, tasks, centers) -> tuple[list, list[float]]:
         treated, uniform = [], []
         for task in tasks:
             runs, base = _by_seed(records, task, center), _by_seed(records, task, None)
-            for seed in sorted(set(runs) & set(base)):
+            for seed in shared_seeds(runs, base):
                 treated.append(runs[seed])
                 uniform.append(base[seed])
         diffs.append(paired_difference(treated, uniform))
@@ -116,10 +118,8 @@ def _verdict(name, centers, diffs, adjusted) -> str:
 
 def _trend(records, task, centers) -> str:
     """Per seed, the least-squares slope of the dev metric over f_c; their mean, s.e. and one-sample t-test."""
-    slopes = []
-    for seed in sorted(set.intersection(*(set(_by_seed(records, task, c)) for c in centers))):
-        values = [_by_seed(records, task, c)[seed] for c in centers]
-        slopes.append(100 * np.polyfit(centers, values, 1)[0])
+    by_center = [_by_seed(records, task, c) for c in centers]
+    slopes = [100 * np.polyfit(centers, [runs[seed] for runs in by_center], 1)[0] for seed in shared_seeds(*by_center)]
     if len(slopes) < 2:
         return f"- {task}: trend over f_c needs two seeds with every f_c."
     trend = paired_difference(slopes, [0.0] * len(slopes))

@@ -54,7 +54,7 @@ from fourier_flax.finetune import (
     load_tokenizer,
     resolve_run,
 )
-from fourier_flax.finetune.compare import paired_difference
+from fourier_flax.finetune.compare import metric_by_seed, paired_by_seed, shared_seeds
 from fourier_flax.finetune.loop import train_run
 from fourier_flax.finetune.records import append_record, finished_keys, read_records
 
@@ -400,7 +400,7 @@ def render(results: pathlib.Path) -> None:
     if "fourierft" in averages and "lora" in averages:
         gap = averages["fourierft"] - averages["lora"]
         lines.append(f"FourierFT 5-task average minus LoRA's: {gap:+.2f} points.")
-    lines += _paired_to_fourierft(cells, methods, tasks, names)
+    lines += _paired_to_fourierft(records, methods, tasks, names)
     (results / "glue_table.md").write_text("\n".join(lines) + "\n")
     _plot(cells, methods, tasks, names, results / "glue_table.png")
     print("\n".join(lines))
@@ -411,11 +411,7 @@ def _markdown_header(columns: Sequence[str]) -> list[str]:
     return ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
 
 
-def _per_seed(runs: Sequence[dict[str, Any]]) -> dict[int, float]:
-    return {r["seed"]: r["dev_metric"] for r in runs}
-
-
-def _paired_to_fourierft(cells, methods, tasks, names) -> list[str]:
+def _paired_to_fourierft(records, methods, tasks, names) -> list[str]:
     """Lines of FourierFT minus every other method, paired by seed (same head init, dropout and data order)."""
     if "fourierft" not in methods:
         return []
@@ -427,26 +423,21 @@ def _paired_to_fourierft(cells, methods, tasks, names) -> list[str]:
         "",
         *_markdown_header(["FourierFT minus", *(names[t] for t in tasks), "5-task average", "p"]),
     ]
-    ours = {t: _per_seed(cells.get(("fourierft", t), [])) for t in tasks}
+    ours = {t: metric_by_seed(records, method="fourierft", task=t) for t in tasks}
     for m in methods:
         if m == "fourierft":
             continue
-        theirs = {t: _per_seed(cells.get((m, t), [])) for t in tasks}
+        theirs = {t: metric_by_seed(records, method=m, task=t) for t in tasks}
         row = []
         for t in tasks:
-            seeds = sorted(ours[t].keys() & theirs[t].keys())
-            if not seeds:
+            diff = paired_by_seed(ours[t], theirs[t])
+            if diff is None:
                 row.append("-")
                 continue
-            diff = paired_difference([ours[t][k] for k in seeds], [theirs[t][k] for k in seeds])
             spread = f" ± {diff.standard_error:.1f}" if diff.pairs > 1 else ""
             row.append(f"{diff.mean:+.1f}{spread} ({diff.pairs})")
-        seeds = sorted(set.intersection(*(set(ours[t]) & set(theirs[t]) for t in tasks)))
-        if seeds:
-            diff = paired_difference(
-                [np.mean([ours[t][k] for t in tasks]) for k in seeds],
-                [np.mean([theirs[t][k] for t in tasks]) for k in seeds],
-            )
+        diff = paired_by_seed(*(_task_average(by_task, tasks) for by_task in (ours, theirs)))
+        if diff is not None:
             spread = f" ± {diff.standard_error:.2f}" if diff.pairs > 1 else ""
             p_value = "-" if np.isnan(diff.p_value) else f"{diff.p_value:.2g}"
             row += [f"{diff.mean:+.2f}{spread} ({diff.pairs})", p_value]
@@ -454,6 +445,11 @@ def _paired_to_fourierft(cells, methods, tasks, names) -> list[str]:
             row += ["-", "-"]
         lines.append(f"| {m} | " + " | ".join(row) + " |")
     return lines
+
+
+def _task_average(by_task: dict[str, dict[int, float]], tasks: Sequence[str]) -> dict[int, float]:
+    """Per seed that has every task, the mean of its task metrics."""
+    return {k: float(np.mean([by_task[t][k] for t in tasks])) for k in shared_seeds(*(by_task[t] for t in tasks))}
 
 
 def _plot(cells, methods, tasks, names, out: pathlib.Path) -> None:

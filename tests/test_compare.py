@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fourier_flax.finetune.compare import holm_adjust, paired_difference
+from fourier_flax.finetune.compare import (
+    holm_adjust,
+    metric_by_seed,
+    paired_by_seed,
+    paired_difference,
+    shared_seeds,
+)
 
 
 def test_paired_difference_matches_scipy_ttest_rel():
@@ -43,3 +49,39 @@ def test_holm_by_hand():
     assert holm_adjust([0.6, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
     adjusted = holm_adjust([0.02, float("nan"), 0.04])  # nan neither adjusted nor counted
     assert adjusted[0] == pytest.approx(0.04) and np.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.04)
+
+
+RECORDS = [
+    {"task": "stsb", "method": "fourierft", "seed": 0, "dev_metric": 80.0},
+    {"task": "stsb", "method": "fourierft", "seed": 2, "dev_metric": 79.0},
+    {"task": "stsb", "method": "lora", "seed": 0, "dev_metric": 77.0},
+    {"task": "stsb", "method": "lora", "seed": 1, "dev_metric": 78.0},
+    {"task": "stsb", "method": "lora", "seed": 2, "dev_metric": 77.5},
+    {"task": "rte", "method": "lora", "seed": 0, "dev_metric": 52.0},
+    {"task": "stsb", "method": "uniform", "center_frequency": 50.0, "seed": 0, "dev_metric": 1.0},
+]
+
+
+def test_metric_by_seed_selects_by_fields_and_reads_missing_fields_as_none():
+    assert metric_by_seed(RECORDS, task="stsb", method="lora") == {0: 77.0, 1: 78.0, 2: 77.5}
+    assert metric_by_seed(RECORDS, method="lora", task="rte") == {0: 52.0}
+    assert metric_by_seed(RECORDS, task="stsb", method="fourierft", center_frequency=None) == {0: 80.0, 2: 79.0}
+    assert metric_by_seed(RECORDS, task="stsb", center_frequency=50.0) == {0: 1.0}
+    assert metric_by_seed(RECORDS, task="cola") == {}
+
+
+def test_metric_by_seed_refuses_an_ambiguous_match():
+    with pytest.raises(ValueError, match="two records of seed 0 .* add the fields"):
+        metric_by_seed(RECORDS, task="stsb")
+
+
+def test_pairing_uses_only_the_seeds_both_settings_have():
+    ours = metric_by_seed(RECORDS, task="stsb", method="fourierft")
+    theirs = metric_by_seed(RECORDS, task="stsb", method="lora")
+    assert shared_seeds(ours, theirs) == [0, 2]
+    assert shared_seeds(ours, theirs, {2: 0.0, 5: 1.0}) == [2]
+    diff = paired_by_seed(ours, theirs)
+    # Seed 0: 80 - 77 = 3; seed 2: 79 - 77.5 = 1.5 (seed 1 has no FourierFT run and drops out).
+    assert diff.pairs == 2 and diff.mean == pytest.approx(2.25)
+    assert diff.standard_error == pytest.approx(np.std([3.0, 1.5], ddof=1) / np.sqrt(2))
+    assert paired_by_seed(ours, metric_by_seed(RECORDS, task="rte", method="fourierft")) is None

@@ -9,7 +9,14 @@ Example::
 """
 
 from fourier_flax.finetune.classifier import SequenceClassifier, load_classifier
-from fourier_flax.finetune.compare import PairedDifference, holm_adjust, paired_difference
+from fourier_flax.finetune.compare import (
+    PairedDifference,
+    holm_adjust,
+    metric_by_seed,
+    paired_by_seed,
+    paired_difference,
+    shared_seeds,
+)
 from fourier_flax.finetune.loop import (
     RunResult,
     TaskData,
@@ -41,8 +48,11 @@ __all__ = [
     "load_tokenizer",
     "make_apply_fn",
     "method_mask",
+    "metric_by_seed",
+    "paired_by_seed",
     "paired_difference",
     "prepare_params",
     "resolve_run",
+    "shared_seeds",
     "train_run",
 ]

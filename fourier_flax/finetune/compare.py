@@ -8,12 +8,15 @@ Example::
   >>> diff = paired_difference([74.0, 73.3, 74.5], [73.9, 73.5, 74.3])  # f_c = 0 vs uniform, seeds 0-2
   >>> diff.mean, diff.standard_error, diff.p_value
   >>> holm_adjust([0.01, 0.04, 0.03, 0.005])  # -> [0.03, 0.06, 0.06, 0.02]
+  >>> lora = metric_by_seed(records, task="stsb", method="lora")  # {seed: dev_metric} from a runs JSONL
+  >>> paired_by_seed(metric_by_seed(records, task="stsb", method="fourierft"), lora)  # over the shared seeds
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -55,6 +58,36 @@ def paired_difference(treatment: Sequence[float], baseline: Sequence[float]) -> 
         return PairedDifference(float(diff.mean()), 0.0, float("nan"), diff.size)
     t = diff.mean() / se
     return PairedDifference(float(diff.mean()), se, float(2 * stats.t.sf(abs(t), diff.size - 1)), diff.size)
+
+
+def metric_by_seed(records: Iterable[Mapping[str, Any]], metric: str = "dev_metric", **match: Any) -> dict[int, float]:
+    """``{seed: record[metric]}`` over the run records whose fields equal ``match`` (a missing field is None).
+
+    Raises:
+      ValueError: two matching records share a seed (``match`` does not single out one setting).
+    """
+    by_seed: dict[int, float] = {}
+    for record in records:
+        if all(record.get(field) == value for field, value in match.items()):
+            if record["seed"] in by_seed:
+                raise ValueError(
+                    f"two records of seed {record['seed']} match {match}; add the fields that tell them apart"
+                )
+            by_seed[record["seed"]] = record[metric]
+    return by_seed
+
+
+def shared_seeds(*by_seed: Mapping[int, float]) -> list[int]:
+    """The seeds every one of the ``{seed: metric}`` mappings has, ascending."""
+    return sorted(set.intersection(*(set(m) for m in by_seed))) if by_seed else []
+
+
+def paired_by_seed(treatment: Mapping[int, float], baseline: Mapping[int, float]) -> PairedDifference | None:
+    """:func:`paired_difference` over the seeds both ``{seed: metric}`` mappings have; None when they share none."""
+    seeds = shared_seeds(treatment, baseline)
+    if not seeds:
+        return None
+    return paired_difference([treatment[s] for s in seeds], [baseline[s] for s in seeds])
 
 
 def holm_adjust(p_values: Sequence[float]) -> list[float]:
