@@ -30,7 +30,7 @@ from fourier_flax.finetune import adapter_config
 from fourier_flax.partition import trainable_mask
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from glue_table import SWEEP_TASK, _run_config, chosen  # noqa: E402  (the table's protocol and rates)
+from glue_table import SWEEP_TASK, chosen, table_run_config  # noqa: E402  (the table's protocol and rates)
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 EPSILON = 1e-3
@@ -43,7 +43,7 @@ def table_configs(picks: dict[str, tuple[float, float | None]]) -> dict[str, Ada
     aimed at the one kernel ``TARGET`` and without the classifier head."""
     return {
         method: dataclasses.replace(
-            adapter_config(_run_config(SWEEP_TASK, method, 0, *picks[method])),
+            adapter_config(table_run_config(SWEEP_TASK, method, 0, *picks[method])),
             target_modules=TARGET,
             modules_to_save=(),
         )

@@ -48,7 +48,7 @@ from fourier_flax.finetune.loop import train_run
 from fourier_flax.finetune.records import append_record, finished_keys, read_records
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from glue_table import BACKBONE, _run_config, chosen, run_record  # noqa: E402  (the table's protocol and rates)
+from glue_table import BACKBONE, chosen, run_record, table_run_config  # noqa: E402  (the table's protocol and rates)
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 RUNS = pathlib.Path(__file__).resolve().parents[1] / "runs" / "frequency_bias"
@@ -68,7 +68,7 @@ def sweep(tasks, seeds) -> None:
                 if (task_name, center, seed) in finished_keys(path, ("task", "center_frequency", "seed")):
                     continue
                 bias = {"entry_sampling": "frequency_bias", "center_frequency": center, "bandwidth": BANDWIDTH}
-                run = _run_config(task_name, "fourierft", seed, lr, scaling, **bias)
+                run = table_run_config(task_name, "fourierft", seed, lr, scaling, **bias)
                 if model is None:
                     model, base = load_classifier(num_labels=task.num_labels, backbone=BACKBONE)
                     data = load_task_data(run, data_dir, tokenizer)

@@ -5,7 +5,6 @@ Commands (each resumable: finished runs are read back from the JSONL files and s
   .venv/bin/python experiments/glue_table.py sweep      # grids on the STS-B selection slice -> glue_sweep.jsonl
   .venv/bin/python experiments/glue_table.py table      # tasks x methods x seeds -> glue_runs.jsonl
   .venv/bin/python experiments/glue_table.py render     # glue_table.md + glue_table.png from the JSONL
-  .venv/bin/python experiments/glue_table.py figure4 --tasks sst2,stsb   # Figure 4: metric vs n / r
   .venv/bin/python experiments/glue_table.py all --methods fourierft,lora,head   # the three, in that order
 
 Protocol (``fourier_flax.finetune.loop``): per task the training split loses a fixed 10% selection slice
@@ -22,10 +21,7 @@ and the scaling are traced, so the grid compiles once per bucket shape. The grid
 runs was measured slower on this CPU (experiments/results/bench_sweep.md: 0.45x), as compilation dominates and a
 2-core CPU gains little from batching.
 
-Figure 4 (``figure4``): FourierFT n in {50, 100, 200, 1000, 6144} and LoRA r in {1, 2, 4, 8, 16} at the table's
-budget and chosen rates; the scaling rule: FourierFT keeps the chosen alpha at every n (as the paper keeps its
-per-task alpha), LoRA keeps lora_alpha = 8 (update scale 8/r, PEFT's convention of a fixed alpha). The n = 1000
-and r = 8 points are the table's own runs. Records go to figure4_runs.jsonl; figure4.md and figure4.png.
+Figure 4 (FourierFT n and LoRA r at this table's budget and rates) is ``experiments/glue_figure4.py``.
 
 Outputs (experiments/results/): glue_sweep.jsonl, glue_sweep.md, glue_runs.jsonl, glue_table.md, glue_table.png;
 adapters of every run under runs/glue_table/<task>/<method>/seed<k>/ (not versioned).
@@ -89,7 +85,8 @@ GRIDS: dict[str, list[tuple[float, float | None]]] = {
 }
 
 
-def _run_config(task: str, method: str, seed: int, lr: float, scaling: float | None, **overrides: Any):
+def table_run_config(task: str, method: str, seed: int, lr: float, scaling: float | None, **overrides: Any):
+    """The table's run of ``method`` on ``task``: the ``glue`` preset at ``lr`` (and ``scaling``) and ``overrides``."""
     values = {"seed": seed, "lr": lr, "head_lr": lr if method == "head" else HEAD_LR, "backbone": BACKBONE, **overrides}
     if scaling is not None:
         values["scaling"] = scaling
@@ -110,7 +107,7 @@ def sweep(methods: Sequence[str], results: pathlib.Path) -> None:
         todo = [(lr, s) for lr, s in GRIDS[method] if (SWEEP_TASK, method, lr, s) not in done]
         if not todo:
             continue
-        run = _run_config(SWEEP_TASK, method, 0, *GRIDS[method][0], epochs=SWEEP_EPOCHS)
+        run = table_run_config(SWEEP_TASK, method, 0, *GRIDS[method][0], epochs=SWEEP_EPOCHS)
         if model is None:
             model, base = load_classifier(num_labels=task.num_labels, backbone=BACKBONE)
             data = load_task_data(run, data_dir, load_tokenizer())
@@ -231,7 +228,7 @@ def table(methods: Sequence[str], seeds: Sequence[int], tasks: Sequence[str], re
             for method in methods:
                 if (task_name, method, seed) in finished_keys(path, ("task", "method", "seed")):
                     continue
-                run = _run_config(task_name, method, seed, *picks[method])
+                run = table_run_config(task_name, method, seed, *picks[method])
                 if task.num_labels not in models:
                     models[task.num_labels] = load_classifier(num_labels=task.num_labels, backbone=BACKBONE)
                 if task_name not in datasets:
@@ -251,96 +248,6 @@ def table(methods: Sequence[str], seeds: Sequence[int], tasks: Sequence[str], re
                     f"{record['selection_metric']:.2f}, epoch {result.stopping_epoch}) {result.seconds:.0f} s",
                     flush=True,
                 )
-
-
-FIGURE4 = {"fourierft": ("n_frequency", (50, 100, 200, 1000, 6144)), "lora": ("lora_r", (1, 2, 4, 8, 16))}
-TABLE_SETTING = {"fourierft": 1000, "lora": 8}
-
-
-def figure4(seeds: Sequence[int], tasks: Sequence[str], results: pathlib.Path) -> None:
-    """Runs every missing (task, method, setting, seed) of Figure 4; the table's runs stand for n=1000 / r=8."""
-    path = results / "figure4_runs.jsonl"
-    picks = chosen(results)
-    table_runs = {(r["task"], r["method"], r["seed"]): r for r in read_records(results / "glue_runs.jsonl")}
-    data_dir, tokenizer = default_data_dir(), load_tokenizer()
-    for seed in seeds:
-        for task_name in tasks:
-            task = get_task(task_name)
-            model = base = data = None
-            for method, (field, values) in FIGURE4.items():
-                for value in values:
-                    if (task_name, method, value, seed) in finished_keys(path, ("task", "method", "setting", "seed")):
-                        continue
-                    if value == TABLE_SETTING[method] and (task_name, method, seed) in table_runs:
-                        append_record(path, {**table_runs[(task_name, method, seed)], "setting": value})
-                        continue
-                    run = _run_config(task_name, method, seed, *picks[method], **{field: value})
-                    if model is None:
-                        model, base = load_classifier(num_labels=task.num_labels, backbone=BACKBONE)
-                        data = load_task_data(run, data_dir, tokenizer)
-                    out = RUNS.parent / "figure4" / task_name / f"{method}_{value}" / f"seed{seed}"
-                    result = train_run(
-                        run, out, data_dir=data_dir, trainer=Trainer(model, base, run, data), progress=False
-                    )
-                    record = {**run_record(run, result, data, model), "setting": value}
-                    append_record(path, record)
-                    print(f"figure4 {task_name} {method} {field}={value} seed {seed}: dev {record['dev_metric']:.2f}")
-    render_figure4(results)
-
-
-def render_figure4(results: pathlib.Path) -> None:
-    records = read_records(results / "figure4_runs.jsonl")
-    if not records:
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = [t for t in TASKS if any(r["task"] == t for r in records)]
-    picks = chosen(results)
-    lines = [
-        "# Figure 4 on all-MiniLM-L6-v2 (written by experiments/glue_table.py figure4)",
-        "",
-        "Dev metric x100 (full dev set, stopping epoch on the selection slice): median [min, max] over seeds.",
-        f"The GLUE table's budget and chosen rates at every point (FourierFT lr {picks['fourierft'][0]:g}, LoRA lr "
-        f"{picks['lora'][0]:g}). Scaling rule: FourierFT keeps alpha = {picks['fourierft'][1]:g} at every n (as the",
-        "paper keeps its per-task alpha); LoRA keeps lora_alpha = 8, an update scale of 8/r (PEFT's fixed-alpha",
-        f"convention). The n = {TABLE_SETTING['fourierft']} and r = {TABLE_SETTING['lora']} points are the table's",
-        "runs.",
-        "",
-        "| task | method | setting | adapter params | dev | seeds |",
-        "|---|---|---|---|---|---|",
-    ]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.4), squeeze=False)
-    for ax, task in zip(axes[0], tasks, strict=True):
-        for method, (field, values) in FIGURE4.items():
-            xs, ys, lo, hi = [], [], [], []
-            for value in values:
-                runs = [r for r in records if (r["task"], r["method"], r["setting"]) == (task, method, value)]
-                if not runs:
-                    continue
-                metric = np.array([r["dev_metric"] for r in runs])
-                params = runs[0]["trainable_params_without_head"]
-                lines.append(
-                    f"| {task} | {method} | {field}={value} | {params:,d} | {np.median(metric):.1f} "
-                    f"[{metric.min():.1f}, {metric.max():.1f}] | {len(metric)} |"
-                )
-                xs.append(params)
-                ys.append(np.median(metric))
-                lo.append(np.median(metric) - metric.min())
-                hi.append(metric.max() - np.median(metric))
-            if xs:
-                ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=method)
-        ax.set_xscale("log")
-        ax.set_title(task)
-        ax.set_xlabel("adapter parameters (head excluded)")
-    axes[0][0].set_ylabel("dev metric x100")
-    axes[0][-1].legend()
-    fig.tight_layout()
-    fig.savefig(results / "figure4.png", dpi=120)
-    (results / "figure4.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
 
 
 def render(results: pathlib.Path) -> None:
@@ -486,7 +393,7 @@ def _plot(cells, methods, tasks, names, out: pathlib.Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=("sweep", "table", "render", "all", "figure4"))
+    parser.add_argument("stage", choices=("sweep", "table", "render", "all"))
     parser.add_argument("--methods", default=",".join(METHOD_ORDER))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--tasks", default=",".join(TASKS))
@@ -503,9 +410,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         table(methods, seeds, tasks, results)
     if args.stage in ("render", "all"):
         render(results)
-        render_figure4(results)
-    if args.stage == "figure4":
-        figure4(seeds, tasks, results)
     return 0
 
 

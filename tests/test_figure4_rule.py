@@ -1,0 +1,100 @@
+"""Figure 4's scaling rule (``experiments/glue_figure4.py``): what it claims about ΔW, and how its records render."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fourier_flax as ff
+
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "glue_figure4.py"
+SHAPE = (384, 384)  # MiniLM's query/value kernels
+TABLE_ALPHA = 12.0
+
+
+@pytest.fixture(scope="module")
+def figure4():
+    """Imports the experiment script as a module (``experiments/`` is not a package)."""
+    spec = importlib.util.spec_from_file_location("glue_figure4", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def expected_squared_norm(entries: np.ndarray, alpha: float) -> float:
+    """E‖ΔW‖_F² over c ~ N(0, I), float64: each coefficient's cosine has mean square 1/2 over the grid (1 if its
+    frequency is its own conjugate), distinct frequencies are orthogonal, so E‖ΔW‖² = α²·Σ_l w_l/(d1·d2)."""
+    d1, d2 = SHAPE
+    rows, cols = entries.astype(np.int64)
+    self_conjugate = ((2 * rows) % d1 == 0) & ((2 * cols) % d2 == 0)
+    weights = np.where(self_conjugate, 1.0, 0.5)
+    return float(alpha**2 * weights.sum() / (d1 * d2))
+
+
+@pytest.mark.parametrize("n", [50, 200, 6144])
+def test_rule_keeps_initial_delta_w_norm_of_n_1000(figure4, n):
+    reference = expected_squared_norm(ff.peft_entries(SHAPE, 1000, seed=777), TABLE_ALPHA)
+    entries = ff.peft_entries(SHAPE, n, seed=777)
+    alpha = figure4.figure4_scaling("fourierft", n, TABLE_ALPHA)
+    expected = expected_squared_norm(entries, alpha)
+    assert expected == pytest.approx(reference, rel=1e-3)
+    # the library's ΔW at that alpha, averaged over N(0, 1) draws, has that expected norm (relative sd of the
+    # mean of 256 draws is sqrt(2/(256·n)) <= 0.013 here, so 6% is > 4 sd)
+    draws = jax.random.normal(jax.random.key(n), (256, n))
+    norms = jax.vmap(lambda c: jnp.sum(ff.delta_w(c, entries, SHAPE, alpha) ** 2))(draws)
+    assert float(jnp.mean(norms)) == pytest.approx(expected, rel=0.06)
+
+
+def test_a_fixed_alpha_would_grow_the_initial_norm_with_n():
+    small = expected_squared_norm(ff.peft_entries(SHAPE, 50, seed=777), TABLE_ALPHA)
+    large = expected_squared_norm(ff.peft_entries(SHAPE, 6144, seed=777), TABLE_ALPHA)
+    assert large / small == pytest.approx(6144 / 50, rel=1e-2)
+
+
+def test_lora_keeps_its_table_alpha(figure4):
+    assert figure4.figure4_scaling("lora", 1, None) is None
+    assert figure4.SCALING_RULE["lora"] == "lora_alpha = 8"
+
+
+def _record(method: str, setting: int, seed: int, rule: str, dev: float, hp: dict) -> dict:
+    return {
+        "task": "stsb",
+        "method": method,
+        "setting": setting,
+        "seed": seed,
+        "scaling_rule": rule,
+        "dev_metric": dev,
+        "trainable_params_without_head": setting * 12,
+        "hyperparameters": hp,
+    }
+
+
+def test_render_plots_only_the_current_rule_and_lists_the_rest_apart(figure4, tmp_path):
+    sweep = [
+        {"task": "stsb", "method": "fourierft", "lr": 1.0, "scaling": TABLE_ALPHA, "selection_metric": 80.0},
+        {"task": "stsb", "method": "lora", "lr": 1e-2, "scaling": None, "selection_metric": 75.0},
+    ]
+    rule = figure4.SCALING_RULE["fourierft"]
+    records = [
+        _record("fourierft", 6144, 0, "alpha fixed", 31.2, {"lr": 1.0, "scaling": 12.0}),
+        *(_record("fourierft", 6144, s, rule, 78.0 + s, {"lr": 1.0, "scaling": 4.84}) for s in range(3)),
+        *(_record("lora", 8, s, "lora_alpha = 8", 75.0 + s, {"lr": 1e-2, "lora_alpha": 8.0, "r": 8}) for s in range(3)),
+    ]
+    for name, rows in (("glue_sweep.jsonl", sweep), ("figure4_runs.jsonl", records)):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    figure4.render_figure4(tmp_path)
+    text = (tmp_path / "figure4.md").read_text()
+    current, superseded = text.split("## Runs under a superseded rule")
+    assert "| stsb | fourierft | n_frequency=6144 | alpha 4.84 | 73,728 | 79.0 [78.0, 80.0] | 3 |" in current
+    assert "| stsb | lora | lora_r=8 | 8/8 | 96 | 76.0 [75.0, 77.0] | 3 |" in current
+    assert "31.2" not in current
+    assert "| stsb | fourierft | 6144 | alpha fixed | alpha 12.00 | 0 | 31.2 |" in superseded
+    assert (tmp_path / "figure4.png").stat().st_size > 0
