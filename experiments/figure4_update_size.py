@@ -1,16 +1,16 @@
-"""How far FourierFT moves the pretrained weights at each Figure 4 point: ‖ΔW‖_F/‖W0‖_F before and after training.
+"""How far each Figure 4 run moved the pretrained weights: ‖ΔW‖_F/‖W0‖_F at initialisation and after training.
 
 Command (after ``glue_figure4.py run``; ~1 min, no training)::
 
   .venv/bin/python experiments/figure4_update_size.py   # writes results/figure4_update_size.md
 
-For every FourierFT record of ``results/figure4_runs.jsonl`` (both scaling rules) it loads the saved adapter onto
-the real all-MiniLM-L6-v2 and takes the largest ‖ΔW‖_F/‖W0‖_F over the 12 adapted layers
-(:func:`fourier_flax.update_scale.update_norm_ratios`), and the same for a fresh N(0, 1) initialisation of that
-config (the run's seed). Both grow with alpha·sqrt(n) at a fixed learning rate: the initial one exactly in
-expectation, the trained one because Adam moves every coefficient by about the learning rate per step whatever n
-is. This is the evidence behind Figure 4's scaling rule (``glue_figure4.SCALING_RULE``): under a fixed alpha the
-n = 6144 runs end far from W0; alpha·sqrt(1000/n) keeps every n near the table's n = 1000.
+For every record of ``results/figure4_runs.jsonl`` (both scaling rules) it loads the saved adapter onto the real
+all-MiniLM-L6-v2 and takes the largest ‖ΔW‖_F/‖W0‖_F over the 12 adapted layers
+(:func:`fourier_flax.update_scale.update_norm_ratios`), and the same for a fresh initialisation of that config
+(the run's seed; LoRA starts at ΔW = 0). At a fixed learning rate, Adam moves every trained number by about the
+rate per step, so the trained ΔW grows with FourierFT's alpha·sqrt(n) and with LoRA's (lora_alpha / r)·sqrt(r).
+This is the evidence behind Figure 4's scaling rule (``glue_figure4.SCALING_RULE``): under a fixed alpha the
+n = 6144 and r = 1, 2 runs end far from W0; the rule keeps every point near the table's n = 1000 / r = 8.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from fourier_flax.update_scale import update_norm_ratios
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 BACKBONE = "hf-flax"
-MEASURES = ("alpha", "lr", "initial", "trained", "dev")
+MEASURES = ("scale", "lr", "initial", "trained", "dev")
 
 
 def largest_ratio(params, config) -> float:
@@ -38,12 +38,15 @@ def largest_ratio(params, config) -> float:
     return max(update_norm_ratios(params, config).values())
 
 
+def update_scale(config) -> float:
+    """What multiplies the trained numbers in ΔW: FourierFT's alpha, LoRA's lora_alpha / r."""
+    return config.scaling if isinstance(config, ff.FourierFTConfig) else config.lora_alpha / config.r
+
+
 def measure(records: list[dict]) -> list[dict]:
-    """Per FourierFT record: task, rule, n, seed, alpha, dev metric and the initial and trained largest ratios."""
+    """Per record: task, method, rule, setting, seed, update scale, lr, dev metric, initial and trained ratios."""
     rows, bases = [], {}
     for record in records:
-        if record["method"] != "fourierft":
-            continue
         task = get_task(record["task"])
         if task.num_labels not in bases:
             bases[task.num_labels] = load_classifier(num_labels=task.num_labels, backbone=BACKBONE)[1]
@@ -54,10 +57,11 @@ def measure(records: list[dict]) -> list[dict]:
         rows.append(
             {
                 "task": record["task"],
+                "method": record["method"],
                 "rule": record["scaling_rule"],
-                "n": record["setting"],
+                "setting": record["setting"],
                 "seed": record["seed"],
-                "alpha": config.scaling,
+                "scale": update_scale(config),
                 "lr": record["hyperparameters"]["lr"],
                 "dev": record["dev_metric"],
                 "initial": largest_ratio(initial, config),
@@ -70,22 +74,24 @@ def measure(records: list[dict]) -> list[dict]:
 def render(rows: list[dict]) -> str:
     """The markdown table: per (task, rule, n) the medians over seeds."""
     lines = [
-        "# ‖ΔW‖/‖W0‖ at Figure 4's FourierFT points (written by experiments/figure4_update_size.py)",
+        "# ‖ΔW‖/‖W0‖ at Figure 4's points (written by experiments/figure4_update_size.py)",
         "",
         "all-MiniLM-L6-v2, query/value, the GLUE table's budget. Largest ‖ΔW‖_F/‖W0‖_F over the 12 adapted",
         "layers, at a fresh N(0, 1) initialisation and after training (the saved stopping-epoch adapter); medians",
-        "over seeds. fourier_flax.update_scale warns above 0.25 at initialisation.",
+        "over seeds. Scale: FourierFT's alpha, LoRA's lora_alpha / r. fourier_flax.update_scale warns above 0.25",
+        "at initialisation.",
         "",
-        "| task | scaling rule | n | alpha | lr | initial | trained | dev | seeds |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| task | method | scaling rule | n or r | scale | lr | initial | trained | dev | seeds |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    groups = sorted({(r["task"], r["rule"], r["n"]) for r in rows})
-    for task, rule, n in groups:
-        group = [r for r in rows if (r["task"], r["rule"], r["n"]) == (task, rule, n)]
+    groups = sorted({(r["task"], r["method"], r["rule"], r["setting"]) for r in rows})
+    for key in groups:
+        task, method, rule, setting = key
+        group = [r for r in rows if (r["task"], r["method"], r["rule"], r["setting"]) == key]
         median = {key: float(np.median([r[key] for r in group])) for key in MEASURES}
         lines.append(
-            f"| {task} | {rule} | {n} | {median['alpha']:.2f} | {median['lr']:g} | {median['initial']:.3f} | "
-            f"{median['trained']:.3f} | {median['dev']:.1f} | {len(group)} |"
+            f"| {task} | {method} | {rule} | {setting} | {median['scale']:.2f} | {median['lr']:g} | "
+            f"{median['initial']:.3f} | {median['trained']:.3f} | {median['dev']:.1f} | {len(group)} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -9,12 +9,15 @@ FourierFT n in {50, 100, 200, 1000, 6144} and LoRA r in {1, 2, 4, 8, 16} at the 
 learning rates (``glue_table.chosen``; protocol in ``glue_table``). The n = 1000 and r = 8 points are the table's
 own runs (glue_runs.jsonl).
 
-Scaling rule (:data:`SCALING_RULE`). FourierFT's alpha is the table's times sqrt(1000 / n): both ‖ΔW‖ at
-initialisation and the size of each Adam step on ΔW (Adam moves every coefficient by about the learning rate)
-grow as alpha·sqrt(n), so this keeps them at the table's n = 1000 values. LoRA keeps lora_alpha = 8 (update scale
-8/r, PEFT's fixed-alpha convention). A fixed alpha was run first and collapsed at n = 6144 (STS-B seed 0: 31.2
-Pearson against 79.6 at n = 1000); ``experiments/figure4_update_size.py`` shows why (the trained ΔW's size). Those
-runs stay in figure4_runs.jsonl under their own ``scaling_rule`` and figure4.md lists them apart.
+Scaling rule (:data:`SCALING_RULE`): each method's update scale keeps the size of an Adam step on ΔW at the
+table's point. Adam moves every trained number by about the learning rate per step, so FourierFT's step on ΔW
+grows as alpha·sqrt(n) (as does its initial ΔW) and LoRA's as (lora_alpha / r)·sqrt(r). Hence FourierFT alpha =
+12·sqrt(1000 / n) and LoRA lora_alpha = 8·sqrt(r / 8), an update scale of sqrt(8 / r) (rsLoRA's 1/sqrt(r)
+anchored at r = 8). A fixed alpha (FourierFT 12; LoRA lora_alpha 8, PEFT's convention) was run first and
+collapsed at the sizes where the step grows: STS-B seed 0, FourierFT n = 6144 31.2 Pearson (79.6 at n = 1000),
+LoRA r = 1 39.1 and r = 2 −6.0 (74.3 at r = 8). ``experiments/figure4_update_size.py`` measures the trained ΔW's
+size at every point. Those runs stay in figure4_runs.jsonl under their own ``scaling_rule``; figure4.md lists
+them apart.
 
 Outputs (experiments/results/): figure4_runs.jsonl (one record per run, as glue_runs.jsonl plus ``setting`` and
 ``scaling_rule``), figure4.md, figure4.png.
@@ -35,6 +38,7 @@ import numpy as np
 from fourier_flax.data import get_task
 from fourier_flax.finetune import Trainer, default_data_dir, load_classifier, load_task_data, load_tokenizer
 from fourier_flax.finetune.loop import train_run
+from fourier_flax.finetune.presets import RunConfig
 from fourier_flax.finetune.records import append_record, finished_keys, read_records
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -43,14 +47,20 @@ from glue_table import BACKBONE, RESULTS, RUNS, TASKS, chosen, run_record, table
 
 FIGURE4 = {"fourierft": ("n_frequency", (50, 100, 200, 1000, 6144)), "lora": ("lora_r", (1, 2, 4, 8, 16))}
 TABLE_SETTING = {"fourierft": 1000, "lora": 8}
-SCALING_RULE = {"fourierft": "alpha * sqrt(1000 / n)", "lora": "lora_alpha = 8"}
+SCALING_RULE = {"fourierft": "alpha * sqrt(1000 / n)", "lora": "lora_alpha = 8 * sqrt(r / 8)"}
 
 
-def figure4_scaling(method: str, setting: int, table_scaling: float | None) -> float | None:
-    """The scaling of Figure 4's point ``setting`` under ``SCALING_RULE`` (the table's at n = 1000)."""
+def figure4_overrides(method: str, setting: int, table_scaling: float | None) -> dict[str, float]:
+    """The run overrides of Figure 4's point ``setting`` (n or r) under ``SCALING_RULE``.
+
+    Both rules keep the size of an Adam step on ΔW at the table's point (n = 1000, r = 8), whose overrides are the
+    table's own: FourierFT's step grows as alpha·sqrt(n), LoRA's as (lora_alpha / r)·sqrt(r).
+    """
     if method == "fourierft":
-        return table_scaling * math.sqrt(TABLE_SETTING["fourierft"] / setting)
-    return table_scaling
+        scaling = table_scaling * math.sqrt(TABLE_SETTING["fourierft"] / setting)
+        return {"n_frequency": setting, "scaling": scaling}
+    lora_alpha = RunConfig.lora_alpha * math.sqrt(setting / TABLE_SETTING["lora"])
+    return {"lora_r": setting, "lora_alpha": lora_alpha}
 
 
 def figure4(seeds: Sequence[int], tasks: Sequence[str], results: pathlib.Path) -> None:
@@ -74,8 +84,8 @@ def figure4(seeds: Sequence[int], tasks: Sequence[str], results: pathlib.Path) -
                         append_record(path, {**table_runs[(task_name, method, seed)], **tagged})
                         continue
                     lr, table_scaling = picks[method]
-                    scaling = figure4_scaling(method, value, table_scaling)
-                    run = table_run_config(task_name, method, seed, lr, scaling, **{field: value})
+                    overrides = figure4_overrides(method, value, table_scaling)
+                    run = table_run_config(task_name, method, seed, lr, None, **overrides)
                     if model is None:
                         model, base = load_classifier(num_labels=task.num_labels, backbone=BACKBONE)
                         data = load_task_data(run, data_dir, tokenizer)
@@ -111,9 +121,11 @@ def render_figure4(results: pathlib.Path) -> None:
         f"The GLUE table's budget and chosen rates at every point (FourierFT lr {picks['fourierft'][0]:g}, LoRA lr "
         f"{picks['lora'][0]:g}). Scaling rule: FourierFT alpha = {picks['fourierft'][1]:g} * sqrt(1000 / n), which",
         "keeps the size of Delta W at initialisation and of each Adam step on it (both grow as alpha * sqrt(n)) at",
-        "the table's n = 1000 values; LoRA keeps lora_alpha = 8, an update scale of 8/r (PEFT's fixed-alpha",
-        f"convention). The n = {TABLE_SETTING['fourierft']} and r = {TABLE_SETTING['lora']} points are the table's",
-        "runs.",
+        "the table's n = 1000 values; LoRA lora_alpha = 8 * sqrt(r / 8), an update scale of sqrt(8 / r) (rsLoRA's",
+        "1/sqrt(r)), which does the same for LoRA's Adam step (it grows as (lora_alpha / r) * sqrt(r)). The",
+        f"n = {TABLE_SETTING['fourierft']} and r = {TABLE_SETTING['lora']} points are the table's runs. A fixed alpha",
+        "(FourierFT alpha 12; LoRA lora_alpha 8, PEFT's convention) was run first: see the last section and",
+        "figure4_update_size.md.",
         "",
         "| task | method | setting | scaling | adapter params | dev | seeds |",
         "|---|---|---|---|---|---|---|",
@@ -167,7 +179,7 @@ def _figure4_scaling_text(record: dict[str, Any]) -> str:
     hp = record["hyperparameters"]
     if record["method"] == "fourierft":
         return f"alpha {hp['scaling']:.2f}"
-    return f"{hp['lora_alpha']:g}/{hp['r']}"
+    return f"{hp['lora_alpha']:.2f}/{hp['r']}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
