@@ -50,17 +50,18 @@ TABLE_SETTING = {"fourierft": 1000, "lora": 8}
 SCALING_RULE = {"fourierft": "alpha * sqrt(1000 / n)", "lora": "lora_alpha = 8 * sqrt(r / 8)"}
 
 
-def figure4_overrides(method: str, setting: int, table_scaling: float | None) -> dict[str, float]:
-    """The run overrides of Figure 4's point ``setting`` (n or r) under ``SCALING_RULE``.
+def figure4_run(task: str, method: str, setting: int, seed: int, picks: dict) -> RunConfig:
+    """Figure 4's run of ``method`` at ``setting`` (n or r): the table's run with ``SCALING_RULE``'s update scale.
 
-    Both rules keep the size of an Adam step on ΔW at the table's point (n = 1000, r = 8), whose overrides are the
-    table's own: FourierFT's step grows as alpha·sqrt(n), LoRA's as (lora_alpha / r)·sqrt(r).
+    Both rules keep the size of an Adam step on ΔW at the table's point (n = 1000, r = 8, where the run is the
+    table's own): FourierFT's step grows as alpha·sqrt(n), LoRA's as (lora_alpha / r)·sqrt(r).
     """
+    lr, table_scaling = picks[method]
     if method == "fourierft":
         scaling = table_scaling * math.sqrt(TABLE_SETTING["fourierft"] / setting)
-        return {"n_frequency": setting, "scaling": scaling}
+        return table_run_config(task, method, seed, lr, scaling, n_frequency=setting)
     lora_alpha = RunConfig.lora_alpha * math.sqrt(setting / TABLE_SETTING["lora"])
-    return {"lora_r": setting, "lora_alpha": lora_alpha}
+    return table_run_config(task, method, seed, lr, table_scaling, lora_r=setting, lora_alpha=lora_alpha)
 
 
 def figure4(seeds: Sequence[int], tasks: Sequence[str], results: pathlib.Path) -> None:
@@ -83,9 +84,7 @@ def figure4(seeds: Sequence[int], tasks: Sequence[str], results: pathlib.Path) -
                     if value == TABLE_SETTING[method] and (task_name, method, seed) in table_runs:
                         append_record(path, {**table_runs[(task_name, method, seed)], **tagged})
                         continue
-                    lr, table_scaling = picks[method]
-                    overrides = figure4_overrides(method, value, table_scaling)
-                    run = table_run_config(task_name, method, seed, lr, None, **overrides)
+                    run = figure4_run(task_name, method, value, seed, picks)
                     if model is None:
                         model, base = load_classifier(num_labels=task.num_labels, backbone=BACKBONE)
                         data = load_task_data(run, data_dir, tokenizer)

@@ -45,8 +45,19 @@ def expected_squared_norm(entries: np.ndarray, alpha: float) -> float:
     return float(alpha**2 * weights.sum() / (d1 * d2))
 
 
+PICKS = {"fourierft": (1.0, TABLE_ALPHA), "lora": (1e-2, None)}
+
+
 def fourierft_alpha(figure4, n: int) -> float:
-    return figure4.figure4_overrides("fourierft", n, TABLE_ALPHA)["scaling"]
+    run = figure4.figure4_run("stsb", "fourierft", n, 0, PICKS)
+    assert (run.n_frequency, run.lr) == (n, 1.0)
+    return run.scaling
+
+
+def lora_alpha(figure4, r: int) -> float:
+    run = figure4.figure4_run("stsb", "lora", r, 0, PICKS)
+    assert (run.lora_r, run.lr) == (r, 1e-2)
+    return run.lora_alpha
 
 
 @pytest.mark.parametrize("n", [50, 200, 6144])
@@ -102,15 +113,18 @@ def test_rule_keeps_fourierft_adam_step_of_n_1000(figure4, n):
 def test_rule_keeps_lora_adam_step_of_r_8(figure4, r):
     """B = 0 at init, so the first step is lora_alpha/r · A·ΔB with ΔB = ±lr: its norm grows as lora_alpha/sqrt(r)."""
     reference = np.mean([lora_step(8.0, 8, seed) for seed in range(3)])
-    step = np.mean([lora_step(figure4.figure4_overrides("lora", r, None)["lora_alpha"], r, seed) for seed in range(3)])
+    step = np.mean([lora_step(lora_alpha(figure4, r), r, seed) for seed in range(3)])
     assert step == pytest.approx(reference, rel=0.1)
     fixed = np.mean([lora_step(8.0, r, seed) for seed in range(3)])
     assert fixed / reference == pytest.approx(np.sqrt(8 / r), rel=0.1)
 
 
-def test_table_points_keep_the_table_scales(figure4):
-    assert figure4.figure4_overrides("fourierft", 1000, TABLE_ALPHA) == {"n_frequency": 1000, "scaling": TABLE_ALPHA}
-    assert figure4.figure4_overrides("lora", 8, None) == {"lora_r": 8, "lora_alpha": 8.0}
+def test_table_points_are_the_table_runs(figure4):
+    for method, setting, field in (("fourierft", 1000, "n_frequency"), ("lora", 8, "lora_r")):
+        run = figure4.figure4_run("stsb", method, setting, 0, PICKS)
+        table = figure4.table_run_config("stsb", method, 0, *PICKS[method])
+        assert getattr(table, field) == setting
+        assert run == table
 
 
 def _record(method: str, setting: int, seed: int, rule: str, dev: float, hp: dict) -> dict:
