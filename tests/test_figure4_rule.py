@@ -6,33 +6,25 @@ checked on the library's own ΔW and a real optax.adam step, against float64 clo
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from experiment_scripts import load_experiment
 
 import fourier_flax as ff
 from fourier_flax.lora import init_lora_leaves, lora_delta_w
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "glue_figure4.py"
 SHAPE = (384, 384)  # MiniLM's query/value kernels
 TABLE_ALPHA = 12.0
 
 
 @pytest.fixture(scope="module")
 def figure4():
-    """Imports the experiment script as a module (``experiments/`` is not a package)."""
-    spec = importlib.util.spec_from_file_location("glue_figure4", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("glue_figure4")
 
 
 def expected_squared_norm(entries: np.ndarray, alpha: float) -> float:

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+from experiment_scripts import load_experiment
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "frequency_profiles.py"
 SIDE = 384  # MiniLM's query/value kernels
 
 
 @pytest.fixture(scope="module")
 def profiles():
-    """Imports the experiment script as a module (``experiments/`` is not a package)."""
-    spec = importlib.util.spec_from_file_location("frequency_profiles", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("frequency_profiles")
 
 
 def cells_below(radius: float) -> int:

@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from fractions import Fraction
-from pathlib import Path
 
 import jax
 import pytest
+from experiment_scripts import load_experiment
 from transformers import FlaxGPT2Model, FlaxLlamaModel, FlaxRobertaModel, GPT2Config, LlamaConfig, RobertaConfig
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "table1_params.py"
-
-
-def _load_script():
-    """Imports the experiment script as a module (``experiments/`` is not a package)."""
-    spec = importlib.util.spec_from_file_location("table1_params", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-t1 = _load_script()
+t1 = load_experiment("table1_params")
 
 
 def tiny_roberta(layers: int = 2, hidden: int = 32) -> RobertaConfig:
