@@ -118,12 +118,15 @@ def render_figure4(results: pathlib.Path) -> None:
         "",
         "Dev metric x100 (full dev set, stopping epoch on the selection slice): median [min, max] over seeds.",
         f"The GLUE table's budget and chosen rates at every point (FourierFT lr {picks['fourierft'][0]:g}, LoRA lr "
-        f"{picks['lora'][0]:g}). Scaling rule: FourierFT alpha = {picks['fourierft'][1]:g} * sqrt(1000 / n), which",
-        "keeps the size of Delta W at initialisation and of each Adam step on it (both grow as alpha * sqrt(n)) at",
-        "the table's n = 1000 values; LoRA lora_alpha = 8 * sqrt(r / 8), an update scale of sqrt(8 / r) (rsLoRA's",
-        "1/sqrt(r)), which does the same for LoRA's Adam step (it grows as (lora_alpha / r) * sqrt(r)). The",
-        f"n = {TABLE_SETTING['fourierft']} and r = {TABLE_SETTING['lora']} points are the table's runs. A fixed alpha",
-        "(FourierFT alpha 12; LoRA lora_alpha 8, PEFT's convention) was run first: see the last section and",
+        f"{picks['lora'][0]:g}).",
+        "",
+        "Scaling rule: each method's update scale keeps the size of an Adam step on Delta W at the table's point",
+        f"(n = {TABLE_SETTING['fourierft']}, r = {TABLE_SETTING['lora']}, whose runs are the table's own). The step "
+        "grows as alpha * sqrt(n) for FourierFT",
+        f"(as does its initial Delta W), so alpha = {picks['fourierft'][1]:g} * sqrt(1000 / n); it grows as "
+        "(lora_alpha / r) * sqrt(r) for",
+        "LoRA, so lora_alpha = 8 * sqrt(r / 8), an update scale of sqrt(8 / r) (rsLoRA's 1/sqrt(r)). A fixed alpha",
+        "(FourierFT 12; LoRA lora_alpha 8, PEFT's convention) was run first: see the last section and",
         "figure4_update_size.md.",
         "",
         "| task | method | setting | scaling | adapter params | dev | seeds |",
