@@ -42,7 +42,7 @@ def largest_ratio(params, config) -> float:
 
 def update_scale(config) -> float:
     """What multiplies the trained numbers in ΔW: FourierFT's alpha, LoRA's lora_alpha / r."""
-    return config.scaling if isinstance(config, ff.FourierFTConfig) else config.lora_alpha / config.r
+    return config.scaling if isinstance(config, ff.FourierFTConfig) else config.scale
 
 
 def measure(records: list[dict]) -> list[dict]:
