@@ -4,7 +4,8 @@ For each kernel shape ``(d1, d2)`` and token count ``T`` it times one jitted ``v
 ``L = sum((x @ (W0 + ΔW(c))) * G)``, float32, ``n = 1000`` coefficients:
 
 * ``dense`` — autodiff through ``x @ (W0 + delta_w(c))`` (forms the ``d1 × d2`` weight gradient ``xᵀ dy``);
-* ``spectral`` — :func:`fourier_flax.spectral_grad.adapted_matmul` (rfft of ``x`` and ``dy`` along features).
+* ``spectral`` — :func:`fourier_flax.methods.fourierft.backward.adapted_matmul` (rfft of ``x`` and ``dy``
+  along features).
 
 Two gradients are timed: w.r.t. ``c`` only (the first adapted layer: no ``dL/dx`` needed) and w.r.t.
 ``(c, x)`` (a layer inside a network, which must pass ``dL/dx`` on). A third block varies ``n`` at two shapes.
@@ -33,8 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import nnls
 
-from fourier_flax import delta_w, uniform_entries
-from fourier_flax.spectral_grad import adapted_matmul, backward_cost_terms, choose_backward
+from fourier_flax.methods.fourierft import delta_w, uniform_entries
+from fourier_flax.methods.fourierft.backward import adapted_matmul, backward_cost_terms, choose_backward
 
 SHAPES = [(384, 384), (384, 1536), (768, 768), (768, 3072), (1024, 1024)]
 TOKENS = [128, 512, 1024, 4096]

@@ -33,7 +33,7 @@ import numpy as np
 import peft
 import torch
 
-from fourier_flax import delta_w, delta_w_reference, peft_entries
+from fourier_flax.methods.fourierft import delta_w, delta_w_reference, peft_entries
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_machine import machine_summary  # noqa: E402

@@ -10,8 +10,8 @@ Writes ``experiments/results/bench_mesh.md`` (the mesh stage) and ``bench_delta_
 
 **mesh.** For a RoBERTa-base-shaped encoder (2 of its 12 layers: hidden 768, FFN 3072, batch 32 × 128) and a
 LLaMA-7B-shaped layer stack (2 layers of q/k/v/o 4096 × 4096 and gate/up/down 4096 ↔ 11008, a stand-in for
-attention that keeps the kernel shapes, batch 8 × 128), the train step of ``fourier_flax.make_train_step`` is
-compiled under ``fourier_flax.sharding.use_mesh`` for each strategy at 1, 2, 4 and 8 devices (8 fake CPU devices;
+attention that keeps the kernel shapes, batch 8 × 128), the train step of ``fourier_flax.finetune.make_train_step`` is
+compiled under ``fourier_flax.mesh.use_mesh`` for each strategy at 1, 2, 4 and 8 devices (8 fake CPU devices;
 ``dp`` on a ``(P, 1)`` mesh, ``fsdp`` and ``tp`` on ``(1, P)``), from abstract arrays, so nothing runs and the
 7B-shaped kernels never exist. Two steps per cell: *adapted* (FourierFT n = 1000 on q/v, spectra trained) and
 *frozen* (the same model back-propagated to a bottom bias, what any adapter's step must at least do). Reported per
@@ -131,7 +131,9 @@ def _compile_step(forward, params, batch, bias, config, mesh, strategy) -> dict:
     from jax.sharding import PartitionSpec as P
 
     import fourier_flax as ff
-    from fourier_flax.sharding import batch_spec, param_specs, use_mesh
+    from fourier_flax import finetune
+    from fourier_flax.mesh import batch_spec, use_mesh
+    from fourier_flax.sharding import param_specs
 
     flat = traverse_util.flatten_dict(params)
     train = {k: v for k, v in flat.items() if k == bias or k[-1] == "fourierft_spectrum"}
@@ -152,7 +154,7 @@ def _compile_step(forward, params, batch, bias, config, mesh, strategy) -> dict:
         )
 
     tx = optax.adam(1e-3)
-    step = ff.make_train_step(apply_fn, lambda o, t: jnp.mean((o - t) ** 2), tx, donate=True)
+    step = finetune.make_train_step(apply_fn, lambda o, t: jnp.mean((o - t) ** 2), tx, donate=True)
     trainable = placed(trainable, param_specs(trainable, mesh, strategy))
     frozen = placed(frozen, param_specs(frozen, mesh, strategy))
     opt_state = jax.eval_shape(tx.init, trainable)
@@ -240,7 +242,7 @@ def _runnable() -> int:
 
 
 def _weighted_sum(c, *, entries, weights, impl):
-    from fourier_flax import spectral
+    from fourier_flax.methods.fourierft import spectral
 
     return (spectral.delta_w(c, entries, weights.shape, 150.0, impl=impl) * weights).sum()
 
@@ -252,7 +254,7 @@ def delta_w_stage() -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    from fourier_flax import spectral, uniform_entries
+    from fourier_flax.methods.fourierft import spectral, uniform_entries
 
     shapes = ((384, 384), (768, 768), (1024, 1024), (768, 3072), (4096, 4096))
     ns = (50, 100, 200, 500, 1000, 4000)

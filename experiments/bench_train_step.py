@@ -156,7 +156,7 @@ class JaxBench:
         import jax.numpy as jnp
         import transformers
 
-        from fourier_flax.hf_models import load_minilm
+        from fourier_flax.models.hf import load_minilm
 
         if model_name == "minilm":
             self.model, self.params = load_minilm(num_labels=2)
@@ -175,7 +175,9 @@ class JaxBench:
         from flax import traverse_util
 
         import fourier_flax as ff
-        from fourier_flax.config import FourierFTConfig, LoraConfig
+        from fourier_flax import finetune
+        from fourier_flax.methods.fourierft import FourierFTConfig
+        from fourier_flax.methods.lora import LoraConfig
 
         targets = dict(target_modules=["query", "value"], modules_to_save=["classifier"])
         if name.startswith("fourierft"):
@@ -206,8 +208,8 @@ class JaxBench:
             with ff.intercept(config):
                 return run()
 
-        optimizer = ff.make_optimizer(spectrum_lr=SPECTRUM_LR, head_lr=HEAD_LR, total_steps=10_000)
-        step = ff.make_train_step(apply_fn, ff.classification_loss, optimizer)
+        optimizer = finetune.make_optimizer(spectrum_lr=SPECTRUM_LR, head_lr=HEAD_LR, total_steps=10_000)
+        step = finetune.make_train_step(apply_fn, finetune.classification_loss, optimizer)
         opt_state = jax.eval_shape(optimizer.init, trainable)
         compiled = step.lower(trainable, opt_state, frozen, self.batch, self.rng).compile()
         count = ff.trainable_parameter_summary(params, mask)[0]
@@ -255,7 +257,7 @@ class TorchBench:
 
         torch.manual_seed(0)
         if self.model_name == "minilm":
-            from fourier_flax.hf_models import minilm_path
+            from fourier_flax.models.hf import minilm_path
 
             return transformers.BertForSequenceClassification.from_pretrained(minilm_path(), num_labels=2)
         return transformers.RobertaForSequenceClassification(transformers.RobertaConfig(**ROBERTA_BASE))
@@ -409,7 +411,7 @@ def report(shapes: dict, command: str) -> str:
     """The markdown results page from the raw per-shape results."""
     from bench_machine import machine_summary
 
-    from fourier_flax.spectral_grad import choose_backward
+    from fourier_flax.methods.fourierft.backward import choose_backward
 
     minutes = sum(shape["minutes"] for shape in shapes.values())
     lines = [

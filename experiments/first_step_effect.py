@@ -25,8 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from fourier_flax import init_adapter
-from fourier_flax.adapter import AdapterConfig, module_delta_w
+from fourier_flax.adapted_modules import module_delta_w
 from fourier_flax.finetune import adapter_config
+from fourier_flax.methods import AdapterConfig
 from fourier_flax.partition import trainable_mask
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))

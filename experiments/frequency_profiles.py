@@ -34,9 +34,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from fourier_flax import adapter_module_paths, load_adapter
-from fourier_flax.adapter import module_delta_w, spectral_entries
+from fourier_flax.adapted_modules import module_delta_w
 from fourier_flax.data import get_task
 from fourier_flax.finetune import load_classifier, prepare_params, resolve_run
+from fourier_flax.methods.fourierft import spectral_entries
 from fourier_flax.module_paths import get_module
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

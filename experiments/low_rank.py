@@ -6,7 +6,7 @@ Command (after ``experiments/glue_table.py``, whose seed-0 adapters it reads fro
   .venv/bin/python experiments/low_rank.py [--task sst2]      # ~1 min
 
 For every adapted query/value kernel of MiniLM-L6 (384 x 384) it builds ΔW from the saved adapter
-(:func:`fourier_flax.adapter.module_delta_w`) and reports, per method, the median over layers of: the entropy
+(:func:`fourier_flax.adapted_modules.module_delta_w`) and reports, per method, the median over layers of: the entropy
 effective rank ``exp(H(σ/Σσ))`` (Roy & Vetterli, 2007), the number of singular values above 1% of the largest, and
 the rank (numerical, ``σ > 384 · eps · σ_max``). LoRA's ΔW has rank ≤ r = 8 by construction; FourierFT's n = 1000
 cosines give a ΔW of rank up to min(384, n). Writes ``experiments/results/low_rank.md`` and ``low_rank.png``.
@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from fourier_flax import adapter_module_paths, load_adapter  # noqa: E402
-from fourier_flax.adapter import module_delta_w  # noqa: E402
+from fourier_flax.adapted_modules import module_delta_w  # noqa: E402
 from fourier_flax.data import get_task  # noqa: E402
 from fourier_flax.finetune import load_classifier, prepare_params, resolve_run  # noqa: E402
 from fourier_flax.module_paths import get_module  # noqa: E402

@@ -26,7 +26,7 @@ from fourier_flax.data import load_glue_split
 from fourier_flax.data.bucketing import bucket_lengths, bucketed_batches
 from fourier_flax.data.metrics import spearman
 from fourier_flax.finetune import default_data_dir, load_tokenizer
-from fourier_flax.hf_models import load_minilm
+from fourier_flax.models.hf import load_minilm
 from fourier_flax.update_scale import WARN_RATIO, update_norm_ratios
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "update_scale.md"

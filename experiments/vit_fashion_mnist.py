@@ -31,8 +31,8 @@ from fourier_flax import (
     trainable_parameter_summary,
 )
 from fourier_flax.data import load_fashion_mnist, subsample
-from fourier_flax.finetune.methods import HEAD, optimizer_labels
-from fourier_flax.training import classification_loss, make_eval_step, make_optimizer, make_train_step
+from fourier_flax.finetune.method_setup import HEAD, optimizer_labels
+from fourier_flax.finetune.training import classification_loss, make_eval_step, make_optimizer, make_train_step
 
 RESULTS = pathlib.Path(__file__).parent / "results" / "vit_fashion_mnist.md"
 VIT = {

@@ -14,9 +14,9 @@ next write to the same target.
 
 Example::
 
-  >>> with atomic_directory("adapter_for_peft") as staging:
-  ...     (staging / "adapter_config.json").write_text(config_json)
-  ...     safetensors.numpy.save_file(tensors, staging / "adapter_model.safetensors")
+  with atomic_directory("adapter_for_peft") as staging:
+      (staging / "adapter_config.json").write_text(config_json)
+      safetensors.numpy.save_file(tensors, staging / "adapter_model.safetensors")
 """
 
 from __future__ import annotations

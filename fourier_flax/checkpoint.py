@@ -19,8 +19,8 @@ adapter never silently lands on a kernel of another shape or on entries drawn by
 
 Example::
 
-  >>> save_adapter("/tmp/sst2_adapter", params, config)
-  >>> config, params = load_adapter("/tmp/sst2_adapter", base_params)  # base_params: the pretrained tree
+  save_adapter("/tmp/sst2_adapter", params, config)
+  config, params = load_adapter("/tmp/sst2_adapter", base_params)  # base_params: the pretrained tree
 """
 
 from __future__ import annotations
@@ -36,11 +36,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
-import fourier_flax
 from fourier_flax import module_paths
-from fourier_flax.adapter import ADAPTER_LEAVES, AdapterConfig, adapter_leaf_names, kernel_view, stacked_layers
-from fourier_flax.methods import REGISTRY, method_of
+from fourier_flax.adapted_modules import adapter_leaf_names, kernel_view, stacked_layers
+from fourier_flax.adapter import init_adapter
+from fourier_flax.methods import ADAPTER_LEAVES, REGISTRY, AdapterConfig, method_of
 from fourier_flax.partition import param_labels
+from fourier_flax.version import __version__
 
 FORMAT = "fourier_flax.adapter"
 FORMAT_VERSION = 1
@@ -86,7 +87,7 @@ def config_from_dict(data: Mapping[str, Any]) -> AdapterConfig:
     if unknown:
         raise ValueError(
             f"the saved {cls.__name__} has fields {unknown} that this fourier_flax "
-            f"({fourier_flax.__version__}) does not know; load it with the version that wrote it."
+            f"({__version__}) does not know; load it with the version that wrote it."
         )
     return cls(**data)
 
@@ -129,7 +130,7 @@ def adapter_metadata(params: Params, config: AdapterConfig) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "library_version": fourier_flax.__version__,
+        "library_version": __version__,
         "config": config_to_dict(config),
         "modules": modules,
         "leaves": {
@@ -184,8 +185,8 @@ def save_adapter(path: str | pathlib.Path, params: Params, config: AdapterConfig
 
     Example::
 
-      >>> save_adapter("/tmp/adapter", params, FourierFTConfig(target_modules=["query", "value"]))
-      PosixPath('/tmp/adapter/0')
+      save_adapter("/tmp/adapter", params, FourierFTConfig(target_modules=["query", "value"]))
+      # PosixPath('/tmp/adapter/0')
     """
     path = pathlib.Path(path).absolute()
     _check_target_directory(path)
@@ -239,7 +240,7 @@ def read_metadata(path: str | pathlib.Path) -> dict[str, Any]:
     if metadata.get("format_version") != FORMAT_VERSION:
         raise ValueError(
             f"{step_dir} has adapter format version {metadata.get('format_version')} (written by fourier_flax "
-            f"{metadata.get('library_version')}); this fourier_flax ({fourier_flax.__version__}) reads version "
+            f"{metadata.get('library_version')}); this fourier_flax ({__version__}) reads version "
             f"{FORMAT_VERSION}. Load it with a matching fourier_flax."
         )
     return metadata
@@ -328,17 +329,17 @@ def load_adapter(path: str | pathlib.Path, base_params: Params) -> tuple[Adapter
 
     Example::
 
-      >>> config, params = load_adapter("/tmp/adapter", model.params)
-      >>> with fourier_flax.intercept(config):
-      ...     logits = model(input_ids, params=params).logits
+      config, params = load_adapter("/tmp/adapter", model.params)
+      with fourier_flax.intercept(config):
+          logits = model(input_ids, params=params).logits
     """
     metadata = read_metadata(path)
     config = config_from_dict(metadata["config"])
     problems = check_against_base(metadata, config, base_params)
     if problems:
         written = metadata["library_version"]
-        if written != fourier_flax.__version__ and any("sha256" in p for p in problems):
-            problems.append(f"the adapter was written by fourier_flax {written}, this is {fourier_flax.__version__}")
+        if written != __version__ and any("sha256" in p for p in problems):
+            problems.append(f"the adapter was written by fourier_flax {written}, this is {__version__}")
         raise AdapterMismatchError(f"the adapter at {path} does not match the base params", problems)
     leaves = read_leaves(path, metadata)
     return config, apply_leaves(with_frozen_leaves(base_params, config), leaves)
@@ -349,8 +350,6 @@ def with_frozen_leaves(base_params: Params, config: AdapterConfig) -> Params:
     adapter files do not store; unchanged for methods without such leaves."""
     if not method_of(config).frozen_leaf_names:
         return base_params
-    from fourier_flax.adapter import init_adapter
-
     return init_adapter(base_params, config, jax.random.key(0), check_scale=False)
 
 

@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from fourier_flax import checkpoint, peft_interop
-from fourier_flax.adapter import SPECTRUM
+from fourier_flax.methods.fourierft import SPECTRUM
 
 Subparsers = Any  # argparse's private _SubParsersAction
 

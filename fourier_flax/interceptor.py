@@ -19,14 +19,14 @@ silently reuses a trace made with the other setting (or another config).
 
 Example::
 
-  >>> config = FourierFTConfig(target_modules=["query", "value"], n_frequency=1000, scaling=150.0)
-  >>> params = init_adapter(model.params, config, jax.random.key(0))
-  >>> with intercept(config):
-  ...   hidden = model(input_ids, params=params).last_hidden_state
+  config = FourierFTConfig(target_modules=["query", "value"], n_frequency=1000, scaling=150.0)
+  params = init_adapter(model.params, config, jax.random.key(0))
+  with intercept(config):
+    hidden = model(input_ids, params=params).last_hidden_state
 
 Backward. For ``config.backward`` "spectral"/"auto" and ``nn.Dense``/``FlaxConv1D`` layers, the layer's matmul
 goes through the method's own layer call (:meth:`fourier_flax.methods.base.AdapterMethod.layer_call`; for
-FourierFT :func:`fourier_flax.spectral_grad.adapted_matmul`),
+FourierFT :func:`fourier_flax.methods.fourierft.backward.adapted_matmul`),
 which computes ``dL/dc`` without forming the ``d1 × d2`` weight gradient; otherwise the dense path above is used.
 """
 
@@ -42,15 +42,9 @@ import flax.linen as nn
 import jax
 
 from fourier_flax import layer_kinds
-from fourier_flax.adapter import (
-    ADAPTER_LEAVES,
-    AdapterConfig,
-    adapter_leaf_names,
-    module_effective_kernel,
-    stacked_layers,
-)
-from fourier_flax.config import FourierFTConfig
-from fourier_flax.methods import method_of
+from fourier_flax.adapted_modules import adapter_leaf_names, module_effective_kernel, stacked_layers
+from fourier_flax.methods import ADAPTER_LEAVES, AdapterConfig, method_of
+from fourier_flax.methods.fourierft import FourierFTConfig
 
 # Part of jax.jit's cache key: the stack of configs intercepting right now.
 _ACTIVE = jax.make_user_context(default_value=())

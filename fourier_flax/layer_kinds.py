@@ -2,8 +2,8 @@
 
 Example::
 
-  >>> is_conv1d(module), owns_matmul(module)
-  (False, True)
+  is_conv1d(module), owns_matmul(module)
+  # (False, True)
 """
 
 from __future__ import annotations

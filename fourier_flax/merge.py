@@ -6,9 +6,9 @@ unmodified model at no extra cost. :func:`unmerge_adapter` subtracts the same ``
 
 Example::
 
-  >>> merged = merge_adapter(params, config, safe_merge=True)
-  >>> model(input_ids, params=merged)  # no intercept() needed
-  >>> params_again = unmerge_adapter(merged, params, config)  # kernels back up to float rounding
+  merged = merge_adapter(params, config, safe_merge=True)
+  model(input_ids, params=merged)  # no intercept() needed
+  params_again = unmerge_adapter(merged, params, config)  # kernels back up to float rounding
 """
 
 from __future__ import annotations
@@ -19,16 +19,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from fourier_flax import module_paths
-from fourier_flax.adapter import (
-    AdapterConfig,
+from fourier_flax.adapted_modules import (
     adapter_leaf_names,
     module_delta_w,
     module_effective_kernel,
     module_layout_check,
     stacked_layers,
 )
-from fourier_flax.methods import method_of
-from fourier_flax.sharding import sharded_module_update
+from fourier_flax.methods import AdapterConfig, method_of
 
 
 def _adapted_paths(tree: module_paths.Tree, config: AdapterConfig) -> list[str]:
@@ -66,7 +64,7 @@ def merge_adapter(tree: module_paths.Tree, config: AdapterConfig, *, safe_merge:
         module = module_paths.get_module(tree, path)
         module_layout_check(config, path, module, stacked_layers(config, module))
         kernel = module["kernel"]
-        merged = sharded_module_update(config, path, module)  # shard-local on a device mesh, else None
+        merged = method_of(config).sharded_merged_kernel(config, path, module)  # on a device mesh, else None
         if merged is None:
             merged = module_effective_kernel(config, path, module).astype(kernel.dtype)
         if safe_merge and not np.isfinite(np.asarray(merged, np.float32)).all():

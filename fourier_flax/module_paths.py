@@ -13,11 +13,11 @@ A tree whose top level has a mapping under the key ``'params'`` is read as a var
 
 Example::
 
-  >>> variables = nn.Sequential([nn.Dense(4), nn.Dense(2)]).init(jax.random.key(0), jnp.ones((1, 3)))
-  >>> kernel_paths(variables)
-  ['layers_0', 'layers_1']
-  >>> get_module(variables, "layers_1")["kernel"].shape
-  (4, 2)
+  variables = nn.Sequential([nn.Dense(4), nn.Dense(2)]).init(jax.random.key(0), jnp.ones((1, 3)))
+  kernel_paths(variables)
+  # ['layers_0', 'layers_1']
+  get_module(variables, "layers_1")["kernel"].shape
+  # (4, 2)
 """
 
 from __future__ import annotations

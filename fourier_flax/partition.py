@@ -10,13 +10,13 @@ The training step differentiates, and the optimizer keeps state, only for the *t
 
 Example::
 
-  >>> model, params = fourier_flax.hf_models.load_minilm(num_labels=2)  # 6-layer BERT, hidden 384
-  >>> config = FourierFTConfig(target_modules=["query", "value"], modules_to_save=["classifier"])
-  >>> params = fourier_flax.init_adapter(params, config, jax.random.key(0))
-  >>> mask = trainable_mask(params, config)           # same tree as params, bool leaves
-  >>> trainable, frozen = split_params(params, mask)  # two nested dicts holding disjoint leaves
-  >>> print_trainable_parameters(params, mask)
-  trainable params: 12,770 || all params: 22,725,986 || trainable%: 0.0562
+  model, params = fourier_flax.models.hf.load_minilm(num_labels=2)  # 6-layer BERT, hidden 384
+  config = FourierFTConfig(target_modules=["query", "value"], modules_to_save=["classifier"])
+  params = fourier_flax.init_adapter(params, config, jax.random.key(0))
+  mask = trainable_mask(params, config)           # same tree as params, bool leaves
+  trainable, frozen = split_params(params, mask)  # two nested dicts holding disjoint leaves
+  print_trainable_parameters(params, mask)
+  # trainable params: 12,770 || all params: 22,725,986 || trainable%: 0.0562
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ import jax.numpy as jnp
 from flax import traverse_util
 
 from fourier_flax import module_paths, targeting
-from fourier_flax.adapter import adapter_leaf_names, trained_leaf_names
-from fourier_flax.config import FourierFTConfig, LoraConfig
+from fourier_flax.adapted_modules import adapter_leaf_names, trained_leaf_names
+from fourier_flax.methods.fourierft import FourierFTConfig
+from fourier_flax.methods.lora import LoraConfig
 
 Params = Mapping[str, Any]
 Label = Literal["adapter", "head", "frozen"]
@@ -116,7 +117,7 @@ def trainable_mask(params: Params, config: FourierFTConfig | LoraConfig) -> dict
 
     Example::
 
-      >>> mask = trainable_mask(params, FourierFTConfig(target_modules=["query"], bias="all"))
+      mask = trainable_mask(params, FourierFTConfig(target_modules=["query"], bias="all"))
     """
     return jax.tree.map(lambda label: label != "frozen", param_labels(params, config))
 

@@ -14,9 +14,9 @@ PEFT's ``save_pretrained`` writes two files:
   ``<module>.base_layer.bias`` on an adapted layer.
 
 The spectra need no conversion: our entry set for a Flax ``(in, out)`` kernel is PEFT's entry set on the PyTorch
-``(out, in)`` weight, transposed (:func:`fourier_flax.peft_entries`), and both hold the coefficients in the same
-order. Head kernels are transposed to and from PyTorch's ``(out, in)``, LayerNorm ``scale`` is PyTorch's
-``weight``.
+``(out, in)`` weight, transposed (:func:`fourier_flax.methods.fourierft.peft_entries`), and both hold the
+coefficients in the same order. Head kernels are transposed to and from PyTorch's ``(out, in)``, LayerNorm
+``scale`` is PyTorch's ``weight``.
 
 Module paths: for Hugging Face twins (``BertModel`` / ``FlaxBertModel``, ``BertForSequenceClassification`` /
 ``FlaxBertForSequenceClassification``) PEFT's module keys and our module paths coincide. Otherwise
@@ -24,9 +24,9 @@ Module paths: for Hugging Face twins (``BertModel`` / ``FlaxBertModel``, ``BertF
 
 Example::
 
-  >>> export_peft(params, config, "adapter_for_peft")          # then, in PyTorch:
-  >>> # PeftModel.from_pretrained(BertModel.from_pretrained(...), "adapter_for_peft")
-  >>> config, params = import_peft("peft_adapter_dir", model.params)
+  export_peft(params, config, "adapter_for_peft")          # then, in PyTorch:
+  # PeftModel.from_pretrained(BertModel.from_pretrained(...), "adapter_for_peft")
+  config, params = import_peft("peft_adapter_dir", model.params)
 """
 
 from __future__ import annotations
@@ -45,18 +45,12 @@ import safetensors.numpy
 from flax import traverse_util
 
 from fourier_flax import module_paths, targeting
-from fourier_flax.adapter import (
-    SPECTRUM,
-    AdapterConfig,
-    adapter_leaf_names,
-    adapter_module_paths,
-    kernel_view,
-    module_layout_check,
-)
+from fourier_flax.adapted_modules import adapter_leaf_names, adapter_module_paths, kernel_view, module_layout_check
+from fourier_flax.adapter import init_adapter
 from fourier_flax.atomic_dir import atomic_directory
 from fourier_flax.checkpoint import AdapterMismatchError, adapter_leaves, apply_leaves
-from fourier_flax.config import FourierFTConfig
-from fourier_flax.methods import method_for_peft, method_of
+from fourier_flax.methods import AdapterConfig, method_for_peft, method_of
+from fourier_flax.methods.fourierft import SPECTRUM, FourierFTConfig
 
 PEFT_PREFIX = "base_model.model."
 CONFIG_FILE = "adapter_config.json"
@@ -316,8 +310,8 @@ def export_peft(
 
     Example::
 
-      >>> export_peft(params, config, "/tmp/peft_adapter")
-      PosixPath('/tmp/peft_adapter')
+      export_peft(params, config, "/tmp/peft_adapter")
+      # PosixPath('/tmp/peft_adapter')
     """
     _check_exportable(config)
     for path in adapter_module_paths(params):
@@ -471,8 +465,8 @@ def import_peft(
 
     Example::
 
-      >>> model, base = fourier_flax.load_minilm(num_labels=2)
-      >>> config, params = import_peft("peft_sst2_adapter", base)
+      model, base = fourier_flax.load_minilm(num_labels=2)
+      config, params = import_peft("peft_sst2_adapter", base)
     """
     if on_missing not in ("error", "random"):
         raise ValueError(f"on_missing must be 'error' or 'random', got {on_missing!r}.")
@@ -563,8 +557,6 @@ def _expected_leaves(base_params, config, paths, rng=None) -> dict[tuple[str, ..
     ``on_missing="random"``), by key path inside the params collection."""
     if not paths:
         return {}
-    from fourier_flax.adapter import init_adapter
-
     only = dataclasses.replace(
         config, target_modules=tuple(paths), exclude_modules=None, layers_to_transform=None, layers_pattern=None
     )

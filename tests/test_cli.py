@@ -15,7 +15,7 @@ import safetensors.numpy
 
 from fourier_flax import export_peft, import_peft, init_adapter, load_adapter, save_adapter
 from fourier_flax.cli import main
-from fourier_flax.config import FourierFTConfig
+from fourier_flax.methods.fourierft import FourierFTConfig
 
 CONFIG = FourierFTConfig(
     target_modules=["query", "intermediate.dense"],

@@ -4,13 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fourier_flax.finetune.compare import (
-    holm_adjust,
-    metric_by_seed,
-    paired_by_seed,
-    paired_difference,
-    shared_seeds,
-)
+from fourier_flax.finetune.compare import holm_adjust, metric_by_seed, paired_by_seed, paired_difference, shared_seeds
 
 
 def test_paired_difference_matches_scipy_ttest_rel():

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fourier_flax import delta_w, peft_entries
+from fourier_flax.methods.fourierft import delta_w, peft_entries
 
 torch = pytest.importorskip("torch")
 peft = pytest.importorskip("peft")

@@ -3,14 +3,9 @@
 import numpy as np
 import pytest
 
-from fourier_flax import (
-    bandpass_probability,
-    frequency_biased_entries,
-    peft_entries,
-    uniform_entries,
-)
-from fourier_flax.entries import centre_distance
-from fourier_flax.torch_randperm import randperm_prefix
+from fourier_flax.methods.fourierft import bandpass_probability, frequency_biased_entries, peft_entries, uniform_entries
+from fourier_flax.methods.fourierft.entries import centre_distance
+from fourier_flax.methods.fourierft.torch_randperm import randperm_prefix
 
 torch = pytest.importorskip("torch")
 

@@ -15,8 +15,8 @@ import optax
 import pytest
 from experiment_scripts import load_experiment
 
-import fourier_flax as ff
-from fourier_flax.lora import init_lora_leaves, lora_delta_w
+from fourier_flax.methods import fourierft
+from fourier_flax.methods.lora import init_lora_leaves, lora_delta_w
 
 SHAPE = (384, 384)  # MiniLM's query/value kernels
 TABLE_ALPHA = 12.0
@@ -54,21 +54,21 @@ def lora_alpha(figure4, r: int) -> float:
 
 @pytest.mark.parametrize("n", [50, 200, 6144])
 def test_rule_keeps_initial_delta_w_norm_of_n_1000(figure4, n):
-    reference = expected_squared_norm(ff.peft_entries(SHAPE, 1000, seed=777), TABLE_ALPHA)
-    entries = ff.peft_entries(SHAPE, n, seed=777)
+    reference = expected_squared_norm(fourierft.peft_entries(SHAPE, 1000, seed=777), TABLE_ALPHA)
+    entries = fourierft.peft_entries(SHAPE, n, seed=777)
     alpha = fourierft_alpha(figure4, n)
     expected = expected_squared_norm(entries, alpha)
     assert expected == pytest.approx(reference, rel=1e-3)
     # the library's ΔW at that alpha, averaged over N(0, 1) draws, has that expected norm (relative sd of the
     # mean of 256 draws is sqrt(2/(256·n)) <= 0.013 here, so 6% is > 4 sd)
     draws = jax.random.normal(jax.random.key(n), (256, n))
-    norms = jax.vmap(lambda c: jnp.sum(ff.delta_w(c, entries, SHAPE, alpha) ** 2))(draws)
+    norms = jax.vmap(lambda c: jnp.sum(fourierft.delta_w(c, entries, SHAPE, alpha) ** 2))(draws)
     assert float(jnp.mean(norms)) == pytest.approx(expected, rel=0.06)
 
 
 def test_a_fixed_alpha_would_grow_the_initial_norm_with_n():
-    small = expected_squared_norm(ff.peft_entries(SHAPE, 50, seed=777), TABLE_ALPHA)
-    large = expected_squared_norm(ff.peft_entries(SHAPE, 6144, seed=777), TABLE_ALPHA)
+    small = expected_squared_norm(fourierft.peft_entries(SHAPE, 50, seed=777), TABLE_ALPHA)
+    large = expected_squared_norm(fourierft.peft_entries(SHAPE, 6144, seed=777), TABLE_ALPHA)
     assert large / small == pytest.approx(6144 / 50, rel=1e-2)
 
 
@@ -82,9 +82,9 @@ def first_adam_step_norm(delta_w, params, seed: int) -> float:
 
 
 def fourierft_step(alpha: float, n: int, seed: int) -> float:
-    entries = ff.peft_entries(SHAPE, n, seed=777)
+    entries = fourierft.peft_entries(SHAPE, n, seed=777)
     coefficients = jax.random.normal(jax.random.key(100 + seed), (n,))
-    return first_adam_step_norm(lambda c: ff.delta_w(c, entries, SHAPE, alpha), coefficients, seed)
+    return first_adam_step_norm(lambda c: fourierft.delta_w(c, entries, SHAPE, alpha), coefficients, seed)
 
 
 def lora_step(lora_alpha: float, r: int, seed: int) -> float:

@@ -9,8 +9,9 @@ import pytest
 from jax.test_util import check_grads
 
 import fourier_flax as ff
+import fourier_flax.adapted_modules
 from fourier_flax import FloraConfig, FourierFTConfig, SvftConfig, init_adapter, intercept, merge_adapter
-from fourier_flax.methods import method_of
+from fourier_flax.methods import fourierft, method_of
 from fourier_flax.methods.svft import banded_count, pattern_positions
 from fourier_flax.module_paths import get_module
 
@@ -65,7 +66,7 @@ def test_flora_delta_w_matches_float64_einsum(variables):
             + "ABCD"[: len(modes)]
         )
         want = 4.0 * np.einsum(spec, core, *factors)
-        got = ff.adapter.module_delta_w(config, path, module)
+        got = ff.adapted_modules.module_delta_w(config, path, module)
         assert got.shape == modes
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * np.abs(want).max())
     assert get_module(params, "conv")["flora_core"].shape == (3, 3, 3, 3)  # without conv=True every mode gets r
@@ -208,7 +209,7 @@ def test_fourierft_on_conv_matches_float64(variables, reference_delta_w):
     config = FourierFTConfig(target_modules=["conv"], n_frequency=30, scaling=7.0, kernel_in_axes={"conv": 3})
     params = init_adapter(variables, config, jax.random.key(0))
     module = get_module(params, "conv")
-    entries = ff.adapter.spectral_entries(config, (36, 8), 30)
+    entries = fourierft.spectral_entries(config, (36, 8), 30)
     want = reference_delta_w(module["fourierft_spectrum"], entries, (36, 8), 7.0).reshape(3, 3, 4, 8)
-    got = ff.adapter.module_delta_w(config, "conv", module)
+    got = ff.adapted_modules.module_delta_w(config, "conv", module)
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * np.abs(want).max())

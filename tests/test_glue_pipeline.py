@@ -205,7 +205,7 @@ def test_model_dir_takes_a_local_flax_roberta(tmp_path):
     import transformers
 
     from fourier_flax.finetune import Trainer, load_classifier
-    from fourier_flax.hf_models import TINY_CONFIGS
+    from fourier_flax.models.hf import TINY_CONFIGS
 
     transformers.FlaxRobertaModel(transformers.RobertaConfig(**TINY_CONFIGS["roberta"]), seed=0).save_pretrained(
         tmp_path / "roberta"

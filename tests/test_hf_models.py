@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from fourier_flax import FourierFTConfig, adapter_module_paths, init_adapter, intercept, merge_adapter
-from fourier_flax.config import DEFAULT_TARGET_MODULES
-from fourier_flax.hf_models import dummy_inputs, load_minilm, tiny_model
+from fourier_flax.models.hf import dummy_inputs, load_minilm, tiny_model
+from fourier_flax.targeting import DEFAULT_TARGET_MODULES
 
 transformers = pytest.importorskip("transformers")
 

@@ -11,7 +11,7 @@ import pytest
 from flax import traverse_util
 
 from fourier_flax import FourierFTConfig, init_adapter, intercept, merge_adapter
-from fourier_flax.adapter import spectral_entries
+from fourier_flax.methods.fourierft import spectral_entries
 
 
 class TwoLayer(nn.Module):
@@ -156,7 +156,7 @@ def test_gradients_reach_only_adapter_leaves(two_layer, reference_delta_w):
 
 
 def test_spectral_backward_hook_matches_dense(two_layer):
-    pytest.importorskip("fourier_flax.spectral_grad")
+    pytest.importorskip("fourier_flax.methods.fourierft.backward")
     model, variables = two_layer
     adapted = init_adapter(variables, CONFIG, jax.random.key(1))
     adapter, frozen = split_adapter(adapted)
@@ -384,7 +384,7 @@ def test_gpt2_conv1d_matches_peft(backward):
     from transformers import GPT2Model
     from transformers.modeling_flax_pytorch_utils import load_flax_weights_in_pytorch_model
 
-    from fourier_flax.hf_models import dummy_inputs, tiny_model
+    from fourier_flax.models.hf import dummy_inputs, tiny_model
 
     model, params = tiny_model("gpt2")
     torch_model = load_flax_weights_in_pytorch_model(GPT2Model(model.config), params).eval()

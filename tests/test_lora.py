@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from fourier_flax import LoraConfig, init_adapter, intercept, lora_delta_w, merge_adapter
-from fourier_flax.lora import init_lora_leaves
+from fourier_flax import LoraConfig, init_adapter, intercept, merge_adapter
+from fourier_flax.methods.lora import init_lora_leaves, lora_delta_w
 
 X = jnp.asarray(np.random.default_rng(0).standard_normal((3, 16)), jnp.float32)
 

@@ -8,7 +8,7 @@ import pytest
 from flax import traverse_util
 
 from fourier_flax import FourierFTConfig, LoraConfig, init_adapter, merge_adapter, unmerge_adapter
-from fourier_flax.adapter import spectral_entries
+from fourier_flax.methods.fourierft import spectral_entries
 
 
 class Model(nn.Module):

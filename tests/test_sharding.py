@@ -10,8 +10,8 @@ SCRIPT = textwrap.dedent(
     import re
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import PartitionSpec as P
-    from fourier_flax import delta_w, uniform_entries
-    from fourier_flax.sharding import sharded_delta_w
+    from fourier_flax.methods.fourierft import delta_w, uniform_entries
+    from fourier_flax.methods.fourierft.sharding import sharded_delta_w
 
     assert jax.device_count() == 8
     mesh = jax.make_mesh((2, 4), ("data", "model"))
@@ -64,8 +64,10 @@ STRATEGIES = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np, optax
     from jax.sharding import NamedSharding, PartitionSpec as P
     import fourier_flax as ff
-    from fourier_flax.hf_models import tiny_model
-    from fourier_flax.sharding import batch_spec, param_specs, shard_params
+    from fourier_flax import finetune
+    from fourier_flax.models.hf import tiny_model
+    from fourier_flax.mesh import batch_spec
+    from fourier_flax.sharding import param_specs, shard_params
 
     mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
     model, base = tiny_model("roberta")
@@ -83,7 +85,7 @@ STRATEGIES = textwrap.dedent(
             return model(batch["input_ids"], params=params).last_hidden_state
 
     tx = optax.adam(1e-2)
-    step = ff.make_train_step(apply_fn, lambda out, target: jnp.mean((out - target) ** 2), tx, donate=False)
+    step = finetune.make_train_step(apply_fn, lambda out, target: jnp.mean((out - target) ** 2), tx, donate=False)
 
     def run(trainable, frozen, batch):
         state = tx.init(trainable)
@@ -122,8 +124,10 @@ MESH_STEP = textwrap.dedent(
     from flax import traverse_util
     from jax.sharding import NamedSharding, PartitionSpec as P
     import fourier_flax as ff
-    from fourier_flax.hf_models import tiny_model
-    from fourier_flax.sharding import batch_spec, shard_params, use_mesh
+    from fourier_flax import finetune
+    from fourier_flax.models.hf import tiny_model
+    from fourier_flax.mesh import batch_spec, use_mesh
+    from fourier_flax.sharding import shard_params
 
     OP = re.compile(
         r"^\\s*(?:ROOT\\s+)?\\S+\\s*=\\s*(.*?)\\s"
@@ -170,7 +174,7 @@ MESH_STEP = textwrap.dedent(
 
     def run(fn, params, adapted_, strategy=None, steps=2):
         trainable, frozen = split(params, adapted_)
-        step = ff.make_train_step(fn, loss, tx, donate=False)
+        step = finetune.make_train_step(fn, loss, tx, donate=False)
         data = batch
         if strategy is not None:
             data = jax.device_put(batch, NamedSharding(mesh, batch_spec(strategy)))
@@ -279,7 +283,7 @@ NNX_MESH = textwrap.dedent(
     from jax.sharding import PartitionSpec as P, NamedSharding
     import fourier_flax as ff
     from fourier_flax import nnx as ffnnx
-    from fourier_flax.sharding import use_mesh
+    from fourier_flax.mesh import use_mesh
     mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
     class Block(nnx.Module):
         def __init__(self, rngs):

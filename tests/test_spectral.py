@@ -8,7 +8,7 @@ import pytest
 from absl.testing import parameterized
 from jax.test_util import check_grads
 
-from fourier_flax import delta_w, delta_w_reference, uniform_entries
+from fourier_flax.methods.fourierft import delta_w, delta_w_reference, uniform_entries
 
 ALPHA = 150.0
 # Float32 FFTs of these sizes stay well inside this bound relative to the largest |ΔW| (measured ~1e-7).
@@ -191,7 +191,7 @@ def test_matmul_impl_matches_float64_and_fft(shape, reference_delta_w):
 
 
 def test_impl_choice_and_errors():
-    from fourier_flax.spectral import choose_impl
+    from fourier_flax.methods.fourierft.spectral import choose_impl
 
     # The CPU rule against cells of results/bench_delta_w_impl.md (measured winners, forward + backward).
     assert choose_impl((4096, 4096), 100, backend="cpu") == "matmul"

@@ -8,8 +8,8 @@ import pytest
 from absl.testing import parameterized
 from jax.test_util import check_grads
 
-from fourier_flax import delta_w
-from fourier_flax.spectral_grad import adapted_matmul, choose_backward
+from fourier_flax.methods.fourierft import delta_w
+from fourier_flax.methods.fourierft.backward import adapted_matmul, choose_backward
 
 ALPHA = 150.0
 # Float32 FFTs and matmuls at these sizes stay ~1e-6 of the largest value; 1e-5 leaves room across CPUs.

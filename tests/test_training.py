@@ -11,23 +11,26 @@ from flax import traverse_util
 from transformers import get_linear_schedule_with_warmup
 
 from fourier_flax import (
-    classification_loss,
     init_adapter,
     intercept,
-    linear_warmup_decay,
-    make_eval_step,
-    make_optimizer,
-    make_train_step,
     merge_params,
     param_labels,
     print_trainable_parameters,
-    regression_loss,
     split_params,
     trainable_mask,
     trainable_parameter_summary,
 )
-from fourier_flax.config import FourierFTConfig, LoraConfig
-from fourier_flax.hf_models import load_minilm
+from fourier_flax.finetune import (
+    classification_loss,
+    linear_warmup_decay,
+    make_eval_step,
+    make_optimizer,
+    make_train_step,
+    regression_loss,
+)
+from fourier_flax.methods.fourierft import FourierFTConfig
+from fourier_flax.methods.lora import LoraConfig
+from fourier_flax.models.hf import load_minilm
 
 D, N, LABELS, R = 6, 5, 3, 2
 

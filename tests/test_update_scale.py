@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fourier_flax import FourierFTConfig, LoraConfig, init_adapter
-from fourier_flax.adapter import spectral_entries
+from fourier_flax.methods.fourierft import spectral_entries
 from fourier_flax.update_scale import WARN_RATIO, check_update_scale, update_norm_ratios
 
 

@@ -12,9 +12,9 @@ carries its rows' original ``index``.
 
 Example::
 
-  >>> buckets = bucket_lengths(128)  # (32, 64, 128)
-  >>> for batch in bucketed_batches(train, 32, buckets, shuffle=True, seed=0, epoch=0, drop_remainder=True):
-  ...     batch["input_ids"].shape  # (32, 32), (32, 64) or (32, 128)
+  buckets = bucket_lengths(128)  # (32, 64, 128)
+  for batch in bucketed_batches(train, 32, buckets, shuffle=True, seed=0, epoch=0, drop_remainder=True):
+      batch["input_ids"].shape  # (32, 32), (32, 64) or (32, 128)
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ def bucket_lengths(max_length: int, smallest: int = 32) -> tuple[int, ...]:
 
     Example::
 
-      >>> bucket_lengths(128), bucket_lengths(48), bucket_lengths(16)
-      ((32, 64, 128), (32, 48), (16,))
+      bucket_lengths(128), bucket_lengths(48), bucket_lengths(16)
+      # ((32, 64, 128), (32, 48), (16,))
     """
     if max_length < 1 or smallest < 1:
         raise ValueError(f"max_length and smallest must be >= 1, got {max_length} and {smallest}.")

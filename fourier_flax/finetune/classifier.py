@@ -13,8 +13,8 @@ BERT the same tree (and the same PEFT module paths, ``bert.encoder.layer.0...``)
 
 Example::
 
-  >>> classifier, params = load_classifier(num_labels=2)  # all-MiniLM-L6-v2 from its wheel, mean pooling
-  >>> logits = classifier(params, batch, None, False)      # batch: input_ids/attention_mask/token_type_ids (B, L)
+  classifier, params = load_classifier(num_labels=2)  # all-MiniLM-L6-v2 from its wheel, mean pooling
+  logits = classifier(params, batch, None, False)      # batch: input_ids/attention_mask/token_type_ids (B, L)
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
+
+from fourier_flax.finetune.nnx_encoder import NnxEncoder
+from fourier_flax.models.bert import load_bert
+from fourier_flax.models.hf import minilm_path
 
 Pooling = Literal["mean", "cls"]
 Backbone = Literal["nnx", "hf-flax"]
@@ -118,12 +122,12 @@ def load_classifier(
 
     Args:
       model_dir: a folder with ``config.json`` and Flax (``flax_model.msgpack``) or safetensors weights; None is
-        the offline all-MiniLM-L6-v2 (:func:`fourier_flax.hf_models.minilm_path`).
+        the offline all-MiniLM-L6-v2 (:func:`fourier_flax.models.hf.minilm_path`).
       num_labels: head outputs (1 for STS-B).
       pooling: ``"mean"`` (default; sentence-transformer backbones) or ``"cls"``.
       num_layers: keep only the first encoder layers (fast tests); None keeps them all.
       seed: draws the head.
-      backbone: ``"nnx"`` (default: :mod:`fourier_flax.nnx_bert`, BERT from ``model.safetensors``, no
+      backbone: ``"nnx"`` (default: :mod:`fourier_flax.models.bert`, BERT from ``model.safetensors``, no
         transformers model classes; outputs equal ``"hf-flax"``'s to float32 rounding) or ``"hf-flax"``
         (transformers' ``FlaxAutoModel``: BERT or RoBERTa, msgpack or safetensors; needs transformers < 5).
       remat: recompute each encoder layer's activations in the backward pass instead of keeping them
@@ -133,8 +137,6 @@ def load_classifier(
       FileNotFoundError: ``model_dir`` has no ``config.json`` (or, for ``"nnx"``, no ``model.safetensors``).
       ValueError: ``backbone="nnx"`` on a model that is not BERT (use ``"hf-flax"``).
     """
-    from fourier_flax.hf_models import minilm_path
-
     path = pathlib.Path(model_dir) if model_dir is not None else pathlib.Path(minilm_path())
     if not (path / "config.json").is_file():
         raise FileNotFoundError(
@@ -156,9 +158,6 @@ def load_classifier(
 
 
 def _nnx_encoder(path: pathlib.Path, num_layers: int | None, remat: bool) -> Any:
-    from fourier_flax.finetune.nnx_encoder import NnxEncoder
-    from fourier_flax.nnx_bert import load_bert
-
     try:
         return NnxEncoder(load_bert(path, num_layers=num_layers, remat=remat))
     except (FileNotFoundError, ValueError) as error:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from fourier_flax.finetune.classifier import load_classifier
 from fourier_flax.finetune.loop import RunResult, Trainer, default_data_dir, load_task_data, load_tokenizer, train_run
-from fourier_flax.finetune.presets import METHODS, PAPER_PRESETS, PRESETS, RunConfig, resolve_run
+from fourier_flax.finetune.presets import PAPER_PRESETS, PRESETS, TRAINING_METHODS, RunConfig, resolve_run
 
 # Flag -> RunConfig field for the numeric overrides.
 _OVERRIDES = {
@@ -48,7 +48,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--method",
         default="fourierft,lora,head",
-        help=f"comma-separated methods from {', '.join(METHODS)} (default %(default)s)",
+        help=f"comma-separated methods from {', '.join(TRAINING_METHODS)} (default %(default)s)",
     )
     parser.add_argument("--preset", default="quick", choices=sorted(PRESETS), help="%(default)s; 'paper' = Table 8")
     parser.add_argument("--out", default=None, help="run directory (default runs/<task>_<preset>)")

@@ -5,11 +5,11 @@ the per-seed difference cancels most of the seed-to-seed spread that an unpaired
 
 Example::
 
-  >>> diff = paired_difference([74.0, 73.3, 74.5], [73.9, 73.5, 74.3])  # f_c = 0 vs uniform, seeds 0-2
-  >>> diff.mean, diff.standard_error, diff.p_value
-  >>> holm_adjust([0.01, 0.04, 0.03, 0.005])  # -> [0.03, 0.06, 0.06, 0.02]
-  >>> lora = metric_by_seed(records, task="stsb", method="lora")  # {seed: dev_metric} from a runs JSONL
-  >>> paired_by_seed(metric_by_seed(records, task="stsb", method="fourierft"), lora)  # over the shared seeds
+  diff = paired_difference([74.0, 73.3, 74.5], [73.9, 73.5, 74.3])  # f_c = 0 vs uniform, seeds 0-2
+  diff.mean, diff.standard_error, diff.p_value
+  holm_adjust([0.01, 0.04, 0.03, 0.005])  # -> [0.03, 0.06, 0.06, 0.02]
+  lora = metric_by_seed(records, task="stsb", method="lora")  # {seed: dev_metric} from a runs JSONL
+  paired_by_seed(metric_by_seed(records, task="stsb", method="fourierft"), lora)  # over the shared seeds
 """
 
 from __future__ import annotations

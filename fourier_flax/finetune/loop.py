@@ -22,9 +22,9 @@ A run directory holds::
 
 Example::
 
-  >>> run = resolve_run("mrpc", preset="glue")
-  >>> result = train_run(run, "runs/mrpc", data_dir="../shared/data/glue")
-  >>> result.dev_metric, result.stopping_epoch
+  run = resolve_run("mrpc", preset="glue")
+  result = train_run(run, "runs/mrpc", data_dir="../shared/data/glue")
+  result.dev_metric, result.stopping_epoch
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
 from fourier_flax.checkpoint import save_adapter
-from fourier_flax.config import FourierFTConfig
 from fourier_flax.data import (
     get_task,
     glue_metric,
@@ -55,10 +54,9 @@ from fourier_flax.data import (
 )
 from fourier_flax.data.bucketing import bucket_lengths, bucketed_batch_count, bucketed_batches
 from fourier_flax.finetune.classifier import SequenceClassifier, load_classifier, with_label_mean_bias
-from fourier_flax.finetune.methods import make_apply_fn, method_mask, optimizer_labels, prepare_params
+from fourier_flax.finetune.method_setup import make_apply_fn, method_mask, optimizer_labels, prepare_params
 from fourier_flax.finetune.presets import RunConfig, run_to_dict
-from fourier_flax.partition import merge_params, split_params, trainable_parameter_summary
-from fourier_flax.training import (
+from fourier_flax.finetune.training import (
     classification_loss,
     make_eval_step,
     make_sweepable_optimizer,
@@ -66,6 +64,8 @@ from fourier_flax.training import (
     regression_loss,
     with_learning_rates,
 )
+from fourier_flax.methods.fourierft import FourierFTConfig
+from fourier_flax.partition import merge_params, split_params, trainable_parameter_summary
 
 Arrays = dict[str, np.ndarray]
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -83,7 +83,7 @@ def load_tokenizer(model_dir: str | pathlib.Path | None = None) -> Any:
     """The tokenizer of ``model_dir`` (a local Hugging Face folder), default all-MiniLM-L6-v2's (offline)."""
     import transformers
 
-    from fourier_flax.hf_models import minilm_path
+    from fourier_flax.models.hf import minilm_path
 
     return transformers.AutoTokenizer.from_pretrained(str(model_dir or minilm_path()))
 

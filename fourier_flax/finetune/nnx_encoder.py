@@ -2,7 +2,7 @@
 
 :class:`SequenceClassifier` and the training loop call ``encoder(input_ids, mask, token_type_ids, params=...,
 dropout_rng=..., train=...)`` on a params tree and adapt it with :func:`fourier_flax.init_adapter` and
-:func:`fourier_flax.intercept`. :class:`NnxEncoder` gives an NNX model (:class:`fourier_flax.nnx_bert.BertModel`)
+:func:`fourier_flax.intercept`. :class:`NnxEncoder` gives an NNX model (:class:`fourier_flax.models.bert.BertModel`)
 that face: its ``params`` is the model's state as a plain dict keyed like Hugging Face's (``encoder.layer.0...``,
 string layer indices), and each call merges the params into the model, installs the adapter leaves of every
 enclosing :func:`fourier_flax.intercept` (:func:`fourier_flax.nnx.install_leaves`, with the context's possibly
@@ -10,9 +10,9 @@ traced scaling) and runs it. The result equals the linen path's for the same par
 
 Example::
 
-  >>> encoder = NnxEncoder(load_bert(minilm_path()))
-  >>> with intercept(config):
-  ...   hidden = encoder(ids, mask, None, params=init_adapter(encoder.params, config, key)).last_hidden_state
+  encoder = NnxEncoder(load_bert(minilm_path()))
+  with intercept(config):
+    hidden = encoder(ids, mask, None, params=init_adapter(encoder.params, config, key)).last_hidden_state
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class NnxEncoder:
 
     Attributes:
       params: the pretrained state as a nested dict with string keys.
-      config: the model's :class:`fourier_flax.nnx_bert.BertConfig`.
+      config: the model's :class:`fourier_flax.models.bert.BertConfig`.
       base_model_prefix: ``"bert"`` (the classifier's params key, as Hugging Face's).
     """
 

@@ -6,9 +6,9 @@ AdamW, linear schedule with 6% warm-up, batch 32, n = 1000, max length 512), the
 
 Example::
 
-  >>> run = resolve_run("sst2", preset="glue", method="fourierft", overrides={"epochs": 2})
-  >>> run.lr, run.head_lr, run.scaling, run.max_length
-  (0.05, 0.006, 140.0, 64)
+  run = resolve_run("sst2", preset="glue", method="fourierft", overrides={"epochs": 2})
+  run.lr, run.head_lr, run.scaling, run.max_length
+  # (0.05, 0.006, 140.0, 64)
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 Method = Literal["fourierft", "lora", "dora", "vera", "flora", "svft", "bitfit", "head", "full"]
-METHODS: tuple[str, ...] = ("fourierft", "lora", "dora", "vera", "flora", "svft", "bitfit", "head", "full")
+TRAINING_METHODS: tuple[str, ...] = ("fourierft", "lora", "dora", "vera", "flora", "svft", "bitfit", "head", "full")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -86,8 +86,8 @@ class RunConfig:
     random_loc_seed: int = 777
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}.")
+        if self.method not in TRAINING_METHODS:
+            raise ValueError(f"method must be one of {TRAINING_METHODS}, got {self.method!r}.")
         if self.task not in PAPER_PRESETS:
             raise ValueError(f"task must be one of {sorted(PAPER_PRESETS)}, got {self.task!r}.")
         if self.pooling not in ("mean", "cls"):

@@ -5,9 +5,9 @@ at most a torn last line, which :func:`read_records` skips (and the run is redon
 
 Example::
 
-  >>> done = finished_keys(path, ("task", "method", "seed"))
-  >>> if ("mrpc", "fourierft", 0) not in done:
-  ...     append_record(path, {"task": "mrpc", "method": "fourierft", "seed": 0, "dev_metric": 84.1})
+  done = finished_keys(path, ("task", "method", "seed"))
+  if ("mrpc", "fourierft", 0) not in done:
+      append_record(path, {"task": "mrpc", "method": "fourierft", "seed": 0, "dev_metric": 84.1})
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ The data order here is drawn in JAX, so it differs from :func:`fourier_flax.data
 
 Example::
 
-  >>> run_seed = make_seed_run(model, base_params, run, train_arrays)
-  >>> trained, losses = sweep(run_seed, [0, 1, 2], [(run.lr, run.head_lr, run.scaling)])  # leaves (3, ...)
-  >>> scores = evaluate_seeds(model, base_params, run, trained, dev_arrays)   # one dev metric per seed
+  run_seed = make_seed_run(model, base_params, run, train_arrays)
+  trained, losses = sweep(run_seed, [0, 1, 2], [(run.lr, run.head_lr, run.scaling)])  # leaves (3, ...)
+  scores = evaluate_seeds(model, base_params, run, trained, dev_arrays)   # one dev metric per seed
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from jax.sharding import PartitionSpec as P
 from fourier_flax.data import batches, get_task, glue_metric
 from fourier_flax.finetune.classifier import with_label_mean_bias
 from fourier_flax.finetune.loop import loss_for
-from fourier_flax.finetune.methods import make_apply_fn, method_mask, optimizer_labels, prepare_params
+from fourier_flax.finetune.method_setup import make_apply_fn, method_mask, optimizer_labels, prepare_params
 from fourier_flax.finetune.presets import RunConfig
+from fourier_flax.finetune.training import make_eval_step, make_optimizer
 from fourier_flax.partition import merge_params, split_params, trainable_parameter_summary
-from fourier_flax.training import make_eval_step, make_optimizer
 
 SeedRun = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], tuple[Any, jax.Array]]
 Rates = tuple[float, float, float]  # (lr, head_lr, scaling); scaling is ignored by methods without one
@@ -157,9 +157,9 @@ def sweep(
 
     Example::
 
-      >>> mesh = jax.make_mesh((4, 2), ("data", "model"))
-      >>> run_seed = make_seed_run(model, base, run, train, batch_axis="model")
-      >>> trained, losses = sweep(run_seed, range(4), [(0.1, 1e-2, 12.0)], mesh=mesh)  # one run per data slice
+      mesh = jax.make_mesh((4, 2), ("data", "model"))
+      run_seed = make_seed_run(model, base, run, train, batch_axis="model")
+      trained, losses = sweep(run_seed, range(4), [(0.1, 1e-2, 12.0)], mesh=mesh)  # one run per data slice
     """
     grid = seed_grid(seeds, rates)
     if mesh is None:

@@ -1,12 +1,14 @@
 """The adapter methods, registered in one place: :data:`REGISTRY` maps a config type to its method.
 
-A new method is one module here (its :class:`~fourier_flax.methods.base.AdapterMethod` subclass) and one line
-in :data:`REGISTRY`; nothing else in fourier_flax names methods.
+A new method is one module here (its config on :class:`~fourier_flax.targeting.TargetingConfig` and its
+:class:`~fourier_flax.methods.base.AdapterMethod` subclass) and one entry in :data:`METHODS`; nothing else in
+fourier_flax names methods. ``tests/test_method_contract.py`` runs every registered method through the same checks.
 
 Example::
 
-  >>> method_of(LoraConfig(target_modules=["query"])).parameter_count(config, "query", (768, 768))
-  12288
+  config = LoraConfig(target_modules=["query"])
+  method_of(config).parameter_count(config, "query", (768, 768))
+  # 12288
 """
 
 from __future__ import annotations
@@ -17,13 +19,16 @@ from typing import Any
 from fourier_flax.methods.base import AdapterMethod
 from fourier_flax.methods.dora import DoraConfig, DoraMethod
 from fourier_flax.methods.flora import FloraConfig, FloraMethod
-from fourier_flax.methods.fourierft import FourierFTMethod
-from fourier_flax.methods.lora import LoraMethod
+from fourier_flax.methods.fourierft import FourierFTConfig, FourierFTMethod
+from fourier_flax.methods.lora import LoraConfig, LoraMethod
 from fourier_flax.methods.svft import SvftConfig, SvftMethod
 from fourier_flax.methods.vera import VeraConfig, VeraMethod
+from fourier_flax.targeting import TargetingConfig
 
 METHODS = (FourierFTMethod(), LoraMethod(), VeraMethod(), DoraMethod(), FloraMethod(), SvftMethod())
 REGISTRY: dict[type, AdapterMethod] = {method.config_type: method for method in METHODS}
+# Any registered method's config (the public targeting base every config extends).
+AdapterConfig = TargetingConfig
 # Every leaf name any method adds beside a kernel (LoRA and DoRA share lora_a / lora_b).
 ADAPTER_LEAVES: tuple[str, ...] = tuple(dict.fromkeys(n for method in REGISTRY.values() for n in method.leaf_names))
 
@@ -71,8 +76,11 @@ __all__ = [
     "AdapterMethod",
     "DoraConfig",
     "FloraConfig",
+    "FourierFTConfig",
+    "LoraConfig",
     "SvftConfig",
     "VeraConfig",
+    "AdapterConfig",
     "method_for_peft",
     "method_named",
     "method_of",

@@ -5,13 +5,13 @@ a method: they ask the method registered for a config's type (:func:`method_of`)
 :class:`AdapterMethod` in its own module under ``fourier_flax.methods``, listed once in :data:`REGISTRY`.
 
 Every method works on a kernel's 2-D view ``(d1, d2)`` (``(in, out)`` for ``nn.Dense``; see
-:func:`fourier_flax.adapter.kernel_view`), possibly with leading axes of layers stacked by ``nn.scan``.
+:func:`fourier_flax.adapted_modules.kernel_view`), possibly with leading axes of layers stacked by ``nn.scan``.
 
 Example::
 
-  >>> method = method_of(FourierFTConfig(target_modules=["query"]))
-  >>> method.name, method.leaf_names
-  ('fourierft', ('fourierft_spectrum',))
+  method = method_of(FourierFTConfig(target_modules=["query"]))
+  method.name, method.leaf_names
+  # ('fourierft', ('fourierft_spectrum',))
 """
 
 from __future__ import annotations
@@ -133,6 +133,11 @@ class AdapterMethod:
         """Trainable adapter parameters of one (unstacked) layer with this view."""
         raise NotImplementedError
 
+    def sharded_merged_kernel(self, config: Any, path: str, module: Mapping[str, Any]) -> jax.Array | None:
+        """The merged kernel of a module whose kernel is sharded over several devices, built block by block on
+        those devices (so it also works when the arrays are not fully addressable), or None: merge densely."""
+        return None
+
     # --- Hugging Face PEFT's files (fourier_flax.peft_interop.export_peft) -----------------------------------
     peft_type: ClassVar[str | None] = None  # None: PEFT has no such method
     peft_fields: ClassVar[tuple[str, ...]] = ()  # config fields PEFT's config has under the same name and meaning
@@ -178,7 +183,7 @@ class AdapterMethod:
         for the shared dense path. Framework-neutral: the linen interceptor and the NNX layers both use it."""
         return None
 
-    def leaf_axes(self, config: Any, name: str) -> tuple[str | None, ...] | None:
+    def leaf_axes(self, name: str) -> tuple[str | None, ...] | None:
         """How leaf ``name`` of one (unstacked) layer lies along the kernel's 2-D view: per axis ``"in"``
         (runs along ``d1``), ``"out"`` (along ``d2``) or None; None for a leaf that stays replicated. Meshes
         shard such axes as the kernel's own (as qwix derives LoRA factor shardings from the base weight)."""

@@ -11,8 +11,8 @@ Leaves: ``lora_a`` ``(*stack, d1, r)``, ``lora_b`` ``(*stack, r, d2)`` (as :mod:
 
 Example::
 
-  >>> config = DoraConfig(target_modules=["query", "value"], r=8, lora_alpha=16.0)
-  >>> params = init_adapter(params, config, jax.random.key(0))
+  config = DoraConfig(target_modules=["query", "value"], r=8, lora_alpha=16.0)
+  params = init_adapter(params, config, jax.random.key(0))
 """
 
 from __future__ import annotations
@@ -24,9 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fourier_flax.config import LoraConfig
-from fourier_flax.lora import init_lora_leaves, lora_delta_w
-from fourier_flax.methods.lora import LORA_A, LORA_B, LoraMethod
+from fourier_flax.methods.lora import LORA_A, LORA_B, LoraConfig, LoraMethod, init_lora_leaves, lora_delta_w
 
 MAGNITUDE = "lora_magnitude_vector"
 
@@ -80,8 +78,8 @@ class DoraMethod(LoraMethod):
         magnitude = np.asarray(module[MAGNITUDE], np.float32)
         return {**super().peft_module_tensors(config, path, module), MAGNITUDE: magnitude}
 
-    def leaf_axes(self, config, name):
-        return ("out",) if name == MAGNITUDE else super().leaf_axes(config, name)
+    def leaf_axes(self, name):
+        return ("out",) if name == MAGNITUDE else super().leaf_axes(name)
 
     def parameter_count(self, config, path, view):
         out_features = view[0] if config.fan_in_fan_out else view[1]

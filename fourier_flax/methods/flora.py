@@ -15,8 +15,8 @@ Leaves: ``flora_core`` ``(*stack, r_1, …, r_N)`` and ``flora_factor_<k>`` ``(*
 
 Example::
 
-  >>> config = FloraConfig(target_modules=["conv2"], r=16, spatial_r=2, scale=4.0)
-  >>> params = init_adapter(variables, config, jax.random.key(0))  # conv2 kernel (3, 3, 32, 64)
+  config = FloraConfig(target_modules=["conv2"], r=16, spatial_r=2, scale=4.0)
+  params = init_adapter(variables, config, jax.random.key(0))  # conv2 kernel (3, 3, 32, 64)
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from fourier_flax import targeting
-from fourier_flax.config import _TargetingConfig
 from fourier_flax.methods.base import AdapterMethod
+from fourier_flax.targeting import TargetingConfig
 
 CORE = "flora_core"
 MAX_MODES = 6
@@ -40,7 +40,7 @@ FACTORS = tuple(f"flora_factor_{k}" for k in range(MAX_MODES))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class FloraConfig(_TargetingConfig):
+class FloraConfig(TargetingConfig):
     """FLoRA hyperparameters.
 
     Attributes:

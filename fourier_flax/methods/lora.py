@@ -6,23 +6,85 @@ Leaves: ``lora_a`` ``(*stack, d1, r)`` (PEFT's Kaiming-uniform, ``a = sqrt(5)``)
 
 Example::
 
-  >>> leaves = LoraMethod().init_leaves(LoraConfig(target_modules=["query"], r=8), "query", (768, 768), (), key)
-  >>> leaves["lora_a"].shape, leaves["lora_b"].shape
-  ((768, 8), (8, 768))
+  leaves = LoraMethod().init_leaves(LoraConfig(target_modules=["query"], r=8), "query", (768, 768), (), key)
+  leaves["lora_a"].shape, leaves["lora_b"].shape
+  # ((768, 8), (8, 768))
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import ClassVar
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from fourier_flax.config import LoraConfig
-from fourier_flax.lora import init_lora_leaves, lora_delta_w
 from fourier_flax.methods.base import PEFT_TARGETING_FIELDS, AdapterMethod
+from fourier_flax.targeting import Bias, TargetingConfig
 
 LORA_A = "lora_a"
 LORA_B = "lora_b"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LoraConfig(TargetingConfig):
+    """LoRA (Hu et al., 2021), the baseline: ``ΔW = (lora_alpha / r) · A B`` with A ``(d1, r)``, B ``(r, d2)``.
+
+    A starts from PEFT's default (Kaiming-uniform, ``a = sqrt(5)``) and B at zero, so ΔW starts at zero.
+
+    Attributes:
+      r: rank.
+      lora_alpha: scale numerator; the update is scaled by ``lora_alpha / r``.
+      bias: "none", "all" or "lora_only".
+    """
+
+    r: int = 8
+    lora_alpha: float = 8.0
+    bias: Bias = "none"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.r, int) or self.r < 1:
+            raise ValueError(f"r must be a positive int, got {self.r!r}.")
+        if self.bias not in ("none", "all", "lora_only"):
+            raise ValueError(f"bias must be 'none', 'all' or 'lora_only', got {self.bias!r}.")
+
+    @property
+    def scale(self) -> float:
+        return self.lora_alpha / self.r
+
+
+def init_lora_leaves(
+    rng: jax.Array,
+    shape: tuple[int, int],
+    r: int,
+    in_features: int,
+    stack_shape: tuple[int, ...] = (),
+) -> tuple[jax.Array, jax.Array]:
+    """PEFT's default LoRA initialisation on a ``(d1, d2)`` kernel view.
+
+    Args:
+      rng: a JAX PRNG key.
+      shape: the kernel's 2-D view ``(d1, d2)``.
+      r: the rank.
+      in_features: the layer's fan-in (``d1`` for an ``(in, out)`` view), which sets the Kaiming bound.
+      stack_shape: leading axes of layers stacked by ``nn.scan``.
+
+    Returns:
+      ``lora_a`` float32 ``(*stack_shape, d1, r)``, uniform on ``±1/sqrt(in_features)`` (Kaiming-uniform with
+      ``a = sqrt(5)``), and ``lora_b`` float32 zeros ``(*stack_shape, r, d2)``.
+    """
+    d1, d2 = shape
+    bound = np.float32(1.0 / np.sqrt(in_features))
+    lora_a = jax.random.uniform(rng, (*stack_shape, d1, r), jnp.float32, -bound, bound)
+    return lora_a, jnp.zeros((*stack_shape, r, d2), jnp.float32)
+
+
+def lora_delta_w(lora_a: jax.Array, lora_b: jax.Array, scale: float) -> jax.Array:
+    """``scale · A B`` in float32: ``(..., d1, r) × (..., r, d2) → (..., d1, d2)``."""
+    product = jnp.matmul(lora_a.astype(jnp.float32), lora_b.astype(jnp.float32))
+    return product * np.float32(scale)
 
 
 class LoraMethod(AdapterMethod):
@@ -47,7 +109,7 @@ class LoraMethod(AdapterMethod):
             return []
         return [f"module {path}: stores rank {record['r']}, the config has r={config.r}"]
 
-    def leaf_axes(self, config, name):
+    def leaf_axes(self, name):
         return {LORA_A: ("in", None), LORA_B: (None, "out")}.get(name)
 
     def parameter_count(self, config, path, view):

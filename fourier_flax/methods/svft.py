@@ -19,8 +19,8 @@ positive) so the re-derivation is stable.
 
 Example::
 
-  >>> config = SvftConfig(target_modules=["query", "value"], pattern="banded", off_diag=2)
-  >>> params = init_adapter(params, config, jax.random.key(0))
+  config = SvftConfig(target_modules=["query", "value"], pattern="banded", off_diag=2)
+  params = init_adapter(params, config, jax.random.key(0))
 """
 
 from __future__ import annotations
@@ -33,15 +33,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fourier_flax.config import _TargetingConfig
 from fourier_flax.methods.base import AdapterMethod
+from fourier_flax.targeting import TargetingConfig
 
 M, GATE, U, V, TOP_K = "svft_m", "svft_gate", "svft_u", "svft_v", "svft_top_k_index"
 PATTERNS = ("plain", "banded", "random", "top_k")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class SvftConfig(_TargetingConfig):
+class SvftConfig(TargetingConfig):
     """SVFT hyperparameters.
 
     Attributes:

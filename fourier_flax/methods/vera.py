@@ -14,8 +14,8 @@ saved: rebuilt from ``projection_prng_key``). The projections are PEFT's distrib
 
 Example::
 
-  >>> config = VeraConfig(target_modules=["query", "value"], r=256)
-  >>> params = init_adapter(params, config, jax.random.key(0))
+  config = VeraConfig(target_modules=["query", "value"], r=256)
+  params = init_adapter(params, config, jax.random.key(0))
 """
 
 from __future__ import annotations
@@ -27,15 +27,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fourier_flax.config import _TargetingConfig
 from fourier_flax.methods.base import PEFT_TARGETING_FIELDS, AdapterMethod
+from fourier_flax.targeting import TargetingConfig
 
 VERA_A, VERA_B = "vera_A", "vera_B"
 LAMBDA_D, LAMBDA_B = "vera_lambda_d", "vera_lambda_b"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class VeraConfig(_TargetingConfig):
+class VeraConfig(TargetingConfig):
     """VeRA hyperparameters with PEFT's ``VeraConfig`` names and defaults.
 
     Attributes:
@@ -115,7 +115,7 @@ class VeraMethod(AdapterMethod):
             problems.append(f"module {path}: trained with projection_prng_key={record['projection_prng_key']}")
         return problems
 
-    def leaf_axes(self, config, name):
+    def leaf_axes(self, name):
         return {LAMBDA_B: ("out",), VERA_A: (None, "in"), VERA_B: ("out", None)}.get(name)
 
     def parameter_count(self, config, path, view):

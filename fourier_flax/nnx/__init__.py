@@ -12,10 +12,10 @@ Every method of :mod:`fourier_flax.methods` works through its protocol on the ke
 kernel with its input axes first (``(in, out)`` for ``nnx.Linear``; ``(*window, in, out)`` for ``nnx.Conv``;
 contracted axes, then output axes, for ``nnx.Einsum``). The leaves are made by :func:`fourier_flax.init_adapter`
 on a params tree keyed by the attribute paths, so an NNX model whose paths equal a linen model's (such as
-:mod:`fourier_flax.nnx_bert` and Hugging Face's Flax BERT) gets the same spectra from the same key, and the same
+:mod:`fourier_flax.models.bert` and Hugging Face's Flax BERT) gets the same spectra from the same key, and the same
 orbax checkpoints and PEFT files (:func:`save_adapter`, :func:`load_adapter`, :func:`export_peft`,
 :func:`import_peft`). FourierFT on ``nnx.Linear`` uses the spectral backward
-(:func:`fourier_flax.spectral_grad.adapted_matmul`) as the linen interceptor does.
+(:func:`fourier_flax.methods.fourierft.backward.adapted_matmul`) as the linen interceptor does.
 
 Sharding: when the base kernel carries ``out_sharding`` metadata (``nnx.with_partitioning``), each adapter leaf
 gets the metadata its layout implies (the method's :meth:`~fourier_flax.methods.base.AdapterMethod.leaf_axes`:
@@ -24,9 +24,9 @@ replicated), so ``nnx.get_partition_spec(nnx.state(model))`` places base and ada
 
 Example::
 
-  >>> model = MyNnxModel(rngs=nnx.Rngs(0))
-  >>> apply_adapter(model, FourierFTConfig(target_modules=["query", "value"], n_frequency=100), jax.random.key(1))
-  >>> optimizer = nnx.Optimizer(model, optax.adam(0.1), wrt=AdapterParam)
+  model = MyNnxModel(rngs=nnx.Rngs(0))
+  apply_adapter(model, FourierFTConfig(target_modules=["query", "value"], n_frequency=100), jax.random.key(1))
+  optimizer = nnx.Optimizer(model, optax.adam(0.1), wrt=AdapterParam)
 """
 
 from fourier_flax.nnx.files import adapter_params, export_peft, import_peft, load_adapter, save_adapter

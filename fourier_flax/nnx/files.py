@@ -10,6 +10,7 @@ from typing import Any
 import jax.numpy as jnp
 from flax import nnx, traverse_util
 
+from fourier_flax import checkpoint, peft_interop
 from fourier_flax.nnx.surgery import (
     _install,
     _layers,
@@ -71,9 +72,7 @@ def _pretrained_tree(model: nnx.Module, stacks: Mapping[str, int]) -> dict:
 
 def save_adapter(path: str | pathlib.Path, model: nnx.Module) -> pathlib.Path:
     """:func:`fourier_flax.save_adapter` of ``model``'s adapter (the same orbax format as the linen path)."""
-    from fourier_flax.checkpoint import save_adapter as save
-
-    return save(path, adapter_params(model), model_config(model))
+    return checkpoint.save_adapter(path, adapter_params(model), model_config(model))
 
 
 def load_adapter(
@@ -82,10 +81,8 @@ def load_adapter(
     """Adapts the pretrained ``model`` in place with the checkpoint at ``path`` (checked against its kernels
     by :func:`fourier_flax.load_adapter`); returns the adapted paths. ``stacked_axes`` as for
     :func:`apply_adapter`."""
-    from fourier_flax.checkpoint import load_adapter as load
-
     stacks = _stacks(_layers(model)[0], stacked_axes)
-    config, params = load(path, _pretrained_tree(model, stacks))
+    config, params = checkpoint.load_adapter(path, _pretrained_tree(model, stacks))
     layers, layouts = _targets(model, config, stacks)
     _restore_saved(model, config, params)
     return _install(model, config, layers, layouts, params, stacks)
@@ -93,18 +90,14 @@ def load_adapter(
 
 def export_peft(model: nnx.Module, out_dir: str | pathlib.Path, **kwargs: Any) -> pathlib.Path:
     """:func:`fourier_flax.export_peft` of ``model``'s adapter; module keys are the attribute paths (so a model
-    whose paths follow Hugging Face's names, like :class:`fourier_flax.nnx_bert.BertModel`, loads in PEFT)."""
-    from fourier_flax.peft_interop import export_peft as export
-
-    return export(adapter_params(model), model_config(model), out_dir, **kwargs)
+    whose paths follow Hugging Face's names, like :class:`fourier_flax.models.bert.BertModel`, loads in PEFT)."""
+    return peft_interop.export_peft(adapter_params(model), model_config(model), out_dir, **kwargs)
 
 
 def import_peft(adapter_dir: str | pathlib.Path, model: nnx.Module, **kwargs: Any) -> list[str]:
     """Adapts the pretrained ``model`` in place with a PEFT ``save_pretrained`` directory
     (:func:`fourier_flax.import_peft`'s checks and options); returns the adapted paths."""
-    from fourier_flax.peft_interop import import_peft as read
-
-    config, params = read(adapter_dir, _pretrained_tree(model, {}), **kwargs)
+    config, params = peft_interop.import_peft(adapter_dir, _pretrained_tree(model, {}), **kwargs)
     layers, layouts = _targets(model, config)
     _restore_saved(model, config, params)
     return _install(model, config, layers, layouts, params)

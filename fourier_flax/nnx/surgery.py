@@ -13,7 +13,8 @@ import numpy as np
 from flax import nnx, traverse_util
 
 from fourier_flax import targeting
-from fourier_flax.adapter import init_adapter, module_delta_w, module_effective_kernel
+from fourier_flax.adapted_modules import module_delta_w, module_effective_kernel
+from fourier_flax.adapter import init_adapter
 from fourier_flax.methods import method_of
 
 SUPPORTED = (nnx.Linear, nnx.LinearGeneral, nnx.Einsum, nnx.Conv)
@@ -144,7 +145,7 @@ class AdaptedModule(nnx.Module):
             {
                 name: (AdapterParam if name in trained else FrozenAdapterVariable)(
                     jnp.asarray(value),
-                    **_leaf_sharding(base.kernel, layout, stack, method.leaf_axes(config, name), np.ndim(value)),
+                    **_leaf_sharding(base.kernel, layout, stack, method.leaf_axes(name), np.ndim(value)),
                 )
                 for name, value in leaves.items()
             }

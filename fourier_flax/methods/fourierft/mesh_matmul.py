@@ -1,11 +1,11 @@
 """FourierFT's adapted matmul on a device mesh: ΔW built block-local, ``dL/dc`` reduced as ``n`` floats.
 
-Under a mesh strategy (:func:`fourier_flax.sharding.use_mesh`), an adapted ``nn.Dense`` computes
+Under a mesh strategy (:func:`fourier_flax.mesh.use_mesh`), an adapted ``nn.Dense`` computes
 ``y = x @ (W0 + ΔW)`` with
 
-* **forward**: ``ΔW`` made by :func:`fourier_flax.sharding.sharded_delta_w` in the kernel's own layout — each
-  device builds its block from the replicated ``c`` and ``E``, and the matmul is partitioned by XLA exactly as the
-  frozen layer's ``x @ W0`` would be;
+* **forward**: ``ΔW`` made by :func:`fourier_flax.methods.fourierft.sharding.sharded_delta_w` in the kernel's own
+  layout — each device builds its block from the replicated ``c`` and ``E``, and the matmul is partitioned by XLA
+  exactly as the frozen layer's ``x @ W0`` would be;
 * **backward**: ``dx = dy @ W_effᵀ`` (partitioned as the frozen layer's), and
 
       dL/dc_l = alpha/(d1·d2) · Σ_t [(x C_u)[t, l] (dy C_v)[t, l] − (x S_u)[t, l] (dy S_v)[t, l]]
@@ -18,12 +18,12 @@ Under a mesh strategy (:func:`fourier_flax.sharding.use_mesh`), an adapted ``nn.
 
 The activation layout (:class:`MatmulLayout`: which mesh axes split the tokens, the input features and the output
 features) must be the one XLA gives ``x`` and ``dy`` under the strategy, or it inserts reshards;
-:func:`fourier_flax.sharding.matmul_layout` derives it.
+:func:`matmul_layout` derives it.
 
 Example::
 
-  >>> layout = MatmulLayout(mesh, kernel_spec=P(None, "model"), tokens="data", x_features=None, dy_features="model")
-  >>> y = mesh_adapted_matmul(x, kernel, c, E, (768, 768), 150.0, layout)
+  layout = MatmulLayout(mesh, kernel_spec=P(None, "model"), tokens="data", x_features=None, dy_features="model")
+  y = mesh_adapted_matmul(x, kernel, c, E, (768, 768), 150.0, layout)
 """
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ from jax import lax
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from fourier_flax.sharding import axis_names, block_index, sharded_delta_w, to_varying
-from fourier_flax.spectral import Shape2D, delta_w, dft_tables
-from fourier_flax.spectral_grad import weight_gradient
+from fourier_flax.mesh import active_mesh, axis_names, batch_spec, block_index, kernel_spec, to_varying
+from fourier_flax.methods.fourierft.backward import weight_gradient
+from fourier_flax.methods.fourierft.sharding import sharded_delta_w
+from fourier_flax.methods.fourierft.spectral import Shape2D, delta_w, dft_tables
 
 # Tokens per block of the dL/dc sum: four (block, n) products live at a time (4 MiB at n = 1000).
 TOKEN_BLOCK = 256
@@ -172,7 +173,7 @@ def mesh_adapted_matmul(
       c: ``(n,)`` coefficients (replicated). entries: int ``(2, n)``. alpha: the scaling (may be traced).
       shape: static ``(d1, d2)``.
       layout: a :class:`MatmulLayout` (static).
-      precision / dtype: as :func:`fourier_flax.spectral_grad.adapted_matmul`.
+      precision / dtype: as :func:`fourier_flax.methods.fourierft.backward.adapted_matmul`.
 
     Returns:
       ``(batch, ..., d2)`` in the compute dtype.
@@ -191,3 +192,17 @@ def mesh_adapted_matmul(
         jnp.asarray(entries, jnp.int32),
         jnp.asarray(alpha).astype(jnp.float32),
     )
+
+
+def matmul_layout(path: str, shape: tuple[int, int]) -> MatmulLayout | None:
+    """The :class:`MatmulLayout` of the 2-D kernel at ``path`` under the active :func:`fourier_flax.mesh.use_mesh`,
+    or None outside one."""
+    if active_mesh() is None:
+        return None
+    mesh, strategy = active_mesh()
+    spec = kernel_spec(strategy, path, shape, mesh.shape["model"])
+    rows, cols = (tuple(spec) + (None, None))[:2]
+    tokens = batch_spec(strategy)[0]
+    if strategy == "tp":  # activations split like the kernel's features (Megatron)
+        return MatmulLayout(mesh, spec, tokens, x_features=rows, dy_features=cols)
+    return MatmulLayout(mesh, spec, tokens)  # dp: replicated kernel; fsdp: gathered for compute

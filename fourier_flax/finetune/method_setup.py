@@ -7,11 +7,11 @@ the ``classifier`` subtree is "head" (``head_lr``), every other trained leaf "ad
 
 Example::
 
-  >>> model, params = load_classifier(num_labels=2)
-  >>> params, adapter = prepare_params(params, run, jax.random.key(run.seed))
-  >>> mask = method_mask(params, run, adapter)
-  >>> trainable, frozen = fourier_flax.split_params(params, mask)
-  >>> logits = make_apply_fn(model, adapter)(merge_params(trainable, frozen), batch, None, False)
+  model, params = load_classifier(num_labels=2)
+  params, adapter = prepare_params(params, run, jax.random.key(run.seed))
+  mask = method_mask(params, run, adapter)
+  trainable, frozen = fourier_flax.split_params(params, mask)
+  logits = make_apply_fn(model, adapter)(merge_params(trainable, frozen), batch, None, False)
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from typing import Any
 
 import jax
 
-from fourier_flax.adapter import AdapterConfig, init_adapter
-from fourier_flax.config import FourierFTConfig, LoraConfig
+from fourier_flax.adapter import init_adapter
 from fourier_flax.finetune.classifier import HEAD, SequenceClassifier, init_head
 from fourier_flax.finetune.presets import RunConfig
 from fourier_flax.interceptor import intercept
-from fourier_flax.methods import DoraConfig, FloraConfig, SvftConfig, VeraConfig
+from fourier_flax.methods import AdapterConfig, DoraConfig, FloraConfig, SvftConfig, VeraConfig
+from fourier_flax.methods.fourierft import FourierFTConfig
+from fourier_flax.methods.lora import LoraConfig
 from fourier_flax.partition import trainable_mask
 
 # How each adapter method's config is built from a run's settings (the classifier is modules_to_save).

@@ -17,18 +17,22 @@ Layouts. PEFT works on PyTorch's ``(out, in)`` weight and samples ``idx = randpe
 
 Example::
 
-  >>> E = peft_entries((768, 768), n=1000, seed=777)  # a Flax (in, out) query kernel of BERT-base
-  >>> E.shape, E.dtype
-  ((2, 1000), dtype('int32'))
+  E = peft_entries((768, 768), n=1000, seed=777)  # a Flax (in, out) query kernel of BERT-base
+  E.shape, E.dtype
+  # ((2, 1000), dtype('int32'))
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import functools
+import hashlib
+from typing import Any, Literal
 
 import numpy as np
 
-from fourier_flax.torch_randperm import randperm_prefix
+from fourier_flax.methods.fourierft.torch_randperm import randperm_prefix
+
+Shape2D = tuple[int, int]
 
 Grid = Literal["in_out", "out_in"]
 
@@ -128,3 +132,39 @@ def peft_entries(shape: tuple[int, int], n: int, seed: int, *, grid: Grid = "in_
     flat = randperm_prefix(out_features * in_features, n, seed)
     out_in = _as_entries(flat, in_features)
     return out_in if grid == "out_in" else out_in[::-1].copy()
+
+
+def kernel_grid(config: Any) -> Grid:
+    """Layout of the 2-D kernel view: ``"out_in"`` under ``fan_in_fan_out`` (GPT-2's Conv1D), else ``"in_out"``."""
+    return "out_in" if config.fan_in_fan_out else "in_out"
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_entries(shape, n, seed, rule, grid, center_frequency, bandwidth) -> np.ndarray:
+    if rule == "peft":
+        found = peft_entries(shape, n, seed, grid=grid)
+    elif rule == "uniform":
+        found = uniform_entries(shape, n, seed)
+    else:
+        found = frequency_biased_entries(shape, n, seed, center_frequency=center_frequency, bandwidth=bandwidth)
+    found.setflags(write=False)  # shared by every caller of the cache
+    return found
+
+
+def spectral_entries(config: Any, shape: Shape2D, n: int) -> np.ndarray:
+    """The entry set ``E`` (int32 ``(2, n)``, read-only) of a ``shape`` kernel view under ``config`` (a
+    :class:`~fourier_flax.methods.fourierft.FourierFTConfig`); memoised."""
+    return _cached_entries(
+        (int(shape[0]), int(shape[1])),
+        int(n),
+        config.random_loc_seed,
+        config.entry_sampling,
+        kernel_grid(config),
+        config.center_frequency,
+        config.bandwidth,
+    )
+
+
+def entries_digest(entries: np.ndarray) -> str:
+    """sha256 of an entry set as little-endian int32 in C order."""
+    return hashlib.sha256(np.ascontiguousarray(entries, "<i4").tobytes()).hexdigest()

@@ -3,17 +3,15 @@
 Leaves: ``fourierft_spectrum`` ``(*stack, n)`` float32, N(0, 1) (the paper, PEFT) or zeros (``init_weights``).
 The entry set ``E`` is not stored: it is redrawn from the config (:func:`spectral_entries`) and a checkpoint
 records its sha256 so a different draw is caught on load. For ``nn.Dense`` and GPT-2's ``FlaxConv1D`` the layer
-may run :func:`fourier_flax.spectral_grad.adapted_matmul`, whose backward never forms the weight gradient.
+may run :func:`fourier_flax.backward.adapted_matmul`, whose backward never forms the weight gradient.
 
 Example::
 
-  >>> E = spectral_entries(FourierFTConfig(target_modules=["query"]), (768, 768), 1000)  # (2, 1000) int32
+  E = spectral_entries(FourierFTConfig(target_modules=["query"]), (768, 768), 1000)  # (2, 1000) int32
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -22,51 +20,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fourier_flax import entries as entry_rules
-from fourier_flax import layer_kinds, sharding, spectral_grad
-from fourier_flax.config import FourierFTConfig
-from fourier_flax.mesh_matmul import mesh_adapted_matmul
+from fourier_flax import layer_kinds
 from fourier_flax.methods.base import PEFT_TARGETING_FIELDS, AdapterMethod, LayerCall, Shape2D
-from fourier_flax.spectral import delta_w
-
-SPECTRUM = "fourierft_spectrum"
-
-
-def kernel_grid(config: Any) -> entry_rules.Grid:
-    """Layout of the 2-D kernel view: ``"out_in"`` under ``fan_in_fan_out`` (GPT-2's Conv1D), else ``"in_out"``."""
-    return "out_in" if config.fan_in_fan_out else "in_out"
-
-
-@functools.lru_cache(maxsize=256)
-def _cached_entries(shape, n, seed, rule, grid, center_frequency, bandwidth) -> np.ndarray:
-    if rule == "peft":
-        found = entry_rules.peft_entries(shape, n, seed, grid=grid)
-    elif rule == "uniform":
-        found = entry_rules.uniform_entries(shape, n, seed)
-    else:
-        found = entry_rules.frequency_biased_entries(
-            shape, n, seed, center_frequency=center_frequency, bandwidth=bandwidth
-        )
-    found.setflags(write=False)  # shared by every caller of the cache
-    return found
-
-
-def spectral_entries(config: FourierFTConfig, shape: Shape2D, n: int) -> np.ndarray:
-    """The entry set ``E`` (int32 ``(2, n)``, read-only) of a ``shape`` kernel view under ``config``; memoised."""
-    return _cached_entries(
-        (int(shape[0]), int(shape[1])),
-        int(n),
-        config.random_loc_seed,
-        config.entry_sampling,
-        kernel_grid(config),
-        config.center_frequency,
-        config.bandwidth,
-    )
-
-
-def entries_digest(entries: np.ndarray) -> str:
-    """sha256 of an entry set as little-endian int32 in C order."""
-    return hashlib.sha256(np.ascontiguousarray(entries, "<i4").tobytes()).hexdigest()
+from fourier_flax.methods.fourierft import backward
+from fourier_flax.methods.fourierft import sharding as fourierft_sharding
+from fourier_flax.methods.fourierft.config import SPECTRUM, FourierFTConfig
+from fourier_flax.methods.fourierft.entries import entries_digest, kernel_grid, spectral_entries
+from fourier_flax.methods.fourierft.mesh_matmul import matmul_layout, mesh_adapted_matmul
+from fourier_flax.methods.fourierft.spectral import delta_w
 
 
 class FourierFTMethod(AdapterMethod):
@@ -117,6 +78,9 @@ class FourierFTMethod(AdapterMethod):
     def parameter_count(self, config, path, view):
         return config.n_frequency_for(path)
 
+    def sharded_merged_kernel(self, config, path, module):
+        return fourierft_sharding.sharded_merged_kernel(config, path, module)
+
     peft_type: ClassVar[str] = "FOURIERFT"
     peft_fields: ClassVar[tuple[str, ...]] = (
         "n_frequency",
@@ -165,9 +129,9 @@ class FourierFTMethod(AdapterMethod):
         return _spectral_layer
 
     def matmul(self, config, alpha, path, params, x, *, precision, dtype):
-        """``x @ (W0 + ΔW)``: under :func:`fourier_flax.sharding.use_mesh` by
-        :func:`fourier_flax.mesh_matmul.mesh_adapted_matmul`; otherwise by
-        :func:`fourier_flax.spectral_grad.adapted_matmul` when ``config.backward`` asks for the spectral backward,
+        """``x @ (W0 + ΔW)``: under :func:`fourier_flax.mesh.use_mesh` by
+        :func:`fourier_flax.methods.fourierft.mesh_matmul.mesh_adapted_matmul`; otherwise by
+        :func:`fourier_flax.backward.adapted_matmul` when ``config.backward`` asks for the spectral backward,
         else None (the dense path)."""
         kernel, spectrum = params["kernel"], params[SPECTRUM]
         if jnp.ndim(kernel) != 2 or jnp.ndim(spectrum) != 1:
@@ -181,16 +145,14 @@ class FourierFTMethod(AdapterMethod):
             )
         if not _spectral_wanted(config, shape, x, spectrum.shape[-1]):
             return None
-        return spectral_grad.adapted_matmul(
-            x, kernel, spectrum, entries, shape, alpha, precision=precision, dtype=dtype
-        )
+        return backward.adapted_matmul(x, kernel, spectrum, entries, shape, alpha, precision=precision, dtype=dtype)
 
 
 def _mesh_layout(path: str, kernel: jax.Array, spectrum: jax.Array):
-    """The active mesh strategy's layout for this layer (:func:`fourier_flax.sharding.use_mesh`), or None."""
+    """The active mesh strategy's layout for this layer (:func:`fourier_flax.mesh.use_mesh`), or None."""
     if jnp.ndim(kernel) != 2 or jnp.ndim(spectrum) != 1:
         return None
-    return sharding.matmul_layout(path, tuple(kernel.shape))
+    return matmul_layout(path, tuple(kernel.shape))
 
 
 def _mesh_layer(config, alpha, path, module, params: Mapping[str, Any], inputs) -> jax.Array:
@@ -203,13 +165,13 @@ def _mesh_layer(config, alpha, path, module, params: Mapping[str, Any], inputs) 
 
 
 def _spectral_wanted(config: FourierFTConfig, shape: Shape2D, inputs: jax.Array, n: int) -> bool:
-    """``config.backward`` "spectral", or "auto" where :func:`fourier_flax.spectral_grad.choose_backward`
+    """``config.backward`` "spectral", or "auto" where :func:`fourier_flax.backward.choose_backward`
     measured the spectral backward faster for this kernel, token count and ``n``."""
     if config.backward == "dense":
         return False
     if config.backward == "auto":
         tokens = math.prod(jnp.shape(inputs)[:-1])
-        return spectral_grad.choose_backward(shape, tokens, n) != "dense"
+        return backward.choose_backward(shape, tokens, n) != "dense"
     return True
 
 
@@ -223,7 +185,7 @@ def _spectral_layer(config, alpha, path, module, params: Mapping[str, Any], inpu
         kernel, entries, shape = kernel.T, entries[::-1], shape[::-1]
     # dtype=None promotes x and the kernel as nn.Dense(dtype=None) does.
     x = inputs if module.dtype is None else jnp.asarray(inputs, module.dtype)
-    y = spectral_grad.adapted_matmul(
+    y = backward.adapted_matmul(
         x, kernel, spectrum, entries, shape, alpha, precision=module.precision, dtype=module.dtype
     )
     if module.use_bias:

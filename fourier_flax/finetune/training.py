@@ -17,16 +17,16 @@ leaf (spectra, and biases when they train) in the spectral group; here trained b
 
 Example::
 
-  >>> mask = fourier_flax.trainable_mask(params, config)
-  >>> trainable, frozen = fourier_flax.split_params(params, mask)
-  >>> optimizer = make_optimizer(spectrum_lr=0.05, head_lr=6e-3, total_steps=10_000)
-  >>> opt_state = optimizer.init(trainable)
-  >>> def apply_fn(params, batch, rng, train):
-  ...     with fourier_flax.intercept(config):
-  ...         return model(batch["input_ids"], batch["attention_mask"], params=params,
-  ...                      dropout_rng=rng, train=train).logits
-  >>> step = make_train_step(apply_fn, classification_loss, optimizer)
-  >>> trainable, opt_state, metrics = step(trainable, opt_state, frozen, batch, rng)
+  mask = fourier_flax.trainable_mask(params, config)
+  trainable, frozen = fourier_flax.split_params(params, mask)
+  optimizer = make_optimizer(spectrum_lr=0.05, head_lr=6e-3, total_steps=10_000)
+  opt_state = optimizer.init(trainable)
+  def apply_fn(params, batch, rng, train):
+      with fourier_flax.intercept(config):
+          return model(batch["input_ids"], batch["attention_mask"], params=params,
+                       dropout_rng=rng, train=train).logits
+  step = make_train_step(apply_fn, classification_loss, optimizer)
+  trainable, opt_state, metrics = step(trainable, opt_state, frozen, batch, rng)
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fourier_flax.adapter import ADAPTER_LEAVES
+from fourier_flax.methods import ADAPTER_LEAVES
 from fourier_flax.partition import merge_params
 
 ApplyFn = Callable[[Mapping[str, Any], Mapping[str, Any], jax.Array | None, bool], jax.Array]
@@ -55,9 +55,9 @@ def linear_warmup_decay(peak_lr: float, total_steps: int, warmup_ratio: float = 
 
     Example::
 
-      >>> schedule = linear_warmup_decay(0.1, total_steps=100)  # w = 6
-      >>> float(schedule(3)), float(schedule(53))
-      (0.05, 0.05)
+      schedule = linear_warmup_decay(0.1, total_steps=100)  # w = 6
+      float(schedule(3)), float(schedule(53))
+      # (0.05, 0.05)
     """
     if not isinstance(total_steps, int) or total_steps < 1:
         raise ValueError(f"total_steps must be a positive int, got {total_steps!r}.")
@@ -114,8 +114,8 @@ def make_optimizer(
 
     Example::
 
-      >>> optimizer = make_optimizer(spectrum_lr=0.05, head_lr=6e-3, total_steps=4000)
-      >>> opt_state = optimizer.init(trainable)
+      optimizer = make_optimizer(spectrum_lr=0.05, head_lr=6e-3, total_steps=4000)
+      opt_state = optimizer.init(trainable)
     """
 
     def adamw(lr: float) -> optax.GradientTransformation:
@@ -138,8 +138,8 @@ def make_sweepable_optimizer(
 
     Example::
 
-      >>> optimizer = make_sweepable_optimizer(spectrum_lr=0.05, head_lr=6e-3, total_steps=400)
-      >>> opt_state = with_learning_rates(optimizer.init(trainable), 0.1, 1e-2)
+      optimizer = make_sweepable_optimizer(spectrum_lr=0.05, head_lr=6e-3, total_steps=400)
+      opt_state = with_learning_rates(optimizer.init(trainable), 0.1, 1e-2)
     """
     static = ("total_steps", "labels", "weight_decay", "warmup_ratio", "b1", "b2", "eps")
     factory = optax.inject_hyperparams(make_optimizer, static_args=static)
