@@ -4,7 +4,8 @@ The top level holds PEFT's verbs, the adapter configs and the params-tree helper
 namespace: each method's math under :mod:`fourier_flax.methods` (FourierFT's in
 :mod:`fourier_flax.methods.fourierft`), flax.nnx surgery in :mod:`fourier_flax.nnx`, model definitions and loaders
 in :mod:`fourier_flax.models`, device meshes in :mod:`fourier_flax.mesh` and :mod:`fourier_flax.sharding`, and
-training recipes (the GLUE pipeline, train steps, losses) in :mod:`fourier_flax.finetune`.
+training recipes (the GLUE pipeline, causal-LM fine-tuning, train steps, losses) in :mod:`fourier_flax.finetune`;
+:func:`generate` decodes from a causal LM.
 
 Example::
 
@@ -15,6 +16,7 @@ Example::
 from fourier_flax.adapted_modules import adapter_module_paths
 from fourier_flax.adapter import init_adapter
 from fourier_flax.checkpoint import AdapterMismatchError, load_adapter, save_adapter
+from fourier_flax.generation import generate
 from fourier_flax.interceptor import intercept
 from fourier_flax.merge import merge_adapter, unmerge_adapter
 from fourier_flax.methods import DoraConfig, FloraConfig, FourierFTConfig, LoraConfig, SvftConfig, VeraConfig
@@ -44,6 +46,7 @@ __all__ = [
     "__version__",
     "adapter_module_paths",
     "export_peft",
+    "generate",
     "get_peft_model",
     "import_peft",
     "init_adapter",

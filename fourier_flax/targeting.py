@@ -88,6 +88,15 @@ def _as_patterns(value):
     return value if value is None or isinstance(value, str) else tuple(value)
 
 
+def _frozen(value):
+    """A hashable stand-in for a config field's value (mappings as sorted items, lists as tuples)."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((key, _frozen(item)) for key, item in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(item) for item in value)
+    return value
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TargetingConfig:
     """Fields shared by every adapter config (PEFT's names and meaning): which modules it adapts, what else trains.
@@ -110,6 +119,16 @@ class TargetingConfig:
     modules_to_save: tuple[str, ...] | None = None
     fan_in_fan_out: bool = False
     kernel_in_axes: Mapping[str, int] = dataclasses.field(default_factory=dict)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # Keep the hash below: @dataclass would otherwise generate one that fails on the mapping fields.
+        cls.__hash__ = TargetingConfig.__hash__
+
+    def __hash__(self) -> int:
+        """Configs are hashable (mapping fields hash as sorted items), so a config can sit in static jit
+        arguments and in flax.nnx graph definitions."""
+        return hash((type(self).__name__, *(_frozen(getattr(self, f.name)) for f in dataclasses.fields(self))))
 
     def __post_init__(self):
         object.__setattr__(self, "kernel_in_axes", dict(self.kernel_in_axes))

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 
 Arrays = dict[str, np.ndarray]
-_SEQUENCE_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+_SEQUENCE_KEYS = ("input_ids", "attention_mask", "token_type_ids", "loss_mask")
 
 
 def bucket_lengths(max_length: int, smallest: int = 32) -> tuple[int, ...]:

@@ -16,8 +16,9 @@ from fourier_flax import targeting
 from fourier_flax.adapted_modules import module_delta_w, module_effective_kernel
 from fourier_flax.adapter import init_adapter
 from fourier_flax.methods import method_of
+from fourier_flax.models.quantized import QuantizedLinear
 
-SUPPORTED = (nnx.Linear, nnx.LinearGeneral, nnx.Einsum, nnx.Conv)
+SUPPORTED = (nnx.Linear, nnx.LinearGeneral, nnx.Einsum, nnx.Conv, QuantizedLinear)
 
 
 class AdapterParam(nnx.Param):
@@ -69,6 +70,8 @@ def kernel_layout(path: str, module: nnx.Module, stack: int = 0) -> KernelLayout
     Raises:
       ValueError: the layer is of a kind adapters do not run on, or an ``nnx.LinearGeneral`` with ``batch_axis``.
     """
+    if isinstance(module, QuantizedLinear):
+        return KernelLayout((0, 1), 1)
     ndim = np.ndim(module.kernel[...]) - stack
     if isinstance(module, nnx.Einsum):
         return _einsum_layout(path, module.einsum_str, ndim)
@@ -94,12 +97,17 @@ def _check_view(config: Any, path: str, module: nnx.Module, layout: KernelLayout
         )
 
 
+def kernel_value(layer: nnx.Module) -> jax.Array:
+    """A supported layer's kernel as an array in its own layout; a 4-bit layer's dequantized ``(in, out)``."""
+    return layer.kernel_value() if isinstance(layer, QuantizedLinear) else layer.kernel[...]
+
+
 def _leaf_sharding(
-    kernel: nnx.Variable, layout: KernelLayout, stack: int, axes: tuple | None, ndim: int
+    kernel: nnx.Variable | None, layout: KernelLayout, stack: int, axes: tuple | None, ndim: int
 ) -> dict[str, Any]:
     """``out_sharding`` (and mesh) metadata for an adapter leaf (``ndim`` axes, ``stack`` of them stacked
-    layers), from the base kernel's."""
-    metadata = kernel.get_metadata()
+    layers), from the base kernel's (none for a quantized base)."""
+    metadata = {} if kernel is None else kernel.get_metadata()
     spec = metadata.get("out_sharding")
     if spec is None:
         return {}
@@ -145,7 +153,9 @@ class AdaptedModule(nnx.Module):
             {
                 name: (AdapterParam if name in trained else FrozenAdapterVariable)(
                     jnp.asarray(value),
-                    **_leaf_sharding(base.kernel, layout, stack, method.leaf_axes(name), np.ndim(value)),
+                    **_leaf_sharding(
+                        getattr(base, "kernel", None), layout, stack, method.leaf_axes(name), np.ndim(value)
+                    ),
                 )
                 for name, value in leaves.items()
             }
@@ -160,7 +170,7 @@ class AdaptedModule(nnx.Module):
 
     def _params(self) -> dict[str, jax.Array]:
         """The linen-style params of this layer: the canonical kernel and the adapter leaves."""
-        kernel = self.base.kernel[...]
+        kernel = kernel_value(self.base)
         params = {"kernel": jnp.transpose(kernel, self._axes(kernel, self.layout.perm))}
         params.update({name: variable[...] for name, variable in self.adapter.items()})
         return params
@@ -179,12 +189,17 @@ class AdaptedModule(nnx.Module):
         if self.merged:
             return self.base(inputs, *args, **kwargs)
         base = self.base
-        if type(base) is nnx.Linear and base.dot_general is None and base.dot_general_cls is None:
+        quantized = isinstance(base, QuantizedLinear)
+        plain = type(base) is nnx.Linear and base.dot_general is None and base.dot_general_cls is None
+        if plain or quantized:
             x = inputs if base.dtype is None else jnp.asarray(inputs, base.dtype)
             alpha = self.scaling if self.scaling is not None else getattr(self.config, "scaling", None)
+            precision = getattr(base, "precision", None)
             y = method_of(self.config).matmul(
-                self.config, alpha, self.path, self._params(), x, precision=base.precision, dtype=base.dtype
+                self.config, alpha, self.path, self._params(), x, precision=precision, dtype=base.dtype
             )
+            if y is None and quantized:  # the dense path: the 4-bit kernel, dequantized, plus ΔW
+                y = x @ self.effective_kernel().astype(x.dtype)
             if y is not None:
                 return y if base.bias is None else y + jnp.asarray(base.bias[...], y.dtype)
         compute_dtype = getattr(base, "dtype", None) or base.kernel[...].dtype
@@ -231,7 +246,7 @@ def _tree(layers: Mapping[str, nnx.Module], layouts: Mapping[str, KernelLayout],
     for path, layer in layers.items():
         stack = stacks.get(path, 0)
         perm = (*range(stack), *(stack + axis for axis in layouts[path].perm))
-        flat[(*path.split("."), "kernel")] = jnp.transpose(layer.kernel[...], perm)
+        flat[(*path.split("."), "kernel")] = jnp.transpose(kernel_value(layer), perm)
         if getattr(layer, "bias", None) is not None:
             flat[(*path.split("."), "bias")] = layer.bias[...]
     return traverse_util.unflatten_dict(flat)
@@ -352,6 +367,13 @@ def merge_adapter(model: nnx.Module, *, unload: bool = True) -> list[str]:
     compute with the merged kernel until :func:`unmerge_adapter`.
     """
     adapted = adapted_layers(model)
+    quantized = sorted(path for path, layer in adapted.items() if isinstance(layer.base, QuantizedLinear))
+    if quantized:
+        raise ValueError(
+            f"modules {quantized[:3]} have a 4-bit base: W0 + ΔW is not representable in its blocks without "
+            "requantizing, which would lose most of the update. Keep the adapter unmerged (it runs on the 4-bit "
+            "base), or load the base in float (from_gguf(..., quantized=False)) and merge there."
+        )
     for path, layer in adapted.items():
         if not layer.merged:
             layer.base.kernel.value = layer.effective_kernel().astype(layer.base.kernel[...].dtype)
