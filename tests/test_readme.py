@@ -11,7 +11,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def test_readme_examples_run(capsys, tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert len(blocks) == 3, "README.md should hold the PEFT-verbs, functional-core and NNX examples"
+    assert len(blocks) == 4, "README.md should hold the PEFT-verbs, functional-core, NNX and LLM examples"
     monkeypatch.chdir(tmp_path)  # the examples write sst2_adapter/ and peft_dir/
     namespace: dict = {}
     for block in blocks:
@@ -34,3 +34,9 @@ def test_readme_examples_run(capsys, tmp_path, monkeypatch):
     ]
     assert all(layer.merged for layer in ffnnx.adapted_layers(bert).values())
     assert sorted(os.listdir("nnx_peft_dir")) == ["adapter_config.json", "adapter_model.safetensors"]
+    lm = namespace["trainer"].model  # the LLM example trained its adapter and decoded with it
+    assert sorted(ffnnx.adapted_layers(lm))[:2] == [
+        "model.layers.0.self_attn.q_proj",
+        "model.layers.0.self_attn.v_proj",
+    ]
+    assert np.isfinite(namespace["lm_loss"]) and namespace["new_tokens"].shape == (1, 24)

@@ -1,0 +1,190 @@
+"""Causal-LM fine-tuning on the real SmolLM2 (first two layers): response-only loss, the chunked cross-entropy
+against the full one, every adapter method training on the 4-bit base, traced rates without recompiling, and
+PEFT loading our FourierFT and LoRA exports onto transformers' LlamaForCausalLM with our logits."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import fourier_flax as ff
+from fourier_flax import nnx as ffnnx
+from fourier_flax.finetune.causal_lm import (
+    CausalLMTrainer,
+    causal_lm_loss,
+    chunked_cross_entropy,
+    encode_batches,
+    encode_chat,
+    logits_bytes,
+)
+from fourier_flax.models import llama, smollm2_path
+from fourier_flax.models.quantized import QuantizedLinear
+
+pytest.importorskip("gguf")
+PAIRS = [
+    ("name=The Eagle | food=Chinese", "The Eagle serves Chinese food."),
+    ("name=Alimentum | area=city centre | priceRange=cheap", "Alimentum is a cheap place in the city centre."),
+    ("name=Zizzi | eatType=pub", "Zizzi is a pub."),
+    ("name=Cotto | customer rating=5 out of 5 | near=The Bakers", "Cotto, near The Bakers, is rated 5 out of 5."),
+]
+
+
+@pytest.fixture(scope="module")
+def path():
+    try:
+        return smollm2_path()
+    except FileNotFoundError as error:
+        pytest.skip(str(error))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(path):
+    return llama.load_tokenizer(path)
+
+
+@pytest.fixture(scope="module")
+def examples(tokenizer):
+    return encode_chat(tokenizer, PAIRS)
+
+
+def test_loss_mask_covers_the_response_and_its_end_token_only(tokenizer, examples):
+    ids, mask = examples[0]
+    response = tokenizer(PAIRS[0][1], add_special_tokens=False)["input_ids"]
+    assert ids[mask].tolist() == [*response, 2]  # the response, then <|im_end|>
+    prompt = tokenizer.decode(ids[~mask])
+    assert prompt.startswith("<|im_start|>system") and prompt.endswith("<|im_start|>assistant\n")
+    assert PAIRS[0][0] in prompt
+
+
+def test_batches_are_bucketed_and_right_padded(examples):
+    batches = list(encode_batches(examples, 3, shuffle=False))
+    assert [b["input_ids"].shape[0] for b in batches] == [3, 3]
+    for batch in batches:
+        assert batch["input_ids"].shape[1] in (32, 64, 128)
+        lengths = batch["attention_mask"].sum(1)
+        for row, length in enumerate(lengths):
+            assert batch["attention_mask"][row, :length].all() and not batch["attention_mask"][row, length:].any()
+    rows = sorted(int(b["attention_mask"][r].sum()) for b in batches for r in range(3) if b["attention_mask"][r].any())
+    assert rows == sorted(len(ids) for ids, _ in examples)
+
+
+def test_chunked_cross_entropy_equals_the_full_one_with_gradients():
+    rng = np.random.default_rng(0)
+    hidden = jnp.asarray(rng.standard_normal((2, 7, 16)), jnp.float32)
+    head = jnp.asarray(rng.standard_normal((16, 50)), jnp.float32)
+    targets = jnp.asarray(rng.integers(0, 50, (2, 7)))
+    weights = jnp.asarray(rng.integers(0, 2, (2, 7)), jnp.float32)
+
+    def full(hidden, head):  # optax's cross-entropy on every logit at once
+        losses = optax.softmax_cross_entropy_with_integer_labels(hidden @ head, targets)
+        return jnp.sum(losses * weights) / jnp.sum(weights)
+
+    def chunked(hidden, head):
+        total, count = chunked_cross_entropy(lambda h: h @ head, hidden, targets, weights, chunk=4)
+        return total / count
+
+    np.testing.assert_allclose(chunked(hidden, head), full(hidden, head), rtol=1e-6)
+    for got, want in zip(jax.grad(chunked, (0, 1))(hidden, head), jax.grad(full, (0, 1))(hidden, head), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    assert logits_bytes(8, 128, 49152) == 201_326_592  # what the chunks avoid holding at B × T = 8 × 128
+
+
+def test_response_loss_ignores_the_prompt(path, examples):
+    """Changing prompt-only targets changes nothing; the loss equals a float64 recomputation from the logits."""
+    model = llama.from_gguf(path, num_hidden_layers=2)
+    batch = {k: jnp.asarray(v) for k, v in next(encode_batches(examples[:2], 2, shuffle=False)).items()}
+    loss = float(causal_lm_loss(model, batch, chunk=32))
+    logits = np.asarray(model(batch["input_ids"][:, :-1], batch["attention_mask"][:, :-1]), np.float64)
+    logp = (
+        logits
+        - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True))
+        - logits.max(-1, keepdims=True)
+    )
+    targets = np.asarray(batch["input_ids"][:, 1:])
+    weights = np.asarray(batch["loss_mask"][:, 1:] * batch["attention_mask"][:, 1:], np.float64)
+    nll = -np.take_along_axis(logp, targets[..., None], -1)[..., 0]
+    np.testing.assert_allclose(loss, (nll * weights).sum() / weights.sum(), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        ff.FourierFTConfig(target_modules=["q_proj", "v_proj"], n_frequency=200, scaling=150.0),
+        ff.LoraConfig(target_modules=["q_proj", "v_proj"], r=4, lora_alpha=8.0),
+        ff.DoraConfig(target_modules=["q_proj", "v_proj"], r=4, lora_alpha=8.0),
+        ff.VeraConfig(target_modules=["q_proj", "v_proj"], r=16),
+        ff.FloraConfig(target_modules=["q_proj", "v_proj"], r=4),
+        ff.SvftConfig(target_modules=["q_proj", "v_proj"]),
+    ],
+    ids=lambda c: type(c).__name__,
+)
+def test_every_method_trains_on_the_four_bit_base(path, examples, config):
+    model = llama.from_gguf(path, num_hidden_layers=1, quantized=True)
+    codes_before = np.asarray(model.model.layers[0].self_attn.q_proj.codes[...])
+    ffnnx.apply_adapter(model, config, jax.random.key(0))
+    layer = model.model.layers[0].self_attn.q_proj
+    assert isinstance(layer.base, QuantizedLinear) and all(v[...].dtype == jnp.float32 for v in layer.adapter.values())
+    trainer = CausalLMTrainer(model, learning_rate=5e-3)
+    batch = next(encode_batches(examples, 4, shuffle=False))
+    losses = [trainer.step(batch) for _ in range(4)]
+    assert losses[-1] < losses[0]
+    trained = trainer.model
+    np.testing.assert_array_equal(trained.model.layers[0].self_attn.q_proj.base.codes[...], codes_before)
+    with pytest.raises(ValueError, match="4-bit base"):
+        ffnnx.merge_adapter(trained)
+
+
+def test_traced_rate_and_scaling_do_not_recompile(path, examples):
+    model = llama.from_gguf(path, num_hidden_layers=1)
+    config = ff.FourierFTConfig(target_modules=["q_proj", "v_proj"], n_frequency=100, scaling=150.0)
+    ffnnx.apply_adapter(model, config, jax.random.key(0))
+    trainer = CausalLMTrainer(model, learning_rate=1e-2, scaling=150.0, warmup_steps=2, total_steps=6)
+    batch = next(encode_batches(examples, 4, shuffle=False))
+    trainer.step(batch)
+    compiled = trainer._train._cache_size()
+    trainer.scaling = jnp.float32(75.0)
+    for _ in range(3):
+        trainer.step(batch)
+    assert trainer._train._cache_size() == compiled
+    assert [trainer.rate_at(s) for s in range(6)] == pytest.approx([5e-3, 1e-2, 1e-2, 7.5e-3, 5e-3, 2.5e-3])
+    # the scaling reaches the layers: halving alpha halves ΔW's contribution to the loss change
+    with_half = trainer.loss(batch)
+    trainer.scaling = jnp.float32(0.0)
+    assert trainer.loss(batch) != pytest.approx(with_half)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("method", ["fourierft", "lora"])
+def test_peft_loads_our_llm_adapter_and_computes_our_logits(path, examples, tmp_path, method):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    peft = pytest.importorskip("peft")
+    pytest.importorskip("accelerate")
+    config = (
+        ff.FourierFTConfig(target_modules=["q_proj", "v_proj"], n_frequency=300, scaling=150.0)
+        if method == "fourierft"
+        else ff.LoraConfig(target_modules=["q_proj", "v_proj"], r=4, lora_alpha=8.0)
+    )
+    model = llama.from_gguf(path, num_hidden_layers=2)
+    ffnnx.apply_adapter(model, config, jax.random.key(0))
+    trainer = CausalLMTrainer(model, learning_rate=1e-2)
+    batch = next(encode_batches(examples, 4, shuffle=False))
+    for _ in range(2):  # LoRA's B leaves zero, so train a little for a visible update
+        trainer.step(batch)
+    model = trainer.model
+    ffnnx.export_peft(model, tmp_path / "adapter")
+    reference = transformers.AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, num_hidden_layers=2
+    )
+    with torch.no_grad():
+        base = reference(torch.tensor(batch["input_ids"])).logits.numpy()
+    peft_model = peft.PeftModel.from_pretrained(reference, str(tmp_path / "adapter")).eval()
+    with torch.no_grad():
+        theirs = peft_model(torch.tensor(batch["input_ids"])).logits.numpy()
+    ours = np.asarray(nnx.jit(lambda m, x: m(x))(model, jnp.asarray(batch["input_ids"])))
+    assert np.abs(theirs - base).max() > 1e-2  # the adapter changes the output
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=5e-4 * np.abs(theirs).max())
