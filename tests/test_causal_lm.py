@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import smollm2
 from flax import nnx
 
 import fourier_flax as ff
@@ -21,7 +22,7 @@ from fourier_flax.finetune.causal_lm import (
     encode_chat,
     logits_bytes,
 )
-from fourier_flax.models import llama, smollm2_path
+from fourier_flax.models import llama
 from fourier_flax.models.quantized import QuantizedLinear
 
 pytest.importorskip("gguf")
@@ -35,10 +36,7 @@ PAIRS = [
 
 @pytest.fixture(scope="module")
 def path():
-    try:
-        return smollm2_path()
-    except FileNotFoundError as error:
-        pytest.skip(str(error))
+    return smollm2.gguf_path()
 
 
 @pytest.fixture(scope="module")
@@ -160,10 +158,8 @@ def test_traced_rate_and_scaling_do_not_recompile(path, examples):
 @pytest.mark.torch
 @pytest.mark.parametrize("method", ["fourierft", "lora"])
 def test_peft_loads_our_llm_adapter_and_computes_our_logits(path, examples, tmp_path, method):
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
     peft = pytest.importorskip("peft")
-    pytest.importorskip("accelerate")
+    torch, reference = smollm2.reference(2)
     config = (
         ff.FourierFTConfig(target_modules=["q_proj", "v_proj"], n_frequency=300, scaling=150.0)
         if method == "fourierft"
@@ -177,9 +173,6 @@ def test_peft_loads_our_llm_adapter_and_computes_our_logits(path, examples, tmp_
         trainer.step(batch)
     model = trainer.model
     ffnnx.export_peft(model, tmp_path / "adapter")
-    reference = transformers.AutoModelForCausalLM.from_pretrained(
-        str(path.parent), gguf_file=path.name, num_hidden_layers=2
-    )
     with torch.no_grad():
         base = reference(torch.tensor(batch["input_ids"])).logits.numpy()
     peft_model = peft.PeftModel.from_pretrained(reference, str(tmp_path / "adapter")).eval()

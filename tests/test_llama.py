@@ -15,9 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import smollm2
 
 import fourier_flax as ff
-from fourier_flax.models import llama, smollm2_path
+from fourier_flax.models import llama
 from fourier_flax.models.quantized import QuantizedArray, QuantizedLinear, state_bytes
 
 gguf = pytest.importorskip("gguf")
@@ -27,10 +28,7 @@ PROMPTS = ["What is the capital of France?", "Write a haiku about the sea.", "Li
 
 @pytest.fixture(scope="module")
 def path() -> pathlib.Path:
-    try:
-        return smollm2_path()
-    except FileNotFoundError as error:
-        pytest.skip(str(error))
+    return smollm2.gguf_path()
 
 
 @pytest.fixture(scope="module")
@@ -48,18 +46,8 @@ def batch(tokenizer):
     return tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="np")
 
 
-def reference(path, layers):
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    pytest.importorskip("accelerate")
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        str(path.parent), gguf_file=path.name, num_hidden_layers=layers
-    )
-    return torch, model.eval()
-
-
 def check_logits(path, batch, layers):
-    torch, ref = reference(path, layers)
+    torch, ref = smollm2.reference(layers)
     model = llama.from_gguf(path, num_hidden_layers=layers)
     ours = np.asarray(model(jnp.asarray(batch["input_ids"]), jnp.asarray(batch["attention_mask"])))
     with torch.no_grad():
@@ -84,7 +72,7 @@ def test_logits_equal_transformers_on_all_30_layers(path, batch):
 
 
 def check_generation(path, batch, layers, **settings):
-    torch, ref = reference(path, layers)
+    torch, ref = smollm2.reference(layers)
     model = llama.from_gguf(path, num_hidden_layers=layers)
     ours = np.asarray(
         ff.generate(model, batch["input_ids"], attention_mask=batch["attention_mask"], eos_token_id=2, **settings)
