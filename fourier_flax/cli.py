@@ -229,7 +229,29 @@ def add_train(subparsers: Subparsers) -> None:
     parser.set_defaults(run=run_train)
 
 
-COMMANDS: tuple[Callable[[Subparsers], None], ...] = (add_inspect, add_convert, add_train)
+def run_e2e_score(args: argparse.Namespace) -> int:
+    from fourier_flax.data.e2e_metrics import METRICS, score_files
+
+    scores = score_files(args.refs, args.outputs)
+    if args.json:
+        print(json.dumps(scores))
+    else:
+        print("\n".join(f"{name}: {scores[name]:.4f}" for name in METRICS))
+    return 0
+
+
+def add_e2e_score(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "e2e-score",
+        help="the E2E NLG Challenge's BLEU, NIST, METEOR, ROUGE_L and CIDEr, as its measure_scores.py computes them",
+    )
+    parser.add_argument("refs", type=pathlib.Path, help="references CSV (columns mr, ref; consecutive rows per MR)")
+    parser.add_argument("outputs", type=pathlib.Path, help="system outputs, one line per MR, in the CSV's MR order")
+    parser.add_argument("--json", action="store_true", help="print one JSON object with the five metrics")
+    parser.set_defaults(run=run_e2e_score)
+
+
+COMMANDS: tuple[Callable[[Subparsers], None], ...] = (add_inspect, add_convert, add_train, add_e2e_score)
 
 
 def build_parser() -> argparse.ArgumentParser:
