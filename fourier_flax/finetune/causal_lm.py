@@ -187,6 +187,19 @@ class CausalLMTrainer:
         self._train = jax.jit(self._train_step, static_argnums=(0, 1, 2), donate_argnums=(3, 5))
         self._eval = jax.jit(self._loss, static_argnums=(0, 1))
 
+    def snapshot(self) -> Any:
+        """A host copy of the adapter leaves (the device buffers are donated to the next step)."""
+        return jax.tree.map(np.asarray, self.params)
+
+    def restart(self, params: Any, *, learning_rate: float | None = None, scaling: float | None = None) -> None:
+        """Starts over from adapter leaves ``params`` (e.g. a :meth:`snapshot` or a fresh initialisation) with a
+        new rate and scaling, reusing the compiled step (both are traced): a sweep compiles once."""
+        self.params = jax.tree.map(jnp.asarray, params)
+        self.opt_state = self.tx.init(self.params)
+        self.base_rate = self.base_rate if learning_rate is None else float(learning_rate)
+        self.scaling = self.scaling if scaling is None else jnp.float32(scaling)
+        self.steps_taken = 0
+
     @property
     def model(self) -> nnx.Module:
         """The model holding the current adapter leaves."""
@@ -232,6 +245,43 @@ class CausalLMTrainer:
         return float(
             self._eval(self.graphdef, self.chunk, self.params, self.frozen, _device_batch(batch), self.scaling)
         )
+
+
+def decode(
+    model: nnx.Module,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    system: str | None = None,
+    batch_size: int = 8,
+    bucket: int = 32,
+    **settings: Any,
+) -> list[str]:
+    """The model's answers to user ``prompts`` (chat template), decoded by :func:`fourier_flax.generate`.
+
+    Prompts are sorted by length and cut into batches of ``batch_size``, each left-padded to a multiple of
+    ``bucket`` tokens (few distinct shapes, so few compilations); ``settings`` go to ``generate`` (e.g.
+    ``max_new_tokens``, ``num_beams``). Answers are stripped, on one line, in the order of ``prompts``.
+    """
+    from fourier_flax.generation import generate
+
+    encoded = [chat_prompt(tokenizer, prompt, system=system) for prompt in prompts]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    answers: list[str] = [""] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        width = -(-max(len(encoded[i]) for i in rows) // bucket) * bucket
+        ids = np.full((batch_size, width), pad, np.int32)
+        mask = np.zeros((batch_size, width), np.int32)
+        for slot, i in enumerate(rows):
+            ids[slot, width - len(encoded[i]) :] = encoded[i]
+            mask[slot, width - len(encoded[i]) :] = 1
+        mask[len(rows) :, -1] = 1  # filler rows (a short last batch) hold one token
+        new = np.asarray(generate(model, ids, attention_mask=mask, pad_token_id=pad, **settings))
+        for slot, i in enumerate(rows):
+            answers[i] = " ".join(tokenizer.decode(new[slot], skip_special_tokens=True).split())
+    return answers
 
 
 def _device_batch(batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:

@@ -1,0 +1,304 @@
+"""The paper's NLG table (Table 3, E2E) on a real LLM: SmolLM2-135M-Instruct fine-tuned on E2E data-to-text.
+
+Commands (from the repo root; every command resumes: finished runs are read back from their JSONL files)::
+
+    nice -n 19 .venv/bin/python experiments/e2e.py --sweep --rows fourierft-n1000   # rate × scaling grid
+    nice -n 19 .venv/bin/python experiments/e2e.py --rows zero-shot,fourierft-n1000 --seeds 0,1,2
+    .venv/bin/python experiments/e2e.py --smoke                                       # tiny end-to-end check
+
+Data (``../shared/data/e2e/original``): the challenge's training split is not reachable, so training data is its
+dev set (547 MRs): 10 % of the MRs (55, whole MRs, seed 0) are the *selection slice*, the other 492 MRs train, one
+example per reference (prompt: :func:`fourier_flax.data.e2e.mr_prompt` in the chat template with
+:data:`~fourier_flax.data.e2e.SYSTEM`; target: the reference and ``<|im_end|>``). The test set (630 MRs) is
+decoded once per run and scored with the official metrics (:mod:`fourier_flax.data.e2e_metrics`).
+
+Schedule (the same for every method): ``--steps`` AdamW steps of batch 8 (300: 2,400 examples, 0.57 of an
+epoch; linear warmup 10 %, linear decay), the response loss on the selection slice (each MR's first reference)
+every ``--eval-every`` steps; the adapter with the lowest selection loss is the run's, and decodes the test set
+(beam search, ``--beams`` beams, length penalty 0.9, no-repeat 4-grams, at most ``--max-new-tokens`` tokens).
+
+Sweeps (``--sweep``): each row's grid — its rate × its scaling knob (FourierFT's ``scaling``, LoRA's
+``lora_alpha``, VeRA's ``d_initial``), 3 × 3 for every method — trained at that same schedule (seed 0) and scored by
+the best selection loss; ``e2e_sweep.jsonl`` holds one record per point. Table runs use each row's best point and
+refuse to start without a finished sweep.
+
+Writes ``experiments/results/e2e_runs.jsonl`` (one record per finished run: row, method, seed, base, the five
+test metrics, selection loss and step, trainable parameters, hyperparameters, decoding settings, steps, wall_s,
+the outputs file) and keeps every test output in ``experiments/results/e2e_outputs/``. Runtime on this 2-core
+CPU: a train step 3.7 s (float base, 8 × 128; experiments/results/bench_llm.md), so a 300-step run with its
+selection evaluations ~20 min. Budget: 7 trained rows × (9 sweep points + 3 seeds) runs is ~28 CPU-hours: the
+resumable runner carries it across sittings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import pathlib
+import sys
+import time
+from typing import Any
+
+import jax
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+REPO = RESULTS.parent.parent
+DATA = REPO.parent / "shared" / "data" / "e2e" / "original"
+TARGETS = ["q_proj", "v_proj"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One row of the table: a method with its fixed shape, its rate grid and its scaling knob's grid."""
+
+    method: str
+    config: Any  # a function (knob value) -> adapter config, or None for zero-shot
+    rates: tuple[float, ...] = ()
+    knob: str = ""
+    knob_values: tuple[float, ...] = ()
+    base: str = "float"
+    scaling: Any = None  # knob -> the traced scaling the layers use (None: the knob only shapes the init)
+
+
+def _rows() -> dict[str, Row]:
+    import fourier_flax as ff
+
+    def fourierft(n):
+        return lambda s: ff.FourierFTConfig(target_modules=TARGETS, n_frequency=n, scaling=float(s))
+
+    def lora(r):
+        return lambda a: ff.LoraConfig(target_modules=TARGETS, r=r, lora_alpha=float(a))
+
+    grid_fourierft = dict(
+        rates=(3e-3, 1e-2, 3e-2), knob="scaling", knob_values=(25.0, 50.0, 100.0), scaling=lambda s: s
+    )
+
+    def grid_lora(r):
+        return dict(rates=(3e-4, 1e-3, 3e-3), knob="lora_alpha", knob_values=(4.0, 8.0, 16.0), scaling=lambda a: a / r)
+
+    vera = lambda d: ff.VeraConfig(target_modules=TARGETS, r=256, d_initial=float(d))  # noqa: E731
+    return {
+        "zero-shot": Row("zero-shot", None),
+        "fourierft-n1000": Row("fourierft", fourierft(1000), **grid_fourierft),
+        "fourierft-n500": Row("fourierft", fourierft(500), **grid_fourierft),
+        "lora-r4": Row("lora", lora(4), **grid_lora(4)),
+        "lora-r8": Row("lora", lora(8), **grid_lora(8)),
+        "vera": Row("vera", vera, rates=(1e-3, 3e-3, 1e-2), knob="d_initial", knob_values=(0.05, 0.1, 0.2)),
+        "fourierft-n1000-4bit": Row("fourierft", fourierft(1000), **grid_fourierft, base="4bit"),
+        "lora-r4-4bit": Row("lora", lora(4), **grid_lora(4), base="4bit"),
+    }
+
+
+def load_data(smoke: bool):
+    from fourier_flax.data.e2e import read_e2e, split_mrs
+
+    train, select = split_mrs(read_e2e(DATA / "devset.csv"), fraction=0.1, seed=0)
+    test = read_e2e(DATA / "testset_w_refs.csv")
+    if smoke:
+        train, select, test = train[:6], select[:2], test[:3]
+    return train, select, test
+
+
+class Experiment:
+    """The model, tokenizer and data of one invocation; trains and decodes rows."""
+
+    def __init__(self, args: argparse.Namespace):
+        from fourier_flax.finetune.causal_lm import encode_batches, encode_chat
+        from fourier_flax.models import llama, smollm2_path
+
+        self.args = args
+        self.tokenizer = llama.load_tokenizer(smollm2_path())
+        self.train, self.select, self.test = load_data(args.smoke)
+        from fourier_flax.data.e2e import SYSTEM, mr_prompt, training_pairs
+
+        self.system, self.prompt = SYSTEM, mr_prompt
+        self.train_examples = encode_chat(self.tokenizer, training_pairs(self.train), system=SYSTEM)
+        first_refs = [(mr_prompt(m.mr), m.refs[0]) for m in self.select]
+        self.select_batches = list(
+            encode_batches(encode_chat(self.tokenizer, first_refs, system=SYSTEM), 8, shuffle=False)
+        )
+        self.encode_batches = encode_batches
+        self._models: dict[str, Any] = {}
+
+    def model(self, base: str):
+        from fourier_flax.models import llama, smollm2_path
+
+        layers = 2 if self.args.smoke else None
+        return llama.from_gguf(smollm2_path(), quantized=base == "4bit", num_hidden_layers=layers)
+
+    def batches(self, seed: int):
+        """Training batches for ``--steps`` steps (epochs reshuffled by seed)."""
+        for epoch in itertools.count():
+            yield from self.encode_batches(
+                self.train_examples, 8, shuffle=True, seed=seed, epoch=epoch, drop_remainder=True
+            )
+
+    def selection_loss(self, trainer) -> float:
+        losses = [trainer.loss(batch) for batch in self.select_batches]
+        weights = [float(batch["loss_mask"].sum()) for batch in self.select_batches]
+        return sum(loss * w for loss, w in zip(losses, weights, strict=True)) / sum(weights)
+
+    def train_point(self, row: Row, rate: float, knob: float, seed: int, trainer=None):
+        """Trains one (rate, knob) point; returns (trainer, best selection loss, its step, config). Given the
+        ``trainer`` of an earlier point of the same row, it restarts that one (rate and scaling are traced, so
+        the step is not compiled again)."""
+        from flax import nnx
+
+        from fourier_flax import nnx as ffnnx
+        from fourier_flax.finetune.causal_lm import CausalLMTrainer
+
+        config = row.config(knob)
+        model = self.model(row.base)
+        ffnnx.apply_adapter(model, config, jax.random.key(seed))
+        scaling = None if row.scaling is None else row.scaling(knob)
+        steps, warmup = self.args.steps, max(1, self.args.steps // 10)
+        if trainer is None:
+            trainer = CausalLMTrainer(
+                model, learning_rate=rate, scaling=scaling, warmup_steps=warmup, total_steps=steps, chunk=128
+            )
+        else:
+            trainer.restart(nnx.state(model, ffnnx.AdapterParam), learning_rate=rate, scaling=scaling)
+        best = (self.selection_loss(trainer), 0, trainer.snapshot())
+        for step, batch in zip(range(1, steps + 1), self.batches(seed), strict=False):
+            trainer.step(batch)
+            if step % self.args.eval_every == 0 or step == steps:
+                loss = self.selection_loss(trainer)
+                print(f"  step {step}: selection loss {loss:.4f}", flush=True)
+                if loss < best[0]:
+                    best = (loss, step, trainer.snapshot())
+        trainer.restart(best[2])
+        return trainer, best[0], best[1], config
+
+    def decode_test(self, model) -> list[str]:
+        from fourier_flax.finetune.causal_lm import decode
+
+        return decode(
+            model, self.tokenizer, [self.prompt(m.mr) for m in self.test], system=self.system,
+            batch_size=self.args.decode_batch, max_new_tokens=self.args.max_new_tokens,
+            num_beams=self.args.beams, length_penalty=0.9, no_repeat_ngram_size=4, eos_token_id=2,
+        )  # fmt: skip
+
+
+def sweep(exp: Experiment, names: list[str]) -> None:
+    from fourier_flax.finetune.records import append_record, finished_keys
+
+    path = exp.args.results / "e2e_sweep.jsonl"
+    rows = _rows()
+    for name in names:
+        row = rows[name]
+        trainer = None
+        for rate, knob in itertools.product(row.rates, row.knob_values):
+            if (name, rate, knob, exp.args.steps) in finished_keys(path, ("row", "rate", "knob", "steps")):
+                continue
+            print(f"sweep {name}: rate {rate}, {row.knob} {knob}", flush=True)
+            start = time.time()
+            trainer, loss, step, _ = exp.train_point(row, rate, knob, seed=0, trainer=trainer)
+            append_record(
+                path,
+                {"row": name, "method": row.method, "base": row.base, "rate": rate, "knob": knob,
+                 "knob_name": row.knob, "steps": exp.args.steps, "selection_loss": loss, "best_step": step,
+                 "wall_s": round(time.time() - start, 1)},
+            )  # fmt: skip
+
+
+def chosen_point(exp: Experiment, name: str, row: Row) -> tuple[float, float] | None:
+    from fourier_flax.finetune.records import read_records
+
+    points = [
+        r
+        for r in read_records(exp.args.results / "e2e_sweep.jsonl")
+        if r["row"] == name and r["steps"] == exp.args.steps
+    ]
+    if len(points) < len(row.rates) * len(row.knob_values):
+        return None
+    best = min(points, key=lambda r: r["selection_loss"])
+    return best["rate"], best["knob"]
+
+
+def table_runs(exp: Experiment, names: list[str], seeds: list[int]) -> None:
+    from fourier_flax.data.e2e_metrics import e2e_scores
+    from fourier_flax.finetune.records import append_record, finished_keys
+
+    path = exp.args.results / "e2e_runs.jsonl"
+    outputs_dir = exp.args.results / "e2e_outputs"
+    outputs_dir.mkdir(parents=True, exist_ok=True)
+    rows = _rows()
+    decoding = {"num_beams": exp.args.beams, "length_penalty": 0.9, "no_repeat_ngram_size": 4,
+                "max_new_tokens": exp.args.max_new_tokens}  # fmt: skip
+    for name in names:
+        row = rows[name]
+        for seed in [0] if row.config is None else seeds:
+            if (name, seed) in finished_keys(path, ("row", "seed")):
+                continue
+            start = time.time()
+            record: dict[str, Any] = {"row": name, "method": row.method, "seed": seed, "base": row.base}
+            if row.config is None:
+                model = exp.model(row.base)
+                record.update(trainable_params=0, steps=0)
+            else:
+                point = chosen_point(exp, name, row)
+                if point is None:
+                    print(f"{name}: no finished sweep at {exp.args.steps} steps; run --sweep --rows {name} first.")
+                    continue
+                rate, knob = point
+                print(f"run {name} seed {seed}: rate {rate}, {row.knob} {knob}", flush=True)
+                trainer, loss, step, config = exp.train_point(row, rate, knob, seed)
+                model = trainer.model
+                leaves = jax.tree.leaves(trainer.params)
+                record.update(
+                    rate=rate, knob_name=row.knob, knob=knob, steps=exp.args.steps, selection_loss=loss,
+                    best_step=step, trainable_params=sum(int(x.size) for x in leaves), config=repr(config),
+                )  # fmt: skip
+            outputs = exp.decode_test(model)
+            out_file = outputs_dir / f"{name}-seed{seed}.txt"
+            out_file.write_text("\n".join(outputs) + "\n")
+            record.update(
+                test=e2e_scores(exp.test, outputs), decoding=decoding, outputs=_relative(out_file),
+                wall_s=round(time.time() - start, 1),
+            )  # fmt: skip
+            append_record(path, record)
+            print(f"{name} seed {seed}: {record['test']}", flush=True)
+
+
+def _relative(path: pathlib.Path) -> str:
+    """``path`` relative to the repository when inside it (records must not hold this machine's paths)."""
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else path.name
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", default="zero-shot")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--sweep", action="store_true", help="run the rows' rate × knob grids")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--eval-every", type=int, default=50)
+    parser.add_argument("--beams", type=int, default=10)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--decode-batch", type=int, default=8)
+    parser.add_argument("--results", type=pathlib.Path, default=RESULTS)
+    parser.add_argument("--smoke", action="store_true", help="2 layers, a few MRs, 2 steps: checks the pipeline")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.steps, args.eval_every, args.beams, args.max_new_tokens = 2, 1, 2, 8
+        global _rows
+        full_rows = _rows
+        _rows = (
+            lambda: {  # noqa: E731  (one grid point per row: the smoke checks the pipeline, not the rates)
+                name: dataclasses.replace(row, rates=row.rates[:1], knob_values=row.knob_values[:1])
+                for name, row in full_rows().items()
+            }
+        )
+    names = args.rows.split(",")
+    unknown = sorted(set(names) - set(_rows()))
+    if unknown:
+        sys.exit(f"unknown rows {unknown}; rows: {sorted(_rows())}")
+    exp = Experiment(args)
+    if args.sweep:
+        sweep(exp, names)
+    else:
+        table_runs(exp, names, [int(s) for s in args.seeds.split(",")])
+
+
+if __name__ == "__main__":
+    main()
