@@ -27,3 +27,22 @@ def test_bench_llm_smoke(tmp_path):
     text = out.read_text()
     assert "Ours / PEFT (float base)" in text and "tokens/s" in text and "4-bit" in text
     assert out.with_suffix(".json").is_file()
+
+
+def test_bench_spectral_matmul_smoke(tmp_path):
+    out = tmp_path / "bench_spectral_matmul.md"
+    run(
+        "bench_spectral_matmul.py",
+        "--shapes",
+        "64x48",
+        "--rows",
+        "2",
+        "--tokens",
+        "4",
+        "--repeats",
+        "2",
+        "--out",
+        str(out),
+    )
+    text = out.read_text()
+    assert "spectral-per-example" in text and "dense-per-example" in text and "64×48" in text

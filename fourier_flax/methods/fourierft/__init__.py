@@ -2,6 +2,8 @@
 
 * :mod:`~fourier_flax.methods.fourierft.config` — :class:`FourierFTConfig` (PEFT's fields and defaults);
 * :mod:`~fourier_flax.methods.fourierft.spectral` — :func:`delta_w`, the float32 update from ``(c, E)``;
+* :mod:`~fourier_flax.methods.fourierft.spectral_matmul` — :func:`spectral_matmul`, ``x @ ΔW`` without forming
+  ``ΔW`` (per-example coefficients allowed);
 * :mod:`~fourier_flax.methods.fourierft.backward` — :func:`adapted_matmul`, ``x @ (W0 + ΔW)`` whose backward
   never forms the ``d1 × d2`` weight gradient, and :func:`choose_backward`;
 * :mod:`~fourier_flax.methods.fourierft.entries` — the entry set ``E`` (PEFT's ``torch.randperm`` replayed in
@@ -31,6 +33,7 @@ from fourier_flax.methods.fourierft.mesh_matmul import MatmulLayout, mesh_adapte
 from fourier_flax.methods.fourierft.method import FourierFTMethod
 from fourier_flax.methods.fourierft.sharding import sharded_delta_w
 from fourier_flax.methods.fourierft.spectral import delta_w, delta_w_reference
+from fourier_flax.methods.fourierft.spectral_matmul import spectral_matmul
 
 __all__ = [
     "SPECTRUM",
@@ -47,5 +50,6 @@ __all__ = [
     "peft_entries",
     "sharded_delta_w",
     "spectral_entries",
+    "spectral_matmul",
     "uniform_entries",
 ]
