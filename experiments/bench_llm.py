@@ -176,6 +176,39 @@ def memory(layers: int) -> dict[str, int]:
     }
 
 
+def loss_memory(layers: int, batch: int, length: int, chunk: int) -> dict[str, int]:
+    """XLA's temp bytes of the compiled FourierFT loss gradient: the chunked cross-entropy against optax's
+    cross-entropy over the whole batch's float32 logits (``memory_analysis`` of ``jit(grad)``)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+
+    import fourier_flax as ff
+    from fourier_flax import nnx as ffnnx
+    from fourier_flax.finetune.causal_lm import causal_lm_loss
+    from fourier_flax.models import llama, smollm2_path
+
+    model = llama.from_gguf(smollm2_path(), num_hidden_layers=layers)
+    config = ff.FourierFTConfig(target_modules=["q_proj", "v_proj"], n_frequency=1000, scaling=150.0)
+    ffnnx.apply_adapter(model, config, jax.random.key(0))
+    graphdef, params, frozen = nnx.split(model, ffnnx.AdapterParam, ...)
+    ids = jnp.asarray(np.random.default_rng(0).integers(0, 49152, (batch, length)), jnp.int32)
+    data = {"input_ids": ids, "attention_mask": jnp.ones_like(ids), "loss_mask": jnp.ones_like(ids)}
+
+    def chunked(params):
+        return causal_lm_loss(nnx.merge(graphdef, params, frozen), data, chunk=chunk)
+
+    def full(params):
+        logits = nnx.merge(graphdef, params, frozen)(ids[:, :-1])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, ids[:, 1:]).mean()
+
+    return {
+        name: int(jax.jit(jax.grad(fn)).lower(params).compile().memory_analysis().temp_size_in_bytes)
+        for name, fn in (("chunked", chunked), ("full-logits", full))
+    }
+
+
 def timed_rounds(runners: dict, rounds: int) -> dict[str, list[tuple[float, int]]]:
     times = {name: [] for name in runners}
     for round_index in range(rounds):
@@ -205,8 +238,28 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", type=pathlib.Path, default=RESULTS / "bench_llm.md")
+    parser.add_argument(
+        "--loss-memory", action="store_true", help="only the loss-memory comparison (to bench_llm_loss_memory.md)"
+    )
+    parser.add_argument("--chunk", type=int, default=256)
     args = parser.parse_args()
     batch, length = (int(x) for x in args.batch.split("x"))
+    if args.loss_memory:
+        memory_bytes = loss_memory(args.layers, batch, length, args.chunk)
+        out = args.out.with_name(args.out.stem + "_loss_memory.md")
+        mib = {k: v / 2**20 for k, v in memory_bytes.items()}
+        out.write_text(
+            "# Cross-entropy memory: token chunks vs the whole batch's logits\n\n"
+            f"`experiments/bench_llm.py {' '.join(sys.argv[1:])}`\n"
+            f"Machine: {machine_summary(('jax', 'jaxlib', 'flax'))}. {args.layers} layers, B × T = {batch} × "
+            f"{length}, FourierFT n = 1000 on q/v; XLA temp bytes of the compiled gradient.\n\n"
+            f"| loss | temp MiB |\n|---|---|\n| chunked ({args.chunk} tokens) | {mib['chunked']:.1f} |\n"
+            f"| optax on full float32 logits | {mib['full-logits']:.1f} |\n\n"
+            f"Saved: {mib['full-logits'] - mib['chunked']:.1f} MiB "
+            f"({memory_bytes['chunked'] / memory_bytes['full-logits']:.2f}× the full-logits loss).\n"
+        )
+        print(out.read_text())
+        return
 
     train = {"ours": Ours(args.layers, batch, length, quantized=False)}
     train["ours-4bit"] = Ours(args.layers, batch, length, quantized=True)

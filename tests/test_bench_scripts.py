@@ -27,6 +27,8 @@ def test_bench_llm_smoke(tmp_path):
     text = out.read_text()
     assert "Ours / PEFT (float base)" in text and "tokens/s" in text and "4-bit" in text
     assert out.with_suffix(".json").is_file()
+    run("bench_llm.py", "--loss-memory", "--layers", "1", "--batch", "2x16", "--out", str(out))
+    assert "temp MiB" in (tmp_path / "bench_llm_loss_memory.md").read_text()
 
 
 def test_bench_spectral_matmul_smoke(tmp_path):

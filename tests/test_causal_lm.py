@@ -181,3 +181,41 @@ def test_peft_loads_our_llm_adapter_and_computes_our_logits(path, examples, tmp_
     ours = np.asarray(nnx.jit(lambda m, x: m(x))(model, jnp.asarray(batch["input_ids"])))
     assert np.abs(theirs - base).max() > 1e-2  # the adapter changes the output
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=5e-4 * np.abs(theirs).max())
+
+
+def test_orbax_round_trip_of_an_llm_adapter_on_the_four_bit_base(path, examples, tmp_path):
+    config = ff.FourierFTConfig(target_modules=["q_proj", "v_proj"], n_frequency=100, scaling=150.0)
+    model = llama.from_gguf(path, num_hidden_layers=1, quantized=True)
+    ffnnx.apply_adapter(model, config, jax.random.key(0))
+    trainer = CausalLMTrainer(model, learning_rate=1e-2)
+    batch = next(encode_batches(examples, 4, shuffle=False))
+    trainer.step(batch)
+    trained = trainer.model
+    ffnnx.save_adapter(tmp_path / "ckpt", trained)
+    fresh = llama.from_gguf(path, num_hidden_layers=1, quantized=True)
+    assert ffnnx.load_adapter(tmp_path / "ckpt", fresh) == [
+        "model.layers.0.self_attn.q_proj",
+        "model.layers.0.self_attn.v_proj",
+    ]
+    ids = jnp.asarray(batch["input_ids"])
+    np.testing.assert_array_equal(fresh(ids), trained(ids))
+    untrained = llama.from_gguf(path, num_hidden_layers=1, quantized=True)
+    ffnnx.apply_adapter(untrained, config, jax.random.key(0))
+    assert np.abs(np.asarray(untrained(ids)) - np.asarray(fresh(ids))).max() > 1e-4  # the step was saved
+
+
+def test_per_layer_remat_gives_the_same_loss_and_gradient(path, examples):
+    from fourier_flax.models.llama.loading import read_gguf
+
+    config_lm, tensors = read_gguf(path, num_hidden_layers=2)
+    batch = {k: jnp.asarray(v) for k, v in next(encode_batches(examples, 2, shuffle=False)).items()}
+    results = []
+    for remat in (False, True):
+        model = llama.fill_model(nnx.eval_shape(lambda r=remat: llama.LlamaForCausalLM(config_lm, remat=r)), tensors)
+        ffnnx.apply_adapter(model, ff.LoraConfig(target_modules=["q_proj"], r=2), jax.random.key(0))
+        graphdef, params, frozen = nnx.split(model, ffnnx.AdapterParam, ...)
+        loss = lambda p, g=graphdef, f=frozen: causal_lm_loss(nnx.merge(g, p, f), batch, chunk=64)  # noqa: E731
+        results.append(jax.jit(jax.value_and_grad(loss))(params))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(results[0][1]), jax.tree.leaves(results[1][1]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

@@ -199,11 +199,22 @@ class LlamaModel(nnx.Module):
         for index, layer in enumerate(self.layers):
             cache = None if caches is None else caches[index]
             if self.remat and caches is None:
-                x, cache = nnx.remat(lambda block, *args: block(*args))(layer, x, positions, key_mask)
+                x, cache = _rematerialized(layer, x, positions, key_mask), None
             else:
                 x, cache = layer(x, positions, key_mask, cache, cache_index)
             new_caches.append(cache)
         return self.norm(x), (None if caches is None else new_caches)
+
+
+def _rematerialized(layer: LlamaDecoderLayer, x, positions, key_mask) -> jax.Array:
+    """The layer's output, its activations recomputed in the backward pass (``jax.checkpoint`` of the layer as a
+    pure function of its state, so it also runs inside a plain ``jax.jit`` of a merged model)."""
+    graphdef, state = nnx.split(layer)
+
+    def run(state, x):
+        return nnx.merge(graphdef, state)(x, positions, key_mask)[0]
+
+    return jax.checkpoint(run)(state, x)
 
 
 def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
