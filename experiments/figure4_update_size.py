@@ -53,7 +53,7 @@ def measure(records: list[dict]) -> list[dict]:
         if task.num_labels not in bases:
             bases[task.num_labels] = load_classifier(num_labels=task.num_labels, backbone=BACKBONE)[1]
         base = bases[task.num_labels]
-        adapter_dir = pathlib.Path(record["adapter_path"]).parent
+        adapter_dir = (RESULTS.parent.parent / record["adapter_path"]).parent  # recorded relative to the repo
         config, trained = load_adapter(adapter_dir, base)
         initial = ff.init_adapter(base, config, jax.random.key(record["seed"]))
         rows.append(

@@ -55,6 +55,7 @@ from fourier_flax.finetune.loop import train_run
 from fourier_flax.finetune.records import append_record, finished_keys, read_records
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+REPO = RESULTS.parent.parent
 RUNS = pathlib.Path(__file__).resolve().parents[1] / "runs" / "glue_table"
 TASKS = ("sst2", "mrpc", "cola", "stsb", "rte")
 METHOD_ORDER = ("fourierft", "lora", "dora", "vera", "flora", "svft", "bitfit", "head", "full")
@@ -211,8 +212,14 @@ def run_record(run, result, data, model) -> dict[str, Any]:
         "steps": result.steps,
         "compiled_shapes": result.compiled_shapes,
         "wall_s": result.seconds,
-        "adapter_path": result.adapter_path,
+        "adapter_path": repo_relative(result.adapter_path),
     }
+
+
+def repo_relative(path: str) -> str:
+    """``path`` relative to the repository root when inside it: records must not hold this machine's paths."""
+    resolved = pathlib.Path(path).resolve()
+    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else path
 
 
 def table(methods: Sequence[str], seeds: Sequence[int], tasks: Sequence[str], results: pathlib.Path) -> None:

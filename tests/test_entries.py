@@ -127,3 +127,24 @@ def test_randperm_prefix_errors():
         randperm_prefix(4, 5, 0)
     with pytest.raises(ValueError, match="seed must be >= 0"):
         randperm_prefix(4, 2, -1)
+
+
+def test_config_draws_its_entries_around_its_own_centre_frequency():
+    """Swapping center_frequency and bandwidth where FourierFT draws its entries must fail: with f_c = 20 and
+    W = 2 the drawn entries lie near radius 20 of the centred spectrum (swapped: f_c = 2, W = 20 gives a mean
+    radius of 16.7), with f_c = 5 near radius 5."""
+    from fourier_flax import FourierFTConfig
+    from fourier_flax.methods.fourierft.entries import centre_distance, spectral_entries
+
+    shape = (64, 64)
+    distance = centre_distance(shape)
+
+    def mean_radius(f_c, w):
+        config = FourierFTConfig(
+            target_modules=["q"], entry_sampling="frequency_bias", center_frequency=f_c, bandwidth=w
+        )
+        u, v = spectral_entries(config, shape, 200)
+        return float(distance[u, v].mean())
+
+    assert abs(mean_radius(20.0, 2.0) - 20.0) < 1.5
+    assert abs(mean_radius(5.0, 2.0) - 5.0) < 1.5

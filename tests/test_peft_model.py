@@ -176,3 +176,19 @@ def test_intercept_refuses_params_adapted_elsewhere(minilm2, peft_model):
         pytest.raises(ValueError, match="carries \\['fourierft_spectrum'\\] but the FourierFTConfig"),
     ):
         hidden(model, peft_model.params)
+
+
+def test_with_params_runs_the_new_leaves(peft_model, minilm2):
+    """The README's training loop relies on it: after with_params, calls use the new spectra. Expected value from
+    the plain model under intercept with those params (not from the PeftModel under test)."""
+    import fourier_flax as ff
+
+    model, _ = minilm2
+    moved = jax.tree_util.tree_map_with_path(
+        lambda path, x: x + 0.5 if path[-1].key == "fourierft_spectrum" else x, peft_model.params
+    )
+    with ff.intercept(FOURIER):
+        want = np.asarray(model(IDS, params=moved).last_hidden_state)
+    got = hidden(peft_model.with_params(moved))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert np.abs(got - hidden(peft_model)).max() > 1e-3  # and the old model still runs the old spectra

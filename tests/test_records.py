@@ -23,3 +23,18 @@ def test_torn_last_line_is_skipped_and_the_next_append_starts_fresh(tmp_path):
     append_record(path, {"task": "cola", "seed": 0})
     assert finished_keys(path, ("task", "seed")) == {("mrpc", 0), ("cola", 0)}
     assert len(path.read_text().splitlines()) == 3
+
+
+def test_committed_records_hold_no_machine_paths():
+    """Results must rebuild on a fresh clone: no record names an absolute path of the machine that ran it."""
+    import json
+    import pathlib
+
+    results = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "results"
+    absolute = [
+        f"{path.name}:{number}"
+        for path in sorted(results.glob("*.jsonl"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if any(isinstance(v, str) and v.startswith("/") for v in json.loads(line).values())
+    ]
+    assert absolute == []
