@@ -87,7 +87,7 @@ def measure(runners, repeats):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shapes", default="768x768,576x192,2048x2048")
+    parser.add_argument("--shapes", default="768x768,576x192,576x1536")
     parser.add_argument("--rows", type=int, default=64)
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--n", type=int, default=1000)
