@@ -49,3 +49,23 @@ def test_evaluate_seeds_scores_every_run(tiny_setup):
     trained, _ = sweep(run_seed, [0, 1], [(run.lr, run.head_lr, run.scaling)])
     scores = evaluate_seeds(model, base, run, trained, train)
     assert len(scores) == 2 and all(0.0 <= s["accuracy"] <= 1.0 for s in scores)
+    # Independent expectation: each run's accuracy from its own leaves, the whole set in one batch, NumPy argmax.
+    from fourier_flax.finetune.loop import loss_for
+    from fourier_flax.finetune.method_setup import make_apply_fn, prepare_params
+    from fourier_flax.finetune.training import make_eval_step
+
+    _, adapter = prepare_params(base, run, jax.random.key(0))
+    eval_step = make_eval_step(make_apply_fn(model, adapter), loss_for(run.task))
+    from flax import traverse_util
+
+    whole = {**train, "mask": np.ones(16, bool)}
+    for i in range(2):
+        one = jax.tree.map(lambda x, i=i: x[i], trained)
+        trained_keys = set(traverse_util.flatten_dict(one))
+        frozen = traverse_util.unflatten_dict(
+            {k: v for k, v in traverse_util.flatten_dict(base).items() if k not in trained_keys}
+        )
+        logits = np.asarray(eval_step(one, frozen, whole)["logits"])
+        assert scores[i]["accuracy"] == pytest.approx(float((logits.argmax(-1) == train["labels"]).mean()))
+    swapped = jax.tree.map(lambda x: x[::-1], trained)
+    assert evaluate_seeds(model, base, run, swapped, train) == scores[::-1]
