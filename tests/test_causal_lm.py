@@ -122,7 +122,7 @@ def test_response_loss_ignores_the_prompt(path, examples):
 )
 def test_every_method_trains_on_the_four_bit_base(path, examples, config):
     model = llama.from_gguf(path, num_hidden_layers=1, quantized=True)
-    codes_before = np.asarray(model.model.layers[0].self_attn.q_proj.codes[...])
+    codes_before = np.asarray(model.model.layers[0].self_attn.q_proj.parts["qs"][...])
     ffnnx.apply_adapter(model, config, jax.random.key(0))
     layer = model.model.layers[0].self_attn.q_proj
     assert isinstance(layer.base, QuantizedLinear) and all(v[...].dtype == jnp.float32 for v in layer.adapter.values())
@@ -131,7 +131,7 @@ def test_every_method_trains_on_the_four_bit_base(path, examples, config):
     losses = [trainer.step(batch) for _ in range(4)]
     assert losses[-1] < losses[0]
     trained = trainer.model
-    np.testing.assert_array_equal(trained.model.layers[0].self_attn.q_proj.base.codes[...], codes_before)
+    np.testing.assert_array_equal(trained.model.layers[0].self_attn.q_proj.base.parts["qs"][...], codes_before)
     with pytest.raises(ValueError, match="4-bit base"):
         ffnnx.merge_adapter(trained)
 

@@ -172,6 +172,27 @@ def test_every_kept_format_round_trips_through_the_gguf_quantizer(kind):
     assert np.abs(np.asarray(array.dequantize()) - weights).max() < 0.5  # and it is the weight, roughly
 
 
+@pytest.mark.parametrize("kind", ["Q4_K", "Q6_K"])
+def test_k_quant_blocks_dequantize_exactly_as_the_gguf_package(kind):
+    """Random super-blocks (any bytes are valid codes; the float16 scales set to finite values) dequantize here as
+    the gguf package's NumPy code does — every bit field (6-bit scales and mins, split 6-bit codes) exercised."""
+    from fourier_flax.models.quantized import LAYOUTS
+
+    size, layout = LAYOUTS[kind]
+    rows, blocks = 3, 2
+    nbytes = max(stop for _, stop, _ in layout.values())
+    raw = np.random.default_rng(0).integers(0, 256, (rows, blocks, nbytes), dtype=np.uint8)
+    for first, stop, dtype in layout.values():
+        if dtype == "<f2":
+            scale = np.random.default_rng(1).uniform(0.01, 0.1, (rows, blocks)).astype(np.float16)
+            raw[..., first:stop] = scale[..., None].view(np.uint8).reshape(rows, blocks, 2)
+    qtype = gguf.GGMLQuantizationType[kind]
+    want = gguf.quants.dequantize(raw.reshape(rows, -1), qtype)
+    array = QuantizedArray.from_gguf_blocks(kind, raw.reshape(rows, -1), (rows, blocks * size))
+    np.testing.assert_array_equal(np.asarray(jax.jit(lambda a: a.dequantize())(array)), want)
+    np.testing.assert_array_equal(np.asarray(array.dequantize(jnp.asarray([2, 0]))), want[[2, 0]])
+
+
 def test_four_bit_base_equals_the_dequantized_model_in_a_quarter_of_the_bytes(path, batch):
     float_model = llama.from_gguf(path, num_hidden_layers=2)
     four_bit = llama.from_gguf(path, num_hidden_layers=2, quantized=True)
@@ -247,5 +268,7 @@ def test_loader_errors_name_the_problem(path, tmp_path):
     writer.close()
     with pytest.raises(llama.CheckpointError, match="architecture 'gpt2' is not supported"):
         llama.read_gguf(writer_path)
-    with pytest.raises(ValueError, match="Q4_K are not supported in-graph"):
-        QuantizedArray.from_gguf_blocks("Q4_K", np.zeros((1, 144), np.uint8), (1, 256))
+    with pytest.raises(ValueError, match="Q5_0 are not supported in-graph"):
+        QuantizedArray.from_gguf_blocks("Q5_0", np.zeros((1, 22), np.uint8), (1, 32))
+    with pytest.raises(ValueError, match="corrupt or mislabelled"):
+        QuantizedArray.from_gguf_blocks("Q4_K", np.zeros((1, 143), np.uint8), (1, 256))
