@@ -165,7 +165,7 @@ def read_gguf(
 
     Args:
       path: the ``.gguf`` file.
-      quantized: keep Q4_0 / Q4_1 / Q8_0 tensors as :class:`QuantizedArray` blocks; otherwise (and for every
+      quantized: keep Q4_0/Q4_1/Q8_0/Q4_K/Q6_K tensors as :class:`QuantizedArray` blocks; otherwise (and for every
         other type) dequantize to float32 with the ``gguf`` package.
       num_hidden_layers: keep only the first this many decoder layers (as transformers'
         ``from_pretrained(..., num_hidden_layers=k)``): a real, smaller model for tests.
@@ -233,7 +233,7 @@ def from_gguf(
     """A :class:`LlamaForCausalLM` from a llama.cpp GGUF file (see :func:`read_gguf`, which also takes
     ``num_hidden_layers``).
 
-    With ``quantized=True`` the Q4_0/Q4_1/Q8_0 projections and embedding stay as integer blocks plus scales
+    With ``quantized=True`` the Q4_0/Q4_1/Q8_0/Q4_K/Q6_K projections and embedding stay as integer blocks plus scales
     (:class:`~fourier_flax.models.quantized.QuantizedLinear`), dequantized inside each jitted call; adapters
     train on them in float32. ``dtype`` is the float layers' (and norms') dtype.
     """
