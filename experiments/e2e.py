@@ -119,7 +119,6 @@ class Experiment:
             encode_batches(encode_chat(self.tokenizer, first_refs, system=SYSTEM), 8, shuffle=False)
         )
         self.encode_batches = encode_batches
-        self._models: dict[str, Any] = {}
 
     def model(self, base: str):
         from fourier_flax.models import llama, smollm2_path
