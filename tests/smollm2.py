@@ -20,6 +20,14 @@ def gguf_path() -> pathlib.Path:
 
 
 @functools.cache
+def tokenizer():
+    """The GGUF's tokenizer (:func:`fourier_flax.models.llama.load_tokenizer`), loaded once per session (~13 s)."""
+    from fourier_flax.models import llama
+
+    return llama.load_tokenizer(gguf_path())
+
+
+@functools.cache
 def _reference(layers: int):
     import transformers
 

@@ -40,8 +40,8 @@ def path():
 
 
 @pytest.fixture(scope="module")
-def tokenizer(path):
-    return llama.load_tokenizer(path)
+def tokenizer():
+    return smollm2.tokenizer()
 
 
 @pytest.fixture(scope="module")

@@ -32,8 +32,8 @@ def path() -> pathlib.Path:
 
 
 @pytest.fixture(scope="module")
-def tokenizer(path):
-    return llama.load_tokenizer(path)
+def tokenizer():
+    return smollm2.tokenizer()
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +42,7 @@ def batch(tokenizer):
         tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
         for p in PROMPTS
     ]
-    tokenizer.padding_side = "left"
-    return tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="np")
+    return tokenizer(texts, add_special_tokens=False, padding=True, padding_side="left", return_tensors="np")
 
 
 def check_logits(path, batch, layers):
