@@ -90,6 +90,18 @@ def _rows() -> dict[str, Row]:
     }
 
 
+def table_rows(*, one_point: bool = False) -> dict[str, Row]:
+    """The table's rows; with ``one_point`` each grid cut to its first rate and knob (the smoke run checks the
+    pipeline, not the rates)."""
+    rows = _rows()
+    if not one_point:
+        return rows
+    return {
+        name: dataclasses.replace(row, rates=row.rates[:1], knob_values=row.knob_values[:1])
+        for name, row in rows.items()
+    }
+
+
 def load_data(smoke: bool):
     from fourier_flax.data.e2e import read_e2e, split_mrs
 
@@ -183,7 +195,7 @@ def sweep(exp: Experiment, names: list[str]) -> None:
     from fourier_flax.finetune.records import append_record, finished_keys
 
     path = exp.args.results / "e2e_sweep.jsonl"
-    rows = _rows()
+    rows = table_rows(one_point=exp.args.smoke)
     for name in names:
         row = rows[name]
         trainer = None
@@ -222,7 +234,7 @@ def table_runs(exp: Experiment, names: list[str], seeds: list[int]) -> None:
     path = exp.args.results / "e2e_runs.jsonl"
     outputs_dir = exp.args.results / "e2e_outputs"
     outputs_dir.mkdir(parents=True, exist_ok=True)
-    rows = _rows()
+    rows = table_rows(one_point=exp.args.smoke)
     decoding = {"num_beams": exp.args.beams, "length_penalty": 0.9, "no_repeat_ngram_size": 4,
                 "max_new_tokens": exp.args.max_new_tokens}  # fmt: skip
     for name in names:
@@ -280,18 +292,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.smoke:
         args.steps, args.eval_every, args.beams, args.max_new_tokens = 2, 1, 2, 8
-        global _rows
-        full_rows = _rows
-        _rows = (
-            lambda: {  # noqa: E731  (one grid point per row: the smoke checks the pipeline, not the rates)
-                name: dataclasses.replace(row, rates=row.rates[:1], knob_values=row.knob_values[:1])
-                for name, row in full_rows().items()
-            }
-        )
     names = args.rows.split(",")
-    unknown = sorted(set(names) - set(_rows()))
+    rows = table_rows(one_point=args.smoke)
+    unknown = sorted(set(names) - set(rows))
     if unknown:
-        sys.exit(f"unknown rows {unknown}; rows: {sorted(_rows())}")
+        sys.exit(f"unknown rows {unknown}; rows: {sorted(rows)}")
     exp = Experiment(args)
     if args.sweep:
         sweep(exp, names)
