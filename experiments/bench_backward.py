@@ -37,10 +37,11 @@ from scipy.optimize import nnls
 from fourier_flax.methods.fourierft import delta_w, uniform_entries
 from fourier_flax.methods.fourierft.backward import adapted_matmul, backward_cost_terms, choose_backward
 
-SHAPES = [(384, 384), (384, 1536), (768, 768), (768, 3072), (1024, 1024)]
-TOKENS = [128, 512, 1024, 4096]
+SHAPES = "384x384,384x1536,768x768,768x3072,1024x1024"
+TOKENS = "128,512,1024,4096"
 N_DEFAULT = 1000
-N_SWEEP = [(shape, t, n) for shape in [(768, 768), (768, 3072)] for t in (512, 4096) for n in (4000, 16000)]
+# The larger-n block: at the 3rd and 4th shapes (768 x 768, 768 x 3072), the 2nd and last token counts.
+N_SWEEP = "4000,16000"
 ALPHA = 150.0
 
 
@@ -133,15 +134,27 @@ def table(rows, title):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--shapes", default=SHAPES, help="d1xd2,...")
+    parser.add_argument("--tokens", default=TOKENS)
+    parser.add_argument("--n", type=int, default=N_DEFAULT)
+    parser.add_argument("--n-sweep", default=N_SWEEP, help="the larger n values of the third block")
     parser.add_argument("--out", default="experiments/results/bench_backward.md")
     args = parser.parse_args()
+    shapes = [tuple(int(d) for d in s.split("x")) for s in args.shapes.split(",")]
+    tokens = [int(t) for t in args.tokens.split(",")]
+    n_sweep = [
+        (shape, t, n)
+        for shape in shapes[2:4] or shapes[:1]
+        for t in (tokens[min(1, len(tokens) - 1)], tokens[-1])
+        for n in (int(v) for v in args.n_sweep.split(","))
+    ]
     load_before = os.getloadavg()
     started = time.time()
     results = {}
     configs = {
-        "grad w.r.t. c (first adapted layer)": [(s, t, N_DEFAULT, False) for s in SHAPES for t in TOKENS],
-        "grad w.r.t. (c, x) (a layer inside the network)": [(s, t, N_DEFAULT, True) for s in SHAPES for t in TOKENS],
-        "grad w.r.t. (c, x), larger n": [(s, t, n, True) for s, t, n in N_SWEEP],
+        "grad w.r.t. c (first adapted layer)": [(s, t, args.n, False) for s in shapes for t in tokens],
+        "grad w.r.t. (c, x) (a layer inside the network)": [(s, t, args.n, True) for s in shapes for t in tokens],
+        "grad w.r.t. (c, x), larger n": [(s, t, n, True) for s, t, n in n_sweep],
     }
     for title, cells in configs.items():
         results[title] = []

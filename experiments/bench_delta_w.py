@@ -22,6 +22,7 @@ runs; torch uses as many threads as jax has cores. Ratios < 1 mean fourier_flax 
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -38,7 +39,7 @@ from fourier_flax.methods.fourierft import delta_w, delta_w_reference, peft_entr
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_machine import machine_summary  # noqa: E402
 
-SHAPES = [(768, 768), (1024, 1024), (768, 3072), (4096, 4096)]
+SHAPES = "768x768,1024x1024,768x3072,4096x4096"
 N_FREQUENCY = 1000
 SCALING = 150.0
 SEED = 777
@@ -87,7 +88,7 @@ def interleaved_medians(candidates: dict, repeats: int = REPEATS) -> dict[str, f
     return {name: float(np.median(ts)) for name, ts in times.items()}
 
 
-def shape_rows(d1: int, d2: int) -> dict[str, float]:
+def shape_rows(d1: int, d2: int, repeats: int) -> dict[str, float]:
     layer = peft_layer(d1, d2)
     spectrum = layer.fourierft_spectrum["default"]
     entries = peft_entries((d1, d2), N_FREQUENCY, SEED)
@@ -120,7 +121,8 @@ def shape_rows(d1: int, d2: int) -> dict[str, float]:
             "ours_fb": lambda: jax.block_until_ready(loss_and_grad(c)),
             **{f"peft_fb_{t}t": with_torch_threads(t, peft_forward_backward) for t in TORCH_THREADS},
             "ref_fb": lambda: jax.block_until_ready(loss_and_grad_ref(c)),
-        }
+        },
+        repeats,
     )
     for kind in ("fwd", "fb"):  # PEFT is credited with its faster thread setting
         medians[f"peft_{kind}"] = min(medians[f"peft_{kind}_{t}t"] for t in TORCH_THREADS)
@@ -144,12 +146,20 @@ def stacked_rows(d: int = 768) -> dict[str, float]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", default=SHAPES, help="d1xd2,... (n = 1000 must fit each)")
+    parser.add_argument("--stacked-d", type=int, default=768, help="the stacked-layers row's d x d kernels")
+    parser.add_argument("--repeats", type=int, default=REPEATS)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    shapes = [tuple(int(d) for d in s.split("x")) for s in args.shapes.split(",")]
     load_before = os.getloadavg()[0]
     lines = [
         "# delta_w vs PEFT get_delta_weight",
         "",
-        f"Command: `.venv/bin/python experiments/bench_delta_w.py` — machine: {machine_summary()}.",
-        f"n={N_FREQUENCY}, scaling={SCALING}, medians of {REPEATS} interleaved runs after warm-up, milliseconds; "
+        f"Command: `.venv/bin/python {' '.join(['experiments/bench_delta_w.py', *sys.argv[1:]])}` — machine: "
+        f"{machine_summary()}.",
+        f"n={N_FREQUENCY}, scaling={SCALING}, medians of {args.repeats} interleaved runs after warm-up, milliseconds; "
         f"PEFT timed with torch threads {TORCH_THREADS}, the faster shown. "
         "fwd+bwd = loss sum(G·ΔW) and its gradient w.r.t. c. Ratio = fourier_flax ÷ PEFT (targets: fwd ≤ 0.7, "
         "fwd+bwd ≤ 0.5).",
@@ -158,8 +168,8 @@ def main() -> None:
         "| ifft2 ref fwd | ifft2 ref fwd+bwd |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for d1, d2 in SHAPES:
-        m = {k: v * 1e3 for k, v in shape_rows(d1, d2).items()}
+    for d1, d2 in shapes:
+        m = {k: v * 1e3 for k, v in shape_rows(d1, d2, args.repeats).items()}
         row = (
             f"| ({d1}, {d2}) | {m['ours_fwd']:.2f} | {m['peft_fwd']:.2f} | {m['ours_fwd'] / m['peft_fwd']:.2f} "
             f"| {m['ours_fb']:.2f} | {m['peft_fb']:.2f} | {m['ours_fb'] / m['peft_fb']:.2f} "
@@ -167,19 +177,19 @@ def main() -> None:
         )
         print(row, flush=True)
         lines.append(row)
-    s = {k: v * 1e3 for k, v in stacked_rows().items()}
+    s = {k: v * 1e3 for k, v in stacked_rows(args.stacked_d).items()}
     lines += [
         "",
-        f"{STACKED_LAYERS} stacked 768×768 layers in one call: {s['stacked']:.1f} ms; {STACKED_LAYERS} single-layer "
-        f"calls: {s['loop']:.1f} ms (ratio {s['stacked'] / s['loop']:.2f}).",
+        f"{STACKED_LAYERS} stacked {args.stacked_d}×{args.stacked_d} layers in one call: {s['stacked']:.1f} ms; "
+        f"{STACKED_LAYERS} single-layer calls: {s['loop']:.1f} ms (ratio {s['stacked'] / s['loop']:.2f}).",
     ]
     print(lines[-1])
     lines.append(
         f"\n1-minute load average before/after the run: {load_before:.2f} / {os.getloadavg()[0]:.2f} "
         "(PEFT's torch thread pool slows down sharply when other processes hold a core; compare only quiet runs)."
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(lines) + "\n" + NOTES)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n" + NOTES)
 
 
 NOTES = """

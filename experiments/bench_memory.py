@@ -38,6 +38,9 @@ import bench_train_step as bench  # noqa: E402  (the shared workers)
 
 SHAPES = (("minilm", 8), ("minilm", 32), ("roberta-base", 32))
 JAX_CONFIGS = ("fourierft", "fourierft-remat", "fourierft-remat-memsched", "floor")
+# PEFT as loaded, and with transformers' gradient checkpointing (non-reentrant, so the frozen embeddings' outputs
+# need no requires_grad): the like-for-like reference for our remat.
+TORCH_CONFIGS = ("peft-fourierft", "peft-fourierft-gc")
 # XLA:CPU's default scheduler favours concurrency over memory; this flag makes it minimise live memory instead.
 MEMORY_SCHEDULER = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
 
@@ -98,6 +101,8 @@ def main() -> None:
     parser.add_argument("--worker", nargs=5, metavar=("FRAMEWORK", "MODEL", "BATCH", "CONFIG", "STEPS"))
     parser.add_argument("--shapes", default=",".join(f"{m}/{b}" for m, b in SHAPES), help="MODEL/BATCH,...")
     parser.add_argument("--timed-steps", type=int, default=0, help="also time this many steps per cell")
+    parser.add_argument("--configs", default=",".join(JAX_CONFIGS + TORCH_CONFIGS), help="a subset, comma-separated")
+    parser.add_argument("--out", type=Path, help="default: results/bench_memory.md (bench_memory_speed.md if timed)")
     args = parser.parse_args()
     if args.worker:
         framework, model_name, batch, name, steps = args.worker
@@ -119,7 +124,9 @@ def main() -> None:
     ]
     for model_name, batch in shapes:
         cells = {}
-        for framework, name in [("jax", c) for c in JAX_CONFIGS] + [("torch", "peft-fourierft")]:
+        wanted = args.configs.split(",")
+        configs = [("jax", c) for c in JAX_CONFIGS] + [("torch", c) for c in TORCH_CONFIGS]
+        for framework, name in [(f, c) for f, c in configs if c in wanted]:
             command = [sys.executable, __file__, "--worker", framework, model_name, str(batch), name]
             command.append(str(args.timed_steps))
             env = dict(os.environ)
@@ -128,7 +135,7 @@ def main() -> None:
             done = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
             cells[name] = json.loads(done.stdout.strip().splitlines()[-1])
             print(f"{model_name} {batch}x128 {name}: {cells[name]}", file=sys.stderr, flush=True)
-        peft = cells["peft-fourierft"]
+        peft = cells.get("peft-fourierft") or cells[TORCH_CONFIGS[-1]]
         for name, cell in cells.items():
             xla = cell.get("xla")
             peak = f"{xla['peak'] / 2**20:,.0f}" if xla else "—"
@@ -140,7 +147,8 @@ def main() -> None:
             if timed:
                 row += f" {cell['step_s']:.3f} | {cell['step_s'] / peft['step_s']:.2f} | {cell['others_running']} |"
             lines.append(row)
-    out = HERE / "results" / ("bench_memory_speed.md" if timed else "bench_memory.md")
+    out = args.out or HERE / "results" / ("bench_memory_speed.md" if timed else "bench_memory.md")
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -40,7 +40,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 RESULTS = HERE / "results"
-DEVICES = tuple(int(d) for d in os.environ.get("BENCH_MESH_DEVICES", "1,2,4,8").split(","))
 N = 1000
 OP = re.compile(
     r"^\s*(?:ROOT\s+)?\S+\s*=\s*(.*?)\s(all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)(?:-start)?\("
@@ -59,14 +58,13 @@ def collective_bytes(hlo: str) -> int:
     return total
 
 
-def _llama_stack():
+def _llama_stack(d: int, f: int):
     import flax.linen as nn
     import jax.numpy as jnp
 
     class Layer(nn.Module):
         @nn.compact
         def __call__(self, h):
-            d, f = 4096, 11008
             q, k, v = (nn.Dense(d, use_bias=False, name=n)(h) for n in ("q_proj", "k_proj", "v_proj"))
             h = h + nn.Dense(d, use_bias=False, name="o_proj")(jnp.tanh(q * k) + v)
             gate, up = nn.Dense(f, use_bias=False, name="gate_proj")(h), nn.Dense(f, use_bias=False, name="up_proj")(h)
@@ -75,7 +73,7 @@ def _llama_stack():
     class Stack(nn.Module):
         @nn.compact
         def __call__(self, x):
-            h = x + self.param("input_bias", nn.initializers.zeros, (4096,))
+            h = x + self.param("input_bias", nn.initializers.zeros, (d,))
             for i in range(2):
                 h = Layer(name=f"layers_{i}")(h)
             return h
@@ -83,38 +81,42 @@ def _llama_stack():
     return Stack()
 
 
-def _cells():
-    """One (model, strategy, devices) cell per yield: (name, apply_fn pieces, abstract params, batch)."""
+def _cells(tiny: bool):
+    """One (model, strategy, devices) cell per yield: (name, apply_fn pieces, abstract params, batch).
+
+    ``tiny``: the same two models at hidden size 64 on 2 x 16 batches (the smoke test's size)."""
     import jax
     import jax.numpy as jnp
     import transformers
-    from bench_train_step import ROBERTA_BASE
+    from bench_train_step import ROBERTA_BASE, TINY
 
-    shape = {k: v for k, v in ROBERTA_BASE.items() if k != "num_labels"}
+    shape = {k: v for k, v in (TINY if tiny else ROBERTA_BASE).items() if k != "num_labels"}
+    hidden, (d, f) = shape["hidden_size"], ((64, 128) if tiny else (4096, 11008))
+    (roberta_batch, llama_batch) = ((2, 16), (2, 16)) if tiny else ((32, 128), (8, 128))
     roberta = transformers.FlaxRobertaModel(
         transformers.RobertaConfig(**{**shape, "num_hidden_layers": 2}), _do_init=False
     )
     roberta_params = jax.eval_shape(lambda: roberta.init_weights(jax.random.key(0), (1, 8)))
-    llama = _llama_stack()
-    llama_params = jax.eval_shape(lambda: llama.init(jax.random.key(0), jnp.zeros((1, 4096)))["params"])
+    llama = _llama_stack(d, f)
+    llama_params = jax.eval_shape(lambda: llama.init(jax.random.key(0), jnp.zeros((1, d)))["params"])
     yield (
-        "roberta-base (2 layers), 32x128",
+        f"roberta-{'tiny' if tiny else 'base'} (2 layers), {'x'.join(map(str, roberta_batch))}",
         lambda p, b: roberta(b["input_ids"], params=p).last_hidden_state,
         roberta_params,
         {
-            "input_ids": jax.ShapeDtypeStruct((32, 128), jnp.int32),
-            "labels": jax.ShapeDtypeStruct((32, 128, 768), jnp.float32),
+            "input_ids": jax.ShapeDtypeStruct(roberta_batch, jnp.int32),
+            "labels": jax.ShapeDtypeStruct((*roberta_batch, hidden), jnp.float32),
         },
         ("embeddings", "LayerNorm", "bias"),
         ["query", "value"],
     )
     yield (
-        "llama-7b-shaped (2 layers), 8x128",
+        f"llama-{'tiny' if tiny else '7b'}-shaped (2 layers), {'x'.join(map(str, llama_batch))}",
         lambda p, b: llama.apply({"params": p}, b["x"]),
         llama_params,
         {
-            "x": jax.ShapeDtypeStruct((8, 128, 4096), jnp.float32),
-            "labels": jax.ShapeDtypeStruct((8, 128, 4096), jnp.float32),
+            "x": jax.ShapeDtypeStruct((*llama_batch, d), jnp.float32),
+            "labels": jax.ShapeDtypeStruct((*llama_batch, d), jnp.float32),
         },
         ("input_bias",),
         ["q_proj", "v_proj"],
@@ -172,7 +174,7 @@ def _compile_step(forward, params, batch, bias, config, mesh, strategy) -> dict:
     }
 
 
-def mesh_stage() -> None:
+def mesh_stage(args) -> None:
     if os.environ.get("BENCH_MESH_CHILD") != "1":  # the device count is fixed when jax starts
         env = {
             **os.environ,
@@ -180,20 +182,20 @@ def mesh_stage() -> None:
             "JAX_PLATFORMS": "cpu",
             "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
         }
-        subprocess.run([sys.executable, __file__, "mesh"], env=env, check=True)
+        subprocess.run([sys.executable, __file__, *sys.argv[1:]], env=env, check=True)
         return
     import jax
 
     import fourier_flax as ff
 
-    rows = []
-    for name, forward, abstract, batch, bias, targets in _cells():
-        config = ff.FourierFTConfig(target_modules=targets, n_frequency=N, scaling=150.0)
+    rows, n = [], args.n
+    for name, forward, abstract, batch, bias, targets in _cells(args.tiny):
+        config = ff.FourierFTConfig(target_modules=targets, n_frequency=n, scaling=150.0)
         adapted = jax.eval_shape(
             partial(ff.init_adapter, config=config, rng=jax.random.key(0), check_scale=False), abstract
         )
         for strategy in ("dp", "fsdp", "tp"):
-            for count in DEVICES:
+            for count in args.devices:
                 shape = (count, 1) if strategy == "dp" else (1, count)
                 mesh = jax.make_mesh(
                     shape,
@@ -208,13 +210,15 @@ def mesh_stage() -> None:
                     )
                 rows.append(cell)
                 print(json.dumps(cell), flush=True)
-    (RESULTS / "bench_mesh.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "bench_mesh.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     mib = lambda b: f"{b / 2**20:,.1f}"  # noqa: E731
     lines = [
         "# FourierFT on a device mesh: per-device memory and collectives per train step",
         "",
-        "Written by `python experiments/bench_mesh.py mesh` (method in its docstring; raw: bench_mesh.jsonl).",
-        f"FourierFT n = {N} on two kernels per layer, 2 layers; *frozen* = the same step back-propagated to a bottom",
+        f"Written by `python experiments/bench_mesh.py {' '.join(sys.argv[1:])}` (method in its docstring; raw: "
+        "bench_mesh.jsonl).",
+        f"FourierFT n = {n} on two kernels per layer, 2 layers; *frozen* = the same step back-propagated to a bottom",
         "bias. Per device, MiB; the adapter's part = adapted − frozen. Collectives: bytes of all collective results.",
         "",
         "| model | strategy | devices | frozen temp | adapted temp | adapter temp | frozen args | adapted args |"
@@ -228,8 +232,8 @@ def mesh_stage() -> None:
             f"{mib(a['temp'] - f['temp'])} | {mib(f['argument'])} | {mib(a['argument'])} | {mib(f['collective'])} | "
             f"{mib(a['collective'])} | {a['collective'] - f['collective']:,d} |"
         )
-    lines += ["", f"n float32 per adapted layer × 4 adapted layers = {4 * N * 4:,d} bytes."]
-    (RESULTS / "bench_mesh.md").write_text("\n".join(lines) + "\n")
+    lines += ["", f"n float32 per adapted layer × 4 adapted layers = {4 * n * 4:,d} bytes."]
+    (args.out_dir / "bench_mesh.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -247,7 +251,7 @@ def _weighted_sum(c, *, entries, weights, impl):
     return (spectral.delta_w(c, entries, weights.shape, 150.0, impl=impl) * weights).sum()
 
 
-def delta_w_stage() -> None:
+def delta_w_stage(args) -> None:
     import statistics
 
     import jax
@@ -256,13 +260,14 @@ def delta_w_stage() -> None:
 
     from fourier_flax.methods.fourierft import spectral, uniform_entries
 
-    shapes = ((384, 384), (768, 768), (1024, 1024), (768, 3072), (4096, 4096))
-    ns = (50, 100, 200, 500, 1000, 4000)
+    shapes = [tuple(int(d) for d in s.split("x")) for s in args.shapes.split(",")]
+    ns = [int(n) for n in args.ns.split(",")]
     lines = [
         "# delta_w: fft vs matmul (DFT columns) on this CPU",
         "",
-        "Written by `python experiments/bench_mesh.py delta_w`. Median of",
-        "20 jitted calls after warm-up, ms; fwd+bwd = value_and_grad w.r.t. c of sum(ΔW·G). `load`: other runnable",
+        f"Written by `python experiments/bench_mesh.py {' '.join(sys.argv[1:])}`. Median of",
+        f"{args.repeats} jitted calls after warm-up, ms; fwd+bwd = value_and_grad w.r.t. c of sum(ΔW·G). "
+        "`load`: other runnable",
         "threads when the cell ran (0 = quiet). `auto`: what `spectral.choose_impl` picks on CPU.",
         "",
         "| shape | n | fft fwd | matmul fwd | fft fwd+bwd | matmul fwd+bwd | faster (fwd+bwd) | auto | load |",
@@ -281,7 +286,7 @@ def delta_w_stage() -> None:
                 for label, fn in (("fwd", fwd), ("both", both)):
                     jax.block_until_ready(fn(c))
                     samples = []
-                    for _ in range(20):
+                    for _ in range(args.repeats):
                         start = time.perf_counter()
                         jax.block_until_ready(fn(c))
                         samples.append(time.perf_counter() - start)
@@ -295,10 +300,27 @@ def delta_w_stage() -> None:
             )
             print(lines[-1], flush=True)
     lines += ["", f"`auto` picks the faster form (fwd+bwd) in {agree} of {total} cells."]
-    (RESULTS / "bench_delta_w_impl.md").write_text("\n".join(lines) + "\n")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "bench_delta_w_impl.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stage", nargs="?", default="mesh", choices=("mesh", "delta_w"))
+    parser.add_argument("--tiny", action="store_true", help="mesh: hidden-64 models on 2x16 batches (smoke test)")
+    parser.add_argument("--devices", default="1,2,4,8", help="mesh: device counts (at most 8)")
+    parser.add_argument("--n", type=int, default=N, help="mesh: FourierFT's n")
+    parser.add_argument("--shapes", default="384x384,768x768,1024x1024,768x3072,4096x4096", help="delta_w stage")
+    parser.add_argument("--ns", default="50,100,200,500,1000,4000", help="delta_w stage")
+    parser.add_argument("--repeats", type=int, default=20, help="delta_w stage")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    args.devices = [int(d) for d in args.devices.split(",")]
+    {"mesh": mesh_stage, "delta_w": delta_w_stage}[args.stage](args)
+
+
 if __name__ == "__main__":
-    stage = sys.argv[1] if len(sys.argv) > 1 else "mesh"
-    {"mesh": mesh_stage, "delta_w": delta_w_stage}[stage]()
+    main()

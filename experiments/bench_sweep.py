@@ -46,6 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--out", type=pathlib.Path, default=RESULTS)
     args = parser.parse_args()
     run = resolve_run(
         "sst2",
@@ -83,7 +84,8 @@ def main() -> None:
         "can differ by tens of percent). A ratio below 1 means the vmapped sweep was slower in that column.",
         "",
     ]
-    RESULTS.write_text("\n".join(lines))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines))
     print("\n".join(lines))
 
 

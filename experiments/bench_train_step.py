@@ -88,6 +88,16 @@ ROBERTA_BASE = dict(
     pad_token_id=1,
     num_labels=2,
 )
+# A random-init 2-layer RoBERTa for the smoke test (tests/test_bench_scripts.py): every code path, seconds.
+TINY = {
+    **ROBERTA_BASE,
+    "vocab_size": 1000,
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 128,
+}
+RANDOM_MODELS = {"roberta-base": ROBERTA_BASE, "tiny": TINY}
 TORCH_CONFIGS = ("peft-fourierft", "peft-lora")
 
 
@@ -95,11 +105,8 @@ TORCH_CONFIGS = ("peft-fourierft", "peft-lora")
 
 
 def jax_configs() -> tuple[str, ...]:
-    """fourier_flax's configurations; "fourierft-spectral" only where the interceptor has the spectral VJP."""
-    from fourier_flax import interceptor
-
-    spectral = ("fourierft-spectral",) if interceptor.spectral_grad is not None else ()
-    return ("fourierft-dense", *spectral, "lora", "head", "floor")
+    """fourier_flax's configurations."""
+    return ("fourierft-dense", "fourierft-spectral", "lora", "head", "floor")
 
 
 def batch_arrays(vocab_size: int, batch: int, seed: int = 0) -> dict:
@@ -161,7 +168,7 @@ class JaxBench:
         if model_name == "minilm":
             self.model, self.params = load_minilm(num_labels=2)
         else:
-            config = transformers.RobertaConfig(**ROBERTA_BASE)
+            config = transformers.RobertaConfig(**RANDOM_MODELS[model_name])
             self.model = transformers.FlaxRobertaForSequenceClassification(config, seed=0)
             self.params = self.model.params
         self.prefix = "bert" if model_name == "minilm" else "roberta"
@@ -248,7 +255,7 @@ class TorchBench:
 
         torch.set_num_threads(2)
         self.model_name = model_name
-        vocab = 30522 if model_name == "minilm" else ROBERTA_BASE["vocab_size"]
+        vocab = 30522 if model_name == "minilm" else RANDOM_MODELS[model_name]["vocab_size"]
         self.batch = {k: torch.as_tensor(v).long() for k, v in batch_arrays(vocab, batch).items()}
 
     def base_model(self):
@@ -260,7 +267,8 @@ class TorchBench:
             from fourier_flax.models.hf import minilm_path
 
             return transformers.BertForSequenceClassification.from_pretrained(minilm_path(), num_labels=2)
-        return transformers.RobertaForSequenceClassification(transformers.RobertaConfig(**ROBERTA_BASE))
+        config = transformers.RobertaConfig(**RANDOM_MODELS[self.model_name])
+        return transformers.RobertaForSequenceClassification(config)
 
     def setup(self, name: str):
         """``(step, count)``; ``step()`` runs one forward/backward/AdamW step."""
@@ -268,11 +276,14 @@ class TorchBench:
         import torch
 
         targets = dict(target_modules=["query", "value"], modules_to_save=["classifier"])
-        if name == "peft-fourierft":
+        if name.startswith("peft-fourierft"):
             config = peft.FourierFTConfig(**targets, n_frequency=N_FREQUENCY, scaling=SCALING)
         else:
             config = peft.LoraConfig(**targets, r=RANK, lora_alpha=RANK)
-        model = peft.get_peft_model(self.base_model(), config)
+        base = self.base_model()
+        if name.endswith("-gc"):  # gradient checkpointing (bench_memory.py's like-for-like reference for remat)
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = peft.get_peft_model(base, config)
         model.train()
         trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         head = [p for n, p in trained if "modules_to_save" in n]
@@ -436,7 +447,7 @@ def report(shapes: dict, command: str) -> str:
     for key, shape in shapes.items():
         results, contention = shape["results"], shape["contention"]
         quiet = sum(c <= QUIET for c in contention)
-        d = 384 if key.startswith("minilm") else 768
+        d = 384 if key.startswith("minilm") else RANDOM_MODELS[key.split()[0]]["hidden_size"]
         tokens = int(key.split()[1].split("x")[0]) * SEQ_LEN
         auto = choose_backward((d, d), tokens, N_FREQUENCY)
         lines += [
@@ -542,6 +553,7 @@ def main() -> None:
         return memory_worker(framework, model_name, int(batch), name)
 
     raw_path = Path(args.out).with_suffix(".json")
+    raw_path.parent.mkdir(parents=True, exist_ok=True)
     shapes = json.loads(raw_path.read_text()) if args.resume and raw_path.exists() else {}
     for model_name in args.models.split(","):
         for shape in args.batches.split(","):

@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from typing import Any
@@ -28,6 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from fourier_flax.methods.bank import adapter_ids as use_adapter_ids
 from fourier_flax.models.llama.model import init_cache, positions_from_mask
 
 NEG = -1.0e9  # transformers' "very large negative" for beam bookkeeping
@@ -61,6 +63,7 @@ def generate(
     eos_token_id: int | tuple[int, ...] | None = None,
     pad_token_id: int | None = None,
     rng: jax.Array | None = None,
+    adapter_ids: Any = None,
 ) -> jax.Array:
     """New token ids ``(B, max_new_tokens)`` int32 after a (left-padded) batch of prompts ``(B, T)``.
 
@@ -77,6 +80,8 @@ def generate(
       eos_token_id: token(s) that end a row (default ``model.config.eos_token_id``).
       pad_token_id: fills a row after its EOS (default: the first EOS id).
       rng: a PRNG key, needed when sampling.
+      adapter_ids: for a model adapted with an :class:`~fourier_flax.bank.AdapterBank`, each prompt's adapter
+        ``(B,)`` int (``-1``: the base model); traced, so other ids reuse the compiled program.
 
     Raises:
       ValueError: sampling without ``rng``, sampling combined with beams, or invalid sizes.
@@ -100,15 +105,29 @@ def generate(
     )  # fmt: skip
     graphdef, state = nnx.split(model)
     rng = jax.random.key(0) if rng is None else rng
-    return _generate(graphdef, state, ids, mask, rng, settings)
+    if adapter_ids is not None:
+        adapter_ids = jnp.asarray(adapter_ids, jnp.int32)
+        if adapter_ids.shape != (ids.shape[0],):
+            raise ValueError(
+                f"adapter_ids must hold one id per prompt, shape ({ids.shape[0]},); got {adapter_ids.shape}."
+            )
+    return _generate(graphdef, state, ids, mask, rng, adapter_ids, settings)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "settings"))
-def _generate(graphdef, state, ids, mask, rng, settings: Decoding) -> jax.Array:
+def _generate(graphdef, state, ids, mask, rng, adapters, settings: Decoding) -> jax.Array:
     model = nnx.merge(graphdef, state)
     if settings.num_beams > 1:
-        return _beam_search(model, ids, mask, settings)
-    return _sample(model, ids, mask, rng, settings)
+        return _beam_search(model, ids, mask, adapters, settings)
+    return _sample(model, ids, mask, rng, adapters, settings)
+
+
+def _per_row(adapters: jax.Array | None, rows_per_prompt: int):
+    """The :func:`~fourier_flax.bank.adapter_ids` context for ``rows_per_prompt`` rows per prompt (none without
+    a bank)."""
+    if adapters is None:
+        return contextlib.nullcontext()
+    return use_adapter_ids(jnp.repeat(adapters, rows_per_prompt))
 
 
 def banned_ngram_tokens(sequences: jax.Array, length: jax.Array, n: int, vocab: int) -> jax.Array:
@@ -150,14 +169,15 @@ def _top_p_filter(logits: jax.Array, top_p: float) -> jax.Array:
     return jnp.where(remove, -jnp.inf, logits)
 
 
-def _prefill(model, ids, mask, rows_per_prompt: int, max_new_tokens: int):
+def _prefill(model, ids, mask, adapters, rows_per_prompt: int, max_new_tokens: int):
     """Runs the prompts once, then repeats their cache, logits and positions ``rows_per_prompt`` times."""
     batch, length = ids.shape
     config = model.config
     cache = init_cache(config, batch, length + max_new_tokens)
     key_mask = jnp.concatenate([mask, jnp.ones((batch, max_new_tokens), mask.dtype)], axis=1)
     positions = positions_from_mask(mask)
-    logits, cache = model.step(ids, positions, key_mask, cache, jnp.int32(0))
+    with _per_row(adapters, 1):
+        logits, cache = model.step(ids, positions, key_mask, cache, jnp.int32(0))
     next_position = positions[:, -1] + 1
 
     def repeat(x):
@@ -166,11 +186,11 @@ def _prefill(model, ids, mask, rows_per_prompt: int, max_new_tokens: int):
     return repeat(logits), jax.tree.map(repeat, cache), repeat(key_mask), repeat(next_position)
 
 
-def _sample(model, ids, mask, rng, settings: Decoding) -> jax.Array:
+def _sample(model, ids, mask, rng, adapters, settings: Decoding) -> jax.Array:
     batch, length = ids.shape
     vocab = model.config.vocab_size
     eos = jnp.asarray(settings.eos_token_ids or (-1,), jnp.int32)
-    logits, cache, key_mask, next_position = _prefill(model, ids, mask, 1, settings.max_new_tokens)
+    logits, cache, key_mask, next_position = _prefill(model, ids, mask, adapters, 1, settings.max_new_tokens)
     pad_block = jnp.full((batch, settings.max_new_tokens), settings.pad_token_id, jnp.int32)
     sequences = jnp.concatenate([ids, pad_block], axis=1)
 
@@ -197,7 +217,8 @@ def _sample(model, ids, mask, rng, settings: Decoding) -> jax.Array:
         token = jnp.where(finished, settings.pad_token_id, token)
         sequences = jax.lax.dynamic_update_slice(sequences, token[:, None], (0, cur_len))
         finished = finished | jnp.isin(token, eos)
-        logits, cache = model.step(token[:, None], (next_position + step)[:, None], key_mask, cache, cur_len)
+        with _per_row(adapters, 1):
+            logits, cache = model.step(token[:, None], (next_position + step)[:, None], key_mask, cache, cur_len)
         return step + 1, logits, cache, sequences, finished, key
 
     carry = (jnp.int32(0), logits, cache, sequences, jnp.zeros((batch,), bool), rng)
@@ -205,7 +226,7 @@ def _sample(model, ids, mask, rng, settings: Decoding) -> jax.Array:
     return sequences[:, length:]
 
 
-def _beam_search(model, ids, mask, settings: Decoding) -> jax.Array:
+def _beam_search(model, ids, mask, adapters, settings: Decoding) -> jax.Array:
     """transformers' vectorised beam search (``early_stopping=False``) over a KV cache of ``B · num_beams`` rows."""
     batch, length = ids.shape
     beams, vocab = settings.num_beams, model.config.vocab_size
@@ -213,7 +234,7 @@ def _beam_search(model, ids, mask, settings: Decoding) -> jax.Array:
     keep = max(2, 1 + len(settings.eos_token_ids)) * beams
     top_beam_mask = jnp.arange(keep) < beams
     eos = jnp.asarray(settings.eos_token_ids or (-1,), jnp.int32)
-    logits, cache, key_mask, next_position = _prefill(model, ids, mask, beams, settings.max_new_tokens)
+    logits, cache, key_mask, next_position = _prefill(model, ids, mask, adapters, beams, settings.max_new_tokens)
     pad_block = jnp.full((batch, settings.max_new_tokens), settings.pad_token_id, jnp.int32)
     running = jnp.repeat(jnp.concatenate([ids, pad_block], axis=1)[:, None], beams, axis=1)  # (B, nb, S)
     running_scores = jnp.where(jnp.arange(beams) == 0, 0.0, NEG)[None].repeat(batch, axis=0).astype(jnp.float32)
@@ -264,7 +285,8 @@ def _beam_search(model, ids, mask, settings: Decoding) -> jax.Array:
         rows = (jnp.arange(batch)[:, None] * beams + parent).reshape(-1)
         cache = jax.tree.map(lambda x: x[rows], cache)
         tokens = jax.lax.dynamic_index_in_dim(running, cur_len, axis=2, keepdims=False).reshape(-1, 1)
-        logits, cache = model.step(tokens, (next_position + step)[:, None], key_mask, cache, cur_len)
+        with _per_row(adapters, beams):  # row b·beams + j is a beam of prompt b
+            logits, cache = model.step(tokens, (next_position + step)[:, None], key_mask, cache, cur_len)
         best_running = running_scores[:, :1] / ((cur_len + 1 - length) ** settings.length_penalty)
         worst_finished = jnp.where(finished_flags, jnp.min(finished_scores, axis=1, keepdims=True), NEG)
         improvable = improvable & jnp.any(best_running > worst_finished, axis=-1, keepdims=True)

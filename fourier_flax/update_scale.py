@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from fourier_flax import module_paths
 from fourier_flax.adapted_modules import adapter_leaf_names, adapter_module_paths, module_delta_w, stacked_layers
-from fourier_flax.methods import AdapterConfig
+from fourier_flax.methods import AdapterBank, AdapterConfig, method_of
 
 # Warn above this ‖ΔW‖/‖W0‖ (in any layer) at initialisation. experiments/results/update_scale.md: on the real
 # all-MiniLM-L6-v2 the untouched encoder's zero-shot STS-B Spearman drops by 0.24 points at a largest layer ratio
@@ -57,6 +57,8 @@ def check_update_scale(tree: module_paths.Tree, config: AdapterConfig, threshold
     """Warns (``UserWarning``) when some adapted layer has ``‖ΔW‖/‖W0‖ > threshold``; silent when leaves are traced."""
     if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree)):
         return
+    if isinstance(config, AdapterBank):  # every member is drawn alike: the first stands for all
+        tree, config = method_of(config).member(tree, config, 0), config.adapter
     ratios = update_norm_ratios(tree, config)
     large = {path: r for path, r in ratios.items() if r > threshold}
     if not large:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 import subprocess
 import sys
@@ -48,3 +49,53 @@ def test_bench_spectral_matmul_smoke(tmp_path):
     )
     text = out.read_text()
     assert "spectral-per-example" in text and "dense-per-example" in text and "64×48" in text
+
+
+def test_bench_backward_smoke(tmp_path):
+    out = tmp_path / "bench_backward.md"
+    run("bench_backward.py", "--shapes", "64x48,32x32", "--tokens", "8,16", "--n", "200", "--n-sweep", "400",
+        "--repeats", "2", "--out", str(out))  # fmt: skip
+    text = out.read_text()
+    assert "grad w.r.t. (c, x), larger n" in text and "| 64 × 48 | 8 | 200 |" in text and "### Fit" in text
+
+
+@pytest.mark.torch
+def test_bench_delta_w_smoke(tmp_path):
+    out = tmp_path / "bench_delta_w.md"
+    run("bench_delta_w.py", "--shapes", "48x40", "--stacked-d", "48", "--repeats", "2", "--out", str(out))
+    text = out.read_text()
+    assert "| (48, 40) |" in text and "24 stacked 48×48 layers" in text
+
+
+@pytest.mark.torch
+def test_bench_train_step_smoke(tmp_path):
+    out = tmp_path / "bench_train_step.md"
+    run("bench_train_step.py", "--models", "tiny", "--batches", "2x128", "--repeats", "1", "--no-memory",
+        "--out", str(out))  # fmt: skip
+    text = out.read_text()
+    for config in ("fourierft-dense", "fourierft-spectral", "lora", "head", "floor", "peft-fourierft", "peft-lora"):
+        assert f"| {config} |" in text
+    rss = run("bench_train_step.py", "--memory-worker", "jax", "tiny", "2", "lora")
+    assert json.loads(rss.strip().splitlines()[-1])["rss_delta_mib"] > 0
+
+
+@pytest.mark.torch
+def test_bench_memory_smoke(tmp_path):
+    out = tmp_path / "bench_memory.md"
+    run("bench_memory.py", "--shapes", "tiny/2", "--configs", "fourierft-remat,peft-fourierft-gc", "--out", str(out))
+    text = out.read_text()
+    assert "| tiny | 2x128 | fourierft-remat |" in text and "| tiny | 2x128 | peft-fourierft-gc |" in text
+
+
+def test_bench_mesh_smoke(tmp_path):
+    run("bench_mesh.py", "mesh", "--tiny", "--devices", "1,2", "--n", "100", "--out-dir", str(tmp_path))
+    text = (tmp_path / "bench_mesh.md").read_text()
+    assert "llama-tiny-shaped" in text and "| fsdp | 2 |" in text
+    run("bench_mesh.py", "delta_w", "--shapes", "32x48", "--ns", "50", "--repeats", "2", "--out-dir", str(tmp_path))
+    assert "| 32×48 | 50 |" in (tmp_path / "bench_delta_w_impl.md").read_text()
+
+
+def test_bench_sweep_smoke(tmp_path):
+    out = tmp_path / "bench_sweep.md"
+    run("bench_sweep.py", "--seeds", "2", "--steps", "2", "--out", str(out))
+    assert "2 seeds, `jit(vmap(run_seed))`" in out.read_text()

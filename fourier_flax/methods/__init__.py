@@ -13,9 +13,11 @@ Example::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
+from fourier_flax.methods.bank import AdapterBank, BankMethod
 from fourier_flax.methods.base import AdapterMethod
 from fourier_flax.methods.dora import DoraConfig, DoraMethod
 from fourier_flax.methods.flora import FloraConfig, FloraMethod
@@ -39,11 +41,19 @@ def method_of(config: Any) -> AdapterMethod:
     Raises:
       TypeError: not a registered adapter config.
     """
+    if isinstance(config, AdapterBank):
+        return _bank_of(method_of(config.adapter))
     method = REGISTRY.get(type(config))
     if method is None:
         known = ", ".join(t.__name__ for t in REGISTRY)
         raise TypeError(f"expected an adapter config ({known}), got {type(config).__name__}.")
     return method
+
+
+@functools.cache
+def _bank_of(inner: AdapterMethod) -> BankMethod:
+    """The one :class:`BankMethod` per member method (ValueError for methods without bank support)."""
+    return BankMethod(inner)
 
 
 def method_for_peft(peft_config: Mapping[str, Any]) -> AdapterMethod:
@@ -72,6 +82,7 @@ def method_named(name: str) -> AdapterMethod:
 
 __all__ = [
     "ADAPTER_LEAVES",
+    "AdapterBank",
     "REGISTRY",
     "AdapterMethod",
     "DoraConfig",

@@ -183,6 +183,15 @@ class AdapterMethod:
         for the shared dense path. Framework-neutral: the linen interceptor and the NNX layers both use it."""
         return None
 
+    def bank_matmul(
+        self, config: Any, alpha: Any, path: str, params: Mapping[str, Any], x: jax.Array, ids: jax.Array, *,
+        precision, dtype,
+    ) -> jax.Array:  # fmt: skip
+        """Example ``b``'s ``x[b] @ (W0 + ΔW_{ids[b]})`` for a bank (:mod:`fourier_flax.methods.bank`): ``params``
+        holds the ``(in, out)`` kernel and the leaves with a leading bank axis, ``x`` ``(B, ..., in)``, ``ids``
+        ``(B,)`` (``-1``: ``ΔW = 0``). Methods without it cannot form banks."""
+        raise NotImplementedError
+
     def leaf_axes(self, name: str) -> tuple[str | None, ...] | None:
         """How leaf ``name`` of one (unstacked) layer lies along the kernel's 2-D view: per axis ``"in"``
         (runs along ``d1``), ``"out"`` (along ``d2``) or None; None for a leaf that stays replicated. Meshes

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fourier_flax.methods.bank import base_matmul, selected_rows
 from fourier_flax.methods.base import PEFT_TARGETING_FIELDS, AdapterMethod
 from fourier_flax.targeting import Bias, TargetingConfig
 
@@ -111,6 +112,16 @@ class LoraMethod(AdapterMethod):
 
     def leaf_axes(self, name):
         return {LORA_A: ("in", None), LORA_B: (None, "out")}.get(name)
+
+    def bank_matmul(self, config, alpha, path, params, x, ids, *, precision, dtype):
+        """``x @ W0`` plus each example's ``scale · (x A_b) B_b`` with its gathered factors (Punica-style)."""
+        y = base_matmul(x, params["kernel"], precision=precision, dtype=dtype)
+        lora_a = selected_rows(params[LORA_A], ids).astype(jnp.float32)  # (B, d1, r)
+        lora_b = selected_rows(params[LORA_B], ids).astype(jnp.float32)  # (B, r, d2)
+        rows = x.astype(jnp.float32).reshape(x.shape[0], -1, x.shape[-1])  # (B, T, d1)
+        low = jnp.einsum("btd,bdr->btr", rows, lora_a, precision=precision)
+        update = jnp.einsum("btr,bro->bto", low, lora_b, precision=precision) * np.float32(config.scale)
+        return y + update.reshape(y.shape).astype(y.dtype)
 
     def parameter_count(self, config, path, view):
         return config.r * (view[0] + view[1])

@@ -190,8 +190,7 @@ class AdaptedModule(nnx.Module):
             return self.base(inputs, *args, **kwargs)
         base = self.base
         quantized = isinstance(base, QuantizedLinear)
-        plain = type(base) is nnx.Linear and base.dot_general is None and base.dot_general_cls is None
-        if plain or quantized:
+        if _plain_linear(base) or quantized:
             x = inputs if base.dtype is None else jnp.asarray(inputs, base.dtype)
             alpha = self.scaling if self.scaling is not None else getattr(self.config, "scaling", None)
             precision = getattr(base, "precision", None)
@@ -207,6 +206,15 @@ class AdaptedModule(nnx.Module):
         state = jax.tree.map(lambda leaf: leaf, state)  # fresh Variables: the base's own are not touched
         state["kernel"].value = self.effective_kernel().astype(compute_dtype)
         return nnx.merge(graphdef, state)(inputs, *args, **kwargs)
+
+
+def _plain_linear(layer: nnx.Module) -> bool:
+    """An ``nnx.Linear`` computing exactly ``x @ kernel (+ bias)`` (no custom ``dot_general`` or result type)."""
+    return (
+        type(layer) is nnx.Linear
+        and layer.dot_general is jax.lax.dot_general
+        and getattr(layer, "preferred_element_type", None) is None
+    )
 
 
 def _path(parts) -> str:

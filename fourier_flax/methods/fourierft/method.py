@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fourier_flax import layer_kinds
+from fourier_flax.methods.bank import base_matmul, selected_rows
 from fourier_flax.methods.base import PEFT_TARGETING_FIELDS, AdapterMethod, LayerCall, Shape2D
 from fourier_flax.methods.fourierft import backward
 from fourier_flax.methods.fourierft import sharding as fourierft_sharding
@@ -28,6 +29,7 @@ from fourier_flax.methods.fourierft.config import SPECTRUM, FourierFTConfig
 from fourier_flax.methods.fourierft.entries import entries_digest, kernel_grid, spectral_entries
 from fourier_flax.methods.fourierft.mesh_matmul import matmul_layout, mesh_adapted_matmul
 from fourier_flax.methods.fourierft.spectral import delta_w
+from fourier_flax.methods.fourierft.spectral_matmul import spectral_matmul
 
 
 class FourierFTMethod(AdapterMethod):
@@ -146,6 +148,14 @@ class FourierFTMethod(AdapterMethod):
         if not _spectral_wanted(config, shape, x, spectrum.shape[-1]):
             return None
         return backward.adapted_matmul(x, kernel, spectrum, entries, shape, alpha, precision=precision, dtype=dtype)
+
+    def bank_matmul(self, config, alpha, path, params, x, ids, *, precision, dtype):
+        """``x @ W0`` plus each example's ``x @ ΔW`` straight from its own spectrum (:func:`spectral_matmul`)."""
+        kernel, bank = params["kernel"], params[SPECTRUM]
+        shape = tuple(kernel.shape)
+        entries = spectral_entries(config, shape, bank.shape[-1])
+        y = base_matmul(x, kernel, precision=precision, dtype=dtype)
+        return y + spectral_matmul(x, selected_rows(bank, ids), entries, shape, alpha).astype(y.dtype)
 
 
 def _mesh_layout(path: str, kernel: jax.Array, spectrum: jax.Array):
