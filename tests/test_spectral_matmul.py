@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from fourier_flax.methods.fourierft import delta_w, peft_entries, spectral_matmul, uniform_entries
+from fourier_flax.methods.fourierft.spectral_matmul import fold_tables
 
 SHAPES = [(16, 16), (24, 10), (9, 15), (7, 5)]
 
@@ -79,3 +80,27 @@ def test_bad_shapes_name_the_problem():
         spectral_matmul(jnp.ones((2, 7)), jnp.ones(5), entries, (8, 6), 1.0)
     with pytest.raises(ValueError, match="per-example coefficients"):
         spectral_matmul(jnp.ones((2, 3, 8)), jnp.ones((3, 5)), entries, (8, 6), 1.0)
+
+
+def test_fold_tables_list_every_entry_of_each_half_spectrum_bin():
+    index = np.array([0, 3, 5, 3, 9, 1, 8])  # size 10: half bins 0..5
+    direct, mirror = fold_tables(index, 10)
+    for q in range(6):
+        assert sorted(v for v in direct[q] if v < len(index)) == [k for k in range(7) if index[k] == q]
+        assert sorted(v for v in mirror[q] if v < len(index)) == [k for k in range(7) if index[k] == (10 - q) % 10]
+
+
+@pytest.mark.parametrize("shape", [(24, 10), (9, 15)])
+def test_traced_entries_take_the_scatter_path_with_equal_results(shape):
+    """Concrete entries gather through fold_tables; traced ones scatter: both give the same values and grads."""
+    rng, entries, x = setup(shape, n=40)
+    c = jnp.asarray(rng.standard_normal((3, 40)), jnp.float32)
+    dy = jnp.asarray(rng.standard_normal((3, 4, shape[1])), jnp.float32)
+
+    def loss(x, c, entries):
+        return jnp.sum(spectral_matmul(x, c, entries, shape, 2.0) * dy)
+
+    concrete = jax.value_and_grad(lambda x, c: loss(x, c, entries), (0, 1))(jnp.asarray(x), c)
+    traced = jax.jit(jax.value_and_grad(loss, (0, 1)))(jnp.asarray(x), c, jnp.asarray(entries))
+    for got, want in zip(jax.tree.leaves(traced), jax.tree.leaves(concrete), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(jnp.abs(want).max()))

@@ -12,6 +12,12 @@ coefficients (a batch of requests on different adapters). The backward is a cust
 ``dL/dc_l = alpha/(d1·d2) · Σ_t Re(conj(fft(x_t))[u_l] · conj(fft(dy_t))[v_l])``, summed over each example's tokens.
 FFTs run in float32 (complex64) whatever the input dtype.
 
+The scatter-add at the column frequencies is done as gathers when the entries are concrete (the usual case: they
+are drawn from the config): per bin of the inverse real FFT's half spectrum, a padded table of the entries landing
+in it or in its mirror bin (:func:`fold_tables`, at most a handful per bin). XLA:CPU runs a scatter element by
+element, so the gathers are ~3x faster there at 768 x 768, n = 1000 (``experiments/bench_spectral_matmul.py``);
+traced entries fall back to the scatter.
+
 Example::
 
   E = peft_entries((768, 768), 1000, seed=777)
@@ -42,37 +48,74 @@ def _leading(c: jax.Array, x_ndim: int) -> jax.Array:
     return c.reshape(c.shape[:-1] + (1,) * (x_ndim - c.ndim) + c.shape[-1:])
 
 
-def _apply(x, c, entries, shape: Shape2D, alpha):
+def fold_tables(index: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gather tables for scattering ``n`` values at frequencies ``index`` into the half spectrum of length
+    ``size``: ``direct[q]`` lists the ``l`` with ``index[l] == q``, ``mirror[q]`` those with
+    ``index[l] == -q mod size``, for ``q <= size // 2``; padded with ``n`` (a zero slot appended to the values).
+
+    Returns:
+      int32 ``(size // 2 + 1, m_direct)`` and ``(size // 2 + 1, m_mirror)``.
+    """
+    index = np.asarray(index, np.int64)
+    half, n = size // 2 + 1, len(index)
+    tables = []
+    for bins in (index, (size - index) % size):
+        keep = np.flatnonzero(bins < half)
+        order = keep[np.argsort(bins[keep], kind="stable")]
+        counts = np.bincount(bins[order], minlength=half)
+        table = np.full((half, max(int(counts.max(initial=0)), 1)), n, np.int32)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        slots = np.arange(len(order)) - np.repeat(starts, counts)
+        table[bins[order], slots] = order
+        tables.append(table)
+    return tables[0], tables[1]
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_tables(key: bytes, n: int, shape: Shape2D) -> tuple[np.ndarray, ...]:
+    entries = np.frombuffer(key, np.int32).reshape(2, n)
+    return (*fold_tables(entries[1], shape[1]), *fold_tables(entries[0], shape[0]))
+
+
+def _half_spectrum(weighted: jax.Array, index: jax.Array, size: int, tables) -> jax.Array:
+    """The Hermitian part ``(G + conj(G[-q]))/2`` of ``G = scatter_add(weighted at index)``, bins ``0..size//2``:
+    the half the inverse real FFT reads (``Re(ifft(G)) == irfft`` of it)."""
+    if tables is not None:
+        direct, mirror = tables
+        padded = jnp.concatenate([weighted, jnp.zeros((*weighted.shape[:-1], 1), weighted.dtype)], axis=-1)
+        return 0.5 * (jnp.take(padded, direct, axis=-1).sum(-1) + jnp.conj(jnp.take(padded, mirror, axis=-1).sum(-1)))
+    spectrum = jnp.zeros((*weighted.shape[:-1], size), jnp.complex64).at[..., index].add(weighted)
+    mirrored = jnp.conj(jnp.roll(jnp.flip(spectrum, axis=-1), 1, axis=-1))  # G[(-q) mod size]*
+    return 0.5 * (spectrum + mirrored)[..., : size // 2 + 1]
+
+
+def _apply(x, c, entries, tables, shape: Shape2D, alpha):
     d1, d2 = shape
-    u, v = entries[0], entries[1]
-    weighted = _row_spectrum(x, u, d1) * _leading(c, x.ndim).astype(jnp.float32)  # (..., n) complex64
-    spectrum = jnp.zeros((*weighted.shape[:-1], d2), jnp.complex64).at[..., v].add(weighted)
-    # Re(ifft(G)) is the ifft of G's Hermitian part, which the inverse real FFT takes from its first half.
-    mirrored = jnp.conj(jnp.roll(jnp.flip(spectrum, axis=-1), 1, axis=-1))  # G[(-q) mod d2]*
-    hermitian = 0.5 * (spectrum + mirrored)[..., : d2 // 2 + 1]
-    out = jnp.fft.irfft(hermitian, n=d2, axis=-1)
+    weighted = _row_spectrum(x, entries[0], d1) * _leading(c, x.ndim).astype(jnp.float32)  # (..., n) complex64
+    out = jnp.fft.irfft(_half_spectrum(weighted, entries[1], d2, tables), n=d2, axis=-1)
     return (out * (jnp.asarray(alpha, jnp.float32) / d1)).astype(x.dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _spectral_matmul(x, c, entries, shape, alpha):
-    return _apply(x, c, entries, shape, alpha)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _spectral_matmul(x, c, entries, tables, shape, alpha):
+    return _apply(x, c, entries, tables and tables[:2], shape, alpha)
 
 
-def _forward(x, c, entries, shape, alpha):
-    return _apply(x, c, entries, shape, alpha), (x, c, entries, alpha)
+def _forward(x, c, entries, tables, shape, alpha):
+    return _apply(x, c, entries, tables and tables[:2], shape, alpha), (x, c, entries, tables, alpha)
 
 
 def _backward(shape, residuals, dy):
-    x, c, entries, alpha = residuals
+    x, c, entries, tables, alpha = residuals
     d1, d2 = shape
-    dx = _apply(dy, c, entries[::-1], (d2, d1), alpha).astype(x.dtype)
+    dx = _apply(dy, c, entries[::-1], tables and tables[2:], (d2, d1), alpha).astype(x.dtype)
     products = jnp.real(_row_spectrum(x, entries[0], d1) * _row_spectrum(dy, entries[1], d2))  # (..., n)
     summed = jnp.sum(products, axis=tuple(range(c.ndim - 1, x.ndim - 1)))  # each example's tokens
     alpha32 = jnp.asarray(alpha, jnp.float32)
     dc = (summed * (alpha32 / (d1 * d2))).astype(c.dtype)
-    dalpha = jnp.sum(jnp.real(_apply(x, c, entries, shape, 1.0).astype(jnp.float32) * dy.astype(jnp.float32)))
-    return dx, dc, None, jnp.asarray(dalpha, jnp.asarray(alpha).dtype)
+    forward = _apply(x, c, entries, tables and tables[:2], shape, 1.0)
+    dalpha = jnp.sum(forward.astype(jnp.float32) * dy.astype(jnp.float32))
+    return dx, dc, None, None, jnp.asarray(dalpha, jnp.asarray(alpha).dtype)
 
 
 _spectral_matmul.defvjp(_forward, _backward)
@@ -108,4 +151,8 @@ def spectral_matmul(
             f"per-example coefficients {c.shape} must lead with x's leading axes {x.shape[:-1]} "
             "(e.g. c (B, n) for x (B, T, d1))."
         )
-    return _spectral_matmul(x, c, jnp.asarray(entries, jnp.int32), shape, jnp.asarray(alpha, jnp.float32))
+    tables = None
+    if not isinstance(entries, jax.core.Tracer):
+        concrete = np.ascontiguousarray(np.asarray(entries), np.int32)
+        tables = tuple(jnp.asarray(t) for t in _cached_tables(concrete.tobytes(), concrete.shape[1], shape))
+    return _spectral_matmul(x, c, jnp.asarray(entries, jnp.int32), tables, shape, jnp.asarray(alpha, jnp.float32))
