@@ -99,3 +99,14 @@ def test_bench_sweep_smoke(tmp_path):
     out = tmp_path / "bench_sweep.md"
     run("bench_sweep.py", "--seeds", "2", "--steps", "2", "--out", str(out))
     assert "2 seeds, `jit(vmap(run_seed))`" in out.read_text()
+
+
+def test_bench_many_adapters_smoke(tmp_path):
+    pytest.importorskip("gguf")
+    out = tmp_path / "bench_many_adapters.md"
+    run("bench_many_adapters.py", "--minilm-layers", "1", "--llm-layers", "1", "--minilm-batch", "4",
+        "--llm-batch", "2", "--distinct", "1,B", "--new-tokens", "2", "--rounds", "1", "--out", str(out))  # fmt: skip
+    text = out.read_text()
+    for config in ("base", "fourierft-bank", "lora-bank", "fourierft-merged"):
+        assert f"| k = 4 = B | {config} |" in text and f"| k = 2 = B | {config} |" in text
+    assert "Memory per adapter: FourierFT 8,000 B" in text  # 2 layers x n = 1000 float32
