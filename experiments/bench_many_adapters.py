@@ -23,7 +23,7 @@ Configurations: ``base`` (no adapter), ``fourierft-bank`` (:class:`fourier_flax.
 group of requests on the same adapter; the merges are not timed, their memory is reported).
 
 Timing: ``--rounds`` rounds, every configuration once per round in an order reversed on odd rounds, after a
-compiled warm-up; the number of other runnable threads is sampled before each measurement. Reported: median
+compiled warm-up; the number of other processes' runnable threads is sampled before each measurement. Reported: median
 seconds, per-round ratios to ``base`` (median), and the same over quiet rounds (≤ 0.5 other runnable threads).
 Targets (the issue on many adapters): with every request on its own adapter (``k = B``), ``fourierft-bank`` ≤
 1.3× ``base`` and ≤ ``lora-bank``.
@@ -43,7 +43,6 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from bench_machine import machine_summary  # noqa: E402
-from bench_train_step import others_running  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 CONFIGS = ("base", "fourierft-bank", "lora-bank", "fourierft-merged")
@@ -234,6 +233,19 @@ def _layer(model, path: str):
     for part in path.split("."):
         node = node[int(part)] if part.isdigit() else getattr(node, part)
     return node
+
+
+def others_running() -> int:
+    """Runnable threads on the machine that are not this process's (XLA's pool may still be spinning here)."""
+    with open("/proc/stat") as stat:
+        running = next(int(line.split()[1]) for line in stat if line.startswith("procs_running"))
+    own = 0
+    for task in pathlib.Path("/proc/self/task").iterdir():
+        try:
+            own += (task / "stat").read_text().rsplit(")", 1)[1].split()[0] == "R"
+        except OSError:
+            continue
+    return max(running - own, 0)
 
 
 def measure(runs: dict[str, Callable[[], object]], rounds: int) -> dict:

@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from fourier_flax.data import get_task
 from fourier_flax.finetune import (
@@ -50,7 +51,7 @@ from fourier_flax.finetune import (
     load_tokenizer,
     resolve_run,
 )
-from fourier_flax.finetune.compare import metric_by_seed, paired_by_seed, shared_seeds
+from fourier_flax.finetune.compare import holm_adjust, metric_by_seed, paired_by_seed, shared_seeds
 from fourier_flax.finetune.loop import train_run
 from fourier_flax.finetune.records import append_record, finished_keys, read_records
 
@@ -284,12 +285,19 @@ def render(results: pathlib.Path) -> None:
                 continue
             values = np.array([r["dev_metric"] for r in runs])
             medians.append(float(np.median(values)))
-            row.append(f"{np.median(values):.1f} [{values.min():.1f}, {values.max():.1f}] (n={len(values)})")
+            constant = sum(_constant_predictions(r) for r in runs)
+            flag = f" †{constant}" if constant else ""
+            row.append(f"{np.median(values):.1f} [{values.min():.1f}, {values.max():.1f}] (n={len(values)}){flag}")
         params = next(r["trainable_params_without_head"] for r in records if r["method"] == m)
         avg = f"{np.mean(medians):.1f}" if len(medians) == len(tasks) else "-"
         if len(medians) == len(tasks):
             averages[m] = float(np.mean(medians))
         lines.append(f"| {m} | {params:,d} | " + " | ".join(row) + f" | {avg} |")
+    lines += [
+        "",
+        "†k: k of the cell's runs predict one class for every dev example (CoLA MCC exactly 0): the score is "
+        "chance, not a ranking.",
+    ]
     lines += ["", "Paper-style best dev epoch (optimistic: chosen on the reported set), median over seeds:", ""]
     lines += _markdown_header(["method", *(names[t] for t in tasks)])
     for m in methods:
@@ -325,6 +333,19 @@ def _markdown_header(columns: Sequence[str]) -> list[str]:
     return ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
 
 
+def _constant_predictions(record: dict[str, Any]) -> bool:
+    """A CoLA run whose dev MCC is exactly 0: every dev example got the same class."""
+    return record["task"] == "cola" and record["dev_metric"] == 0.0
+
+
+def _interval(diff) -> str:
+    """``mean [lo, hi]``: the paired-t 95% interval (just the mean for one pair)."""
+    if diff.pairs < 2:
+        return f"{diff.mean:+.1f}"
+    half = stats.t.isf(0.025, diff.pairs - 1) * diff.standard_error
+    return f"{diff.mean:+.1f} [{diff.mean - half:+.1f}, {diff.mean + half:+.1f}]"
+
+
 def _paired_to_fourierft(records, methods, tasks, names) -> list[str]:
     """Lines of FourierFT minus every other method, paired by seed (same head init, dropout and data order)."""
     if "fourierft" not in methods:
@@ -332,12 +353,14 @@ def _paired_to_fourierft(records, methods, tasks, names) -> list[str]:
     lines = [
         "",
         "FourierFT minus each method, paired by seed (runs of one seed share the head's initialisation, dropout and",
-        "data order): mean ± s.e. of the per-seed differences (pairs), and for the 5-task average the paired t-test",
-        "p-value (pairs − 1 degrees of freedom).",
+        "data order): per task the mean of the per-seed differences with its paired-t 95% interval (pairs; not",
+        "adjusted for the many cells); for the 5-task average mean ± s.e., the paired t-test p-value (pairs − 1",
+        "degrees of freedom) and the same p Holm-adjusted over the methods compared (the family the table tests).",
         "",
-        *_markdown_header(["FourierFT minus", *(names[t] for t in tasks), "5-task average", "p"]),
+        *_markdown_header(["FourierFT minus", *(names[t] for t in tasks), "5-task average", "p", "p (Holm)"]),
     ]
     ours = {t: metric_by_seed(records, method="fourierft", task=t) for t in tasks}
+    rows, averages = [], []
     for m in methods:
         if m == "fourierft":
             continue
@@ -345,19 +368,19 @@ def _paired_to_fourierft(records, methods, tasks, names) -> list[str]:
         row = []
         for t in tasks:
             diff = paired_by_seed(ours[t], theirs[t])
-            if diff is None:
-                row.append("-")
-                continue
-            spread = f" ± {diff.standard_error:.1f}" if diff.pairs > 1 else ""
-            row.append(f"{diff.mean:+.1f}{spread} ({diff.pairs})")
+            row.append("-" if diff is None else f"{_interval(diff)} ({diff.pairs})")
         diff = paired_by_seed(*(_task_average(by_task, tasks) for by_task in (ours, theirs)))
+        averages.append(diff)
         if diff is not None:
             spread = f" ± {diff.standard_error:.2f}" if diff.pairs > 1 else ""
             p_value = "-" if np.isnan(diff.p_value) else f"{diff.p_value:.2g}"
             row += [f"{diff.mean:+.2f}{spread} ({diff.pairs})", p_value]
         else:
             row += ["-", "-"]
-        lines.append(f"| {m} | " + " | ".join(row) + " |")
+        rows.append((m, row))
+    adjusted = holm_adjust([np.nan if d is None else d.p_value for d in averages])
+    for (m, row), p in zip(rows, adjusted, strict=True):
+        lines.append(f"| {m} | " + " | ".join(row) + f" | {'-' if np.isnan(p) else f'{p:.2g}'} |")
     return lines
 
 

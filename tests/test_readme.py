@@ -11,7 +11,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def test_readme_examples_run(capsys, tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert len(blocks) == 4, "README.md should hold the PEFT-verbs, functional-core, NNX and LLM examples"
+    assert len(blocks) == 5, "README.md should hold the PEFT-verbs, functional-core, NNX, LLM and bank examples"
     monkeypatch.chdir(tmp_path)  # the examples write sst2_adapter/ and peft_dir/
     namespace: dict = {}
     for block in blocks:
@@ -40,3 +40,11 @@ def test_readme_examples_run(capsys, tmp_path, monkeypatch):
         "model.layers.0.self_attn.v_proj",
     ]
     assert np.isfinite(namespace["lm_loss"]) and namespace["new_tokens"].shape == (1, 24)
+    served, requests, replies = namespace["served"], namespace["requests"], namespace["replies"]
+    assert replies.shape == (3, 8)
+    import fourier_flax as ff
+    from fourier_flax.models import llama, smollm2_path
+
+    plain = llama.from_gguf(smollm2_path(), quantized=True, num_hidden_layers=2)  # request 2 ran the base alone
+    np.testing.assert_array_equal(replies[2], ff.generate(plain, requests[2:3], max_new_tokens=8, eos_token_id=2)[0])
+    assert sorted(ffnnx.adapted_layers(served))[0] == "model.layers.0.self_attn.q_proj"
