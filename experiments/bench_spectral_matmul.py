@@ -15,6 +15,11 @@ tokens, n = 1000 (or fewer on small shapes), jitted forward passes, float32:
 * ``dense-shared``: ``x @ delta_w(c)`` (ΔW formed once); ``dense-per-example``: each example's ΔW formed and
   applied (``vmap``).
 
+A second table, the **forward crossover**, times one adapted layer with a shared adapter as the layer computes it
+— ``x @ (W0 + ΔW)`` with ΔW formed per call — against ``x @ W0 + spectral_matmul(x, c)``, for ``T`` tokens from 1
+(one decoding step of one request) up: the crossover sets
+:func:`fourier_flax.methods.fourierft.spectral_matmul.choose_forward` (the table says what it picks).
+
 Timing: ``--repeats`` rounds, each configuration once per round (order reversed on odd rounds), median seconds
 and the median per-round ratio to ``base``; the number of other runnable threads is sampled before each call
 (quiet rounds: ≤ 0.5). Target (the issue on many adapters): spectral per-example ≤ 1.5× base at 768², n = 1000.
@@ -74,6 +79,66 @@ def configurations(shape, rows, tokens, n):
     return runners
 
 
+def crossover_configurations(shape, tokens, n):
+    import jax
+    import jax.numpy as jnp
+
+    from fourier_flax.methods.fourierft import delta_w, peft_entries, spectral_matmul
+
+    rng = np.random.default_rng(1)
+    entries = peft_entries(shape, n, seed=777)
+    x = jnp.asarray(rng.standard_normal((tokens, shape[0])), jnp.float32)
+    w0 = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+    c = jnp.asarray(rng.standard_normal(n), jnp.float32)
+    functions = {
+        "base": (jax.jit(lambda x, w, c: x @ w), (x, w0, c)),
+        "dense": (jax.jit(lambda x, w, c: x @ (w + delta_w(c, entries, shape, 150.0))), (x, w0, c)),
+        "spectral": (jax.jit(lambda x, w, c: x @ w + spectral_matmul(x, c, entries, shape, 150.0)), (x, w0, c)),
+    }
+    runners = {}
+    for name, (fn, args) in functions.items():
+        fn(*args).block_until_ready()
+
+        def run(fn=fn, args=args):
+            start = time.perf_counter()
+            fn(*args).block_until_ready()
+            return time.perf_counter() - start
+
+        runners[name] = run
+    return runners
+
+
+def crossover_table(shapes, token_counts, n, repeats) -> list[str]:
+    from fourier_flax.methods.fourierft.spectral_matmul import choose_forward
+
+    lines = [
+        "",
+        "## Forward crossover: one adapted layer, shared adapter",
+        "",
+        "`dense`: `x @ (W0 + ΔW)` with ΔW formed in the call; `spectral`: `x @ W0 + spectral_matmul(x, c)`; ms, "
+        "median of rounds (each the best of 3 calls).",
+        "",
+        "| shape | n | tokens | base ms | dense ms | spectral ms | faster | choose_forward | quiet rounds |",
+        "|---|---|---:|---:|---:|---:|---|---|---:|",
+    ]
+    agree = total = 0
+    for shape in shapes:
+        for tokens in token_counts:
+            times = measure(crossover_configurations(shape, tokens, n), repeats)
+            med = {k: 1e3 * statistics.median(t for t, _ in v) for k, v in times.items()}
+            quiet = sum(load <= 0.5 for _, load in times["dense"])
+            faster = "spectral" if med["spectral"] < med["dense"] else "dense"
+            picked = choose_forward(shape, tokens, n)
+            agree, total = agree + (picked == faster), total + 1
+            lines.append(
+                f"| {shape[0]}×{shape[1]} | {n} | {tokens} | {med['base']:.3f} | {med['dense']:.3f} | "
+                f"{med['spectral']:.3f} | {faster} | {picked} | {quiet} |"
+            )
+            print(lines[-1], flush=True)
+    lines += ["", f"`choose_forward` picks the faster form in {agree} of {total} cells."]
+    return lines
+
+
 def measure(runners, repeats):
     times = {name: [] for name in runners}
     for round_index in range(repeats):
@@ -92,6 +157,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--crossover-shapes", default="576x576,576x192,768x768,1024x1024")
+    parser.add_argument("--crossover-tokens", default="1,4,16,64,256,1024")
     parser.add_argument("--out", type=pathlib.Path, default=RESULTS / "bench_spectral_matmul.md")
     args = parser.parse_args()
     lines = [
@@ -103,7 +170,7 @@ def main() -> None:
         "| shape | n | configuration | median ms | / base (all rounds) | / base (quiet rounds) |",
         "|---|---|---|---|---|---|",
     ]
-    for text in args.shapes.split(","):
+    for text in [t for t in args.shapes.split(",") if t]:
         shape = tuple(int(s) for s in text.split("x"))
         n = min(args.n, shape[0] * shape[1])
         times = measure(configurations(shape, args.rows, args.tokens, n), args.repeats)
@@ -117,6 +184,10 @@ def main() -> None:
                 f"| {shape[0]}×{shape[1]} | {n} | {name} | {median_ms:.2f} | "
                 f"{statistics.median(ratios):.2f}× | {quiet_text} |"
             )
+    if args.crossover_shapes:
+        shapes = [tuple(int(s) for s in text.split("x")) for text in args.crossover_shapes.split(",")]
+        tokens = [int(t) for t in args.crossover_tokens.split(",")]
+        lines += crossover_table(shapes, tokens, args.n, args.repeats)
     lines.append("")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines))
