@@ -164,7 +164,7 @@ def spectral_matmul(
 #   FORWARD_CROSSOVER · d1·d2·log2(d1·d2) / (n + 2·(d1 + d2))
 # tokens: ΔW's 2-D FFT against each token's 1-D FFTs and gathers. Fitted to the crossover table of
 # experiments/bench_spectral_matmul.py on this project's 2-core CPU (results/bench_spectral_matmul.md).
-FORWARD_CROSSOVER = 0.1
+FORWARD_CROSSOVER = 0.03
 
 
 def choose_forward(shape: Shape2D, tokens: int, n: int) -> Literal["dense", "spectral"]:
