@@ -39,8 +39,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from bench_machine import machine_summary  # noqa: E402
-from bench_train_step import others_running  # noqa: E402
+from bench_machine import machine_summary, others_running  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 PROMPTS = [

@@ -42,7 +42,7 @@ from collections.abc import Callable
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from bench_machine import machine_summary  # noqa: E402
+from bench_machine import machine_summary, others_running  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 CONFIGS = ("base", "fourierft-bank", "lora-bank", "fourierft-merged")
@@ -233,19 +233,6 @@ def _layer(model, path: str):
     for part in path.split("."):
         node = node[int(part)] if part.isdigit() else getattr(node, part)
     return node
-
-
-def others_running() -> int:
-    """Runnable threads on the machine that are not this process's (XLA's pool may still be spinning here)."""
-    with open("/proc/stat") as stat:
-        running = next(int(line.split()[1]) for line in stat if line.startswith("procs_running"))
-    own = 0
-    for task in pathlib.Path("/proc/self/task").iterdir():
-        try:
-            own += (task / "stat").read_text().rsplit(")", 1)[1].split()[0] == "R"
-        except OSError:
-            continue
-    return max(running - own, 0)
 
 
 def measure(runs: dict[str, Callable[[], object]], rounds: int) -> dict:

@@ -73,6 +73,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from bench_machine import others_running  # noqa: E402  (re-exported for bench_memory.py)
 
 SEQ_LEN = 128
 N_FREQUENCY, SCALING, RANK = 1000, 150.0, 8
@@ -126,15 +127,6 @@ def rss_kib(field: str) -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     raise RuntimeError(f"{field} missing from /proc/self/status")
-
-
-def others_running() -> int:
-    """Runnable threads on the machine right now, minus the sampling one (our workers are idle then)."""
-    with open("/proc/stat") as stat:
-        for line in stat:
-            if line.startswith("procs_running"):
-                return int(line.split()[1]) - 1
-    raise RuntimeError("procs_running missing from /proc/stat")
 
 
 def steal_seconds() -> float:
