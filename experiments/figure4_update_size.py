@@ -78,6 +78,9 @@ def render(rows: list[dict]) -> str:
     lines = [
         "# ‖ΔW‖/‖W0‖ at Figure 4's points (written by experiments/figure4_update_size.py)",
         "",
+        "Reads Figure 4's saved adapters under runs/ (not versioned): on a fresh clone, recreate them with",
+        "`.venv/bin/python experiments/glue_figure4.py run`, then rerun this script.",
+        "",
         "all-MiniLM-L6-v2, query/value, the GLUE table's budget. Largest ‖ΔW‖_F/‖W0‖_F over the 12 adapted",
         "layers, at a fresh N(0, 1) initialisation and after training (the saved stopping-epoch adapter); medians",
         "over seeds. Scale: FourierFT's alpha, LoRA's lora_alpha / r. fourier_flax.update_scale warns above 0.25",

@@ -161,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Trained updates in frequency (written by experiments/frequency_profiles.py)",
         "",
+        "Reads the GLUE table's saved adapters under runs/glue_table/ (not versioned): on a fresh clone, recreate them",
+        "with `.venv/bin/python experiments/glue_table.py table` (~9 h on the 2-core CPU), then rerun this script.",
+        "",
         "Mean |DFT2(ΔW)|² per cell in bands of distance D to the centre of the shifted spectrum, relative to the mean",
         "over all cells (1.0 everywhere = frequency-blind). FourierFT: the learned change ΔW_trained − ΔW_init; full",
         "fine-tuning: W_trained − W0.",
