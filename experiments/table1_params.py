@@ -65,6 +65,7 @@ from transformers import (
     ViTConfig,
 )
 
+from fourier_flax.methods import FourierFTConfig, LoraConfig, method_of
 from fourier_flax.targeting import matches_module
 
 BYTES_PER_PARAM = 4  # float32
@@ -266,11 +267,18 @@ def adapted_matrices(
     return found
 
 
+def _library_count(config, matrices: Sequence[AdaptedMatrix]) -> int:
+    """The library's own count (:meth:`AdapterMethod.parameter_count`) summed over the matrices' ``(d_in, d_out)``
+    views — the numbers ``print_trainable_parameters`` gives for an adapted model."""
+    method = method_of(config)
+    return sum(method.parameter_count(config, m.path, (m.d_in, m.d_out)) for m in matrices)
+
+
 def lora_param_count(matrices: Sequence[AdaptedMatrix], r: int) -> int:
-    """LoRA's trainable parameters: ``A`` (r x d_in) plus ``B`` (d_out x r) per adapted matrix."""
+    """LoRA's trainable parameters: ``A`` (d_in x r) plus ``B`` (r x d_out) per adapted matrix."""
     if r < 1:
         raise ValueError(f"rank r must be positive, got {r}")
-    return sum(r * (m.d_in + m.d_out) for m in matrices)
+    return _library_count(LoraConfig(target_modules=["-"], r=r), matrices)
 
 
 def fourierft_param_count(matrices: Sequence[AdaptedMatrix], n: int) -> int:
@@ -282,7 +290,7 @@ def fourierft_param_count(matrices: Sequence[AdaptedMatrix], n: int) -> int:
     for m in matrices:
         if not 1 <= n <= m.d_in * m.d_out:
             raise ValueError(f"n={n} does not fit the {m.d_out}x{m.d_in} matrix {m.path}")
-    return n * len(matrices)
+    return _library_count(FourierFTConfig(target_modules=["-"], n_frequency=n), matrices)
 
 
 def storage_bytes(param_count: int) -> int:
