@@ -15,7 +15,9 @@ and ``k`` distinct adapters among the ``B`` requests (request ``b`` on adapter `
 * **MiniLM encode**: the real all-MiniLM-L6-v2 (linen, Hugging Face Flax), ``B`` requests × 32 random tokens,
   one jitted forward pass to the last hidden state; ``A = B``.
 * **SmolLM2 decode**: the real SmolLM2-135M-Instruct (NNX, float32 from its GGUF), ``B`` prompts × 32 random
-  tokens, ``--new-tokens`` greedy tokens each (no early stop) with :func:`fourier_flax.generate`; ``A = B``.
+  tokens, ``--new-tokens`` greedy tokens each (no early stop) with :func:`fourier_flax.generate`; ``A = B``. Also one
+  shared FourierFT adapter left unmerged, with ``backward="dense"`` (ΔW formed in every call) and ``"auto"``
+  (``x @ ΔW`` from the spectrum where ``choose_forward`` picks it: the decoding steps).
 
 Configurations: ``base`` (no adapter), ``fourierft-bank`` (:class:`fourier_flax.bank.AdapterBank`, traced
 ``adapter_ids``: ``x @ W0`` plus each request's ``spectral_matmul``), ``lora-bank`` (gathered A/B: Punica-style),
@@ -32,6 +34,7 @@ Targets (the issue on many adapters): with every request on its own adapter (``k
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pathlib
 import statistics
@@ -45,7 +48,6 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from bench_machine import machine_summary, others_running  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
-CONFIGS = ("base", "fourierft-bank", "lora-bank", "fourierft-merged")
 QUIET = 0.5
 TOKENS = 32
 
@@ -160,6 +162,10 @@ class SmolLM2:
             model = llama.from_gguf(smollm2_path(), num_hidden_layers=layers)
             ffnnx.apply_adapter(model, AdapterBank(inner, batch), jax.random.key(1))
             self.models[name] = model
+        for backward in ("dense", "auto"):  # one shared adapter, unmerged: ΔW formed per call, or x @ ΔW per token
+            model = llama.from_gguf(smollm2_path(), num_hidden_layers=layers)
+            ffnnx.apply_adapter(model, dataclasses.replace(fourier, backward=backward), jax.random.key(1))
+            self.models[f"shared-{backward}"] = model
         self.bank_layers = ffnnx.adapted_layers(self.models["fourierft-bank"])
         self.bytes_per_adapter = {
             name: sum(
@@ -187,6 +193,22 @@ class SmolLM2:
                 added += per_layer[path].nbytes if i == 0 else 0
             kernels.append(per_layer)
         return kernels, added
+
+    def shared_runners(self) -> dict[str, Callable[[], object]]:
+        """One shared FourierFT adapter, unmerged: ``backward="dense"`` forms ΔW in every call; ``"auto"`` takes
+        ``x @ W0 + spectral_matmul`` where ``choose_forward`` says (the decoding steps, not the prefill)."""
+        import jax
+
+        settings = {"max_new_tokens": self.new_tokens, "eos_token_id": ()}
+        runs = {
+            "base": self.models["base"],
+            "fourierft-unmerged, dense forward": self.models["shared-dense"],
+            "fourierft-unmerged, choose_forward": self.models["shared-auto"],
+        }
+        return {
+            name: (lambda m=m: jax.block_until_ready(self.ff.generate(m, self.ids, **settings)))
+            for name, m in runs.items()
+        }
 
     def runners(self, k: int) -> tuple[dict[str, Callable[[], object]], dict]:
         import jax
@@ -273,7 +295,7 @@ def render(results: dict, command: str) -> str:
         lines += [f"## {workload}", "", "| distinct adapters k | configuration | s / call | ÷ base | ÷ base (quiet) |"]
         lines.append("|---|---|---:|---:|---:|")
         for key, entry in entries.items():
-            for name in CONFIGS:
+            for name in entry["times"]:
                 median = statistics.median(entry["times"][name])
                 every, quiet = ratio_cells(entry, name) if name != "base" else ("1.00×", "1.00×")
                 lines.append(f"| {key} | {name} | {median:.4f} | {every} | {quiet} |")
@@ -321,6 +343,8 @@ def main() -> None:
                 f"{args.new_tokens} new tokens"
             )
         entries = {}
+        if workload == "smollm2":
+            entries["one shared adapter, unmerged"] = measure(bench.shared_runners(), args.rounds)
         for token in args.distinct.split(","):
             k = batch if token == "B" else int(token)
             runs, extra = bench.runners(k)
