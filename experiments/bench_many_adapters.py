@@ -16,8 +16,7 @@ and ``k`` distinct adapters among the ``B`` requests (request ``b`` on adapter `
   one jitted forward pass to the last hidden state; ``A = B``.
 * **SmolLM2 decode**: the real SmolLM2-135M-Instruct (NNX, float32 from its GGUF), ``B`` prompts × 32 random
   tokens, ``--new-tokens`` greedy tokens each (no early stop) with :func:`fourier_flax.generate`; ``A = B``. Also one
-  shared FourierFT adapter left unmerged, with ``backward="dense"`` (ΔW formed in every call) and ``"auto"``
-  (``x @ ΔW`` from the spectrum where ``choose_forward`` picks it: the decoding steps).
+  shared FourierFT adapter left unmerged (``ff.nnx.apply_adapter``, no bank), against the base model.
 
 Configurations: ``base`` (no adapter), ``fourierft-bank`` (:class:`fourier_flax.bank.AdapterBank`, traced
 ``adapter_ids``: ``x @ W0`` plus each request's ``spectral_matmul``), ``lora-bank`` (gathered A/B: Punica-style),
@@ -34,7 +33,6 @@ Targets (the issue on many adapters): with every request on its own adapter (``k
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import pathlib
 import statistics
@@ -162,10 +160,9 @@ class SmolLM2:
             model = llama.from_gguf(smollm2_path(), num_hidden_layers=layers)
             ffnnx.apply_adapter(model, AdapterBank(inner, batch), jax.random.key(1))
             self.models[name] = model
-        for backward in ("dense", "auto"):  # one shared adapter, unmerged: ΔW formed per call, or x @ ΔW per token
-            model = llama.from_gguf(smollm2_path(), num_hidden_layers=layers)
-            ffnnx.apply_adapter(model, dataclasses.replace(fourier, backward=backward), jax.random.key(1))
-            self.models[f"shared-{backward}"] = model
+        shared = llama.from_gguf(smollm2_path(), num_hidden_layers=layers)  # one adapter, left unmerged
+        ffnnx.apply_adapter(shared, fourier, jax.random.key(1))
+        self.models["shared"] = shared
         self.bank_layers = ffnnx.adapted_layers(self.models["fourierft-bank"])
         self.bytes_per_adapter = {
             name: sum(
@@ -195,16 +192,11 @@ class SmolLM2:
         return kernels, added
 
     def shared_runners(self) -> dict[str, Callable[[], object]]:
-        """One shared FourierFT adapter, unmerged: ``backward="dense"`` forms ΔW in every call; ``"auto"`` takes
-        ``x @ W0 + spectral_matmul`` where ``choose_forward`` says (the decoding steps, not the prefill)."""
+        """One shared FourierFT adapter left unmerged (ΔW is loop-invariant: XLA forms it once per ``generate``)."""
         import jax
 
         settings = {"max_new_tokens": self.new_tokens, "eos_token_id": ()}
-        runs = {
-            "base": self.models["base"],
-            "fourierft-unmerged, dense forward": self.models["shared-dense"],
-            "fourierft-unmerged, choose_forward": self.models["shared-auto"],
-        }
+        runs = {"base": self.models["base"], "fourierft-unmerged": self.models["shared"]}
         return {
             name: (lambda m=m: jax.block_until_ready(self.ff.generate(m, self.ids, **settings)))
             for name, m in runs.items()

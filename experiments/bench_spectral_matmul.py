@@ -17,8 +17,10 @@ tokens, n = 1000 (or fewer on small shapes), jitted forward passes, float32:
 
 A second table, the **forward crossover**, times one adapted layer with a shared adapter as the layer computes it
 — ``x @ (W0 + ΔW)`` with ΔW formed per call — against ``x @ W0 + spectral_matmul(x, c)``, for ``T`` tokens from 1
-(one decoding step of one request) up: the crossover sets
-:func:`fourier_flax.methods.fourierft.spectral_matmul.choose_forward` (the table says what it picks).
+(one decoding step of one request) up. Layers with one shared adapter do not switch to the spectral form below the
+crossover: in a compiled decoding loop XLA computes the loop-invariant ΔW once, before the loop
+(``experiments/bench_many_adapters.py``: an unmerged adapter decodes at the base model's speed), so the per-call
+saving this table shows does not occur there.
 
 Timing: ``--repeats`` rounds, each configuration once per round (order reversed on odd rounds), median seconds
 and the median per-round ratio to ``base``; the number of other runnable threads is sampled before each call
@@ -108,8 +110,6 @@ def crossover_configurations(shape, tokens, n):
 
 
 def crossover_table(shapes, token_counts, n, repeats) -> list[str]:
-    from fourier_flax.methods.fourierft.spectral_matmul import choose_forward
-
     lines = [
         "",
         "## Forward crossover: one adapted layer, shared adapter",
@@ -117,24 +117,20 @@ def crossover_table(shapes, token_counts, n, repeats) -> list[str]:
         "`dense`: `x @ (W0 + ΔW)` with ΔW formed in the call; `spectral`: `x @ W0 + spectral_matmul(x, c)`; ms, "
         "median of rounds (each the best of 3 calls).",
         "",
-        "| shape | n | tokens | base ms | dense ms | spectral ms | faster | choose_forward | quiet rounds |",
-        "|---|---|---:|---:|---:|---:|---|---|---:|",
+        "| shape | n | tokens | base ms | dense ms | spectral ms | faster | quiet rounds |",
+        "|---|---|---:|---:|---:|---:|---|---:|",
     ]
-    agree = total = 0
     for shape in shapes:
         for tokens in token_counts:
             times = measure(crossover_configurations(shape, tokens, n), repeats)
             med = {k: 1e3 * statistics.median(t for t, _ in v) for k, v in times.items()}
             quiet = sum(load <= 0.5 for _, load in times["dense"])
             faster = "spectral" if med["spectral"] < med["dense"] else "dense"
-            picked = choose_forward(shape, tokens, n)
-            agree, total = agree + (picked == faster), total + 1
             lines.append(
                 f"| {shape[0]}×{shape[1]} | {n} | {tokens} | {med['base']:.3f} | {med['dense']:.3f} | "
-                f"{med['spectral']:.3f} | {faster} | {picked} | {quiet} |"
+                f"{med['spectral']:.3f} | {faster} | {quiet} |"
             )
             print(lines[-1], flush=True)
-    lines += ["", f"`choose_forward` picks the faster form in {agree} of {total} cells."]
     return lines
 
 

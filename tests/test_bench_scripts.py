@@ -53,7 +53,7 @@ def test_bench_spectral_matmul_smoke(tmp_path):
     )
     text = out.read_text()
     assert "spectral-per-example" in text and "dense-per-example" in text and "64×48" in text
-    assert "| 64×48 | 1000 | 8 |" in text and "choose_forward` picks the faster form in" in text
+    assert "| 64×48 | 1000 | 8 |" in text and "## Forward crossover" in text
 
 
 def test_bench_backward_smoke(tmp_path):

@@ -29,7 +29,7 @@ from fourier_flax.methods.fourierft.config import SPECTRUM, FourierFTConfig
 from fourier_flax.methods.fourierft.entries import entries_digest, kernel_grid, spectral_entries
 from fourier_flax.methods.fourierft.mesh_matmul import matmul_layout, mesh_adapted_matmul
 from fourier_flax.methods.fourierft.spectral import delta_w
-from fourier_flax.methods.fourierft.spectral_matmul import choose_forward, spectral_matmul
+from fourier_flax.methods.fourierft.spectral_matmul import spectral_matmul
 
 
 class FourierFTMethod(AdapterMethod):
@@ -124,19 +124,15 @@ class FourierFTMethod(AdapterMethod):
             return None
         params = module.variables["params"]
         path = ".".join(str(key) for key in module.scope.path)
-        if not layer_kinds.is_conv1d(module) and (
-            _mesh_layout(path, params["kernel"], params[SPECTRUM]) or _spectral_forward(config, params, inputs)
-        ):
-            return _matmul_layer
+        if not layer_kinds.is_conv1d(module) and _mesh_layout(path, params["kernel"], params[SPECTRUM]):
+            return _mesh_layer
         if not _spectral_wanted(config, tuple(params["kernel"].shape), inputs, params[SPECTRUM].shape[-1]):
             return None
         return _spectral_layer
 
     def matmul(self, config, alpha, path, params, x, *, precision, dtype):
         """``x @ (W0 + ΔW)``: under :func:`fourier_flax.mesh.use_mesh` by
-        :func:`fourier_flax.methods.fourierft.mesh_matmul.mesh_adapted_matmul`; for few tokens
-        (:func:`~fourier_flax.methods.fourierft.spectral_matmul.choose_forward`, unless ``config.backward`` is
-        "dense") as ``x @ W0 + spectral_matmul(x, c)`` without forming ΔW; otherwise by
+        :func:`fourier_flax.methods.fourierft.mesh_matmul.mesh_adapted_matmul`; otherwise by
         :func:`fourier_flax.backward.adapted_matmul` when ``config.backward`` asks for the spectral backward,
         else None (the dense path)."""
         kernel, spectrum = params["kernel"], params[SPECTRUM]
@@ -149,9 +145,6 @@ class FourierFTMethod(AdapterMethod):
             return mesh_adapted_matmul(
                 x, kernel, spectrum, entries, shape, alpha, layout, precision=precision, dtype=dtype
             )
-        if _spectral_forward(config, params, x):
-            y = base_matmul(x, kernel, precision=precision, dtype=dtype)
-            return y + spectral_matmul(x.astype(y.dtype), spectrum, entries, shape, alpha).astype(y.dtype)
         if not _spectral_wanted(config, shape, x, spectrum.shape[-1]):
             return None
         return backward.adapted_matmul(x, kernel, spectrum, entries, shape, alpha, precision=precision, dtype=dtype)
@@ -172,17 +165,8 @@ def _mesh_layout(path: str, kernel: jax.Array, spectrum: jax.Array):
     return matmul_layout(path, tuple(kernel.shape))
 
 
-def _spectral_forward(config: FourierFTConfig, params: Mapping[str, Any], x: jax.Array) -> bool:
-    """Whether this call computes ``x @ ΔW`` from the spectrum (few tokens; never with ``backward="dense"``)."""
-    kernel, spectrum = params["kernel"], params[SPECTRUM]
-    if config.backward == "dense" or jnp.ndim(kernel) != 2 or jnp.ndim(spectrum) != 1:
-        return False
-    tokens = math.prod(jnp.shape(x)[:-1])
-    return choose_forward(tuple(kernel.shape), tokens, spectrum.shape[-1]) == "spectral"
-
-
-def _matmul_layer(config, alpha, path, module, params: Mapping[str, Any], inputs) -> jax.Array:
-    """:meth:`FourierFTMethod.matmul` (its mesh or spectral-forward branch) + bias for an ``nn.Dense``."""
+def _mesh_layer(config, alpha, path, module, params: Mapping[str, Any], inputs) -> jax.Array:
+    """:meth:`FourierFTMethod.matmul` (its mesh branch) + bias for an ``nn.Dense`` under a mesh."""
     x = inputs if module.dtype is None else jnp.asarray(inputs, module.dtype)
     y = FourierFTMethod().matmul(config, alpha, path, params, x, precision=module.precision, dtype=module.dtype)
     if module.use_bias:

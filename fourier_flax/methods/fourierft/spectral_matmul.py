@@ -27,8 +27,6 @@ Example::
 from __future__ import annotations
 
 import functools
-import math
-from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -158,24 +156,3 @@ def spectral_matmul(
         concrete = np.ascontiguousarray(np.asarray(entries), np.int32)
         tables = tuple(jnp.asarray(t) for t in _cached_tables(concrete.tobytes(), concrete.shape[1], shape))
     return _spectral_matmul(x, c, jnp.asarray(entries, jnp.int32), tables, shape, jnp.asarray(alpha, jnp.float32))
-
-
-# ``x @ W0 + spectral_matmul(x, c)`` beats forming ``W0 + ΔW`` for up to about
-#   FORWARD_CROSSOVER · d1·d2·log2(d1·d2) / (n + 2·(d1 + d2))
-# tokens: ΔW's 2-D FFT against each token's 1-D FFTs and gathers. Fitted to the crossover table of
-# experiments/bench_spectral_matmul.py on this project's 2-core CPU (results/bench_spectral_matmul.md).
-FORWARD_CROSSOVER = 0.03
-
-
-def choose_forward(shape: Shape2D, tokens: int, n: int) -> Literal["dense", "spectral"]:
-    """Whether one adapted layer seeing ``tokens`` tokens computes ``x @ ΔW`` from the spectrum ("spectral") or
-    forms ``W0 + ΔW`` ("dense"): spectral only for few tokens (decoding, small batches on large kernels).
-
-    Example::
-
-      choose_forward((576, 576), tokens=16, n=1000)  # one decoding step of 16 requests
-      # 'spectral'
-    """
-    d1, d2 = shape
-    crossover = FORWARD_CROSSOVER * d1 * d2 * math.log2(d1 * d2) / (n + 2 * (d1 + d2))
-    return "spectral" if tokens <= crossover else "dense"
