@@ -43,6 +43,21 @@ from bench_machine import machine_summary, others_running  # noqa: E402
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
 
+def compiled_runners(functions):
+    """Per name, a zero-argument timer of ``fn(*args)`` (seconds), each compiled first."""
+    runners = {}
+    for name, (fn, args) in functions.items():
+        fn(*args).block_until_ready()  # compile
+
+        def run(fn=fn, args=args):
+            start = time.perf_counter()
+            fn(*args).block_until_ready()
+            return time.perf_counter() - start
+
+        runners[name] = run
+    return runners
+
+
 def configurations(shape, rows, tokens, n):
     import jax
     import jax.numpy as jnp
@@ -67,17 +82,7 @@ def configurations(shape, rows, tokens, n):
             (x, each),
         ),
     }
-    runners = {}
-    for name, (fn, args) in functions.items():
-        fn(*args).block_until_ready()  # compile
-
-        def run(fn=fn, args=args):
-            start = time.perf_counter()
-            fn(*args).block_until_ready()
-            return time.perf_counter() - start
-
-        runners[name] = run
-    return runners
+    return compiled_runners(functions)
 
 
 def crossover_configurations(shape, tokens, n):
@@ -96,17 +101,7 @@ def crossover_configurations(shape, tokens, n):
         "dense": (jax.jit(lambda x, w, c: x @ (w + delta_w(c, entries, shape, 150.0))), (x, w0, c)),
         "spectral": (jax.jit(lambda x, w, c: x @ w + spectral_matmul(x, c, entries, shape, 150.0)), (x, w0, c)),
     }
-    runners = {}
-    for name, (fn, args) in functions.items():
-        fn(*args).block_until_ready()
-
-        def run(fn=fn, args=args):
-            start = time.perf_counter()
-            fn(*args).block_until_ready()
-            return time.perf_counter() - start
-
-        runners[name] = run
-    return runners
+    return compiled_runners(functions)
 
 
 def crossover_table(shapes, token_counts, n, repeats) -> list[str]:
