@@ -16,9 +16,17 @@ Commands (each resumable: finished points and runs are read back from the JSONL 
 
   nice -n 19 .venv/bin/python experiments/glue_fair.py sweep --tasks stsb      # -> glue_fair_sweep.jsonl
   nice -n 19 .venv/bin/python experiments/glue_fair.py sweep --tasks sst2
-  .venv/bin/python experiments/glue_fair.py render                              # -> glue_fair_sweep.md
+  nice -n 19 .venv/bin/python experiments/glue_fair.py table --methods fourierft,lora --seeds 0,1,2,3,4
+  nice -n 19 .venv/bin/python experiments/glue_fair.py table --methods bitfit,head,full --seeds 0,1,2
+  .venv/bin/python experiments/glue_fair.py render          # -> glue_fair_sweep.md, glue_fair_table.md (+ .png)
 
-Outputs (experiments/results/): glue_fair_sweep.jsonl, glue_fair_sweep.md.
+The table runs each task at its chosen point (:func:`chosen`) with glue_table.py's protocol (selection-slice
+stopping, full dev set reported). A run whose config equals one already in glue_runs.jsonl (same task, method,
+seed, hyperparameters, epochs, batch and backbone: the old table used the same budget) is copied from there,
+marked ``"reused_from"``, instead of trained again: only the rows whose chosen point changed are re-run.
+
+Outputs (experiments/results/): glue_fair_sweep.jsonl, glue_fair_sweep.md, glue_fair_runs.jsonl,
+glue_fair_table.md, glue_fair_table.png; adapters under runs/glue_fair/ (not versioned).
 """
 
 from __future__ import annotations
@@ -38,7 +46,10 @@ from fourier_flax.finetune import Trainer, default_data_dir, load_classifier, lo
 from fourier_flax.finetune.records import append_record, finished_keys, read_records
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import glue_table  # noqa: E402
 from glue_table import BACKBONE, HEAD_LR, RESULTS, table_run_config  # noqa: E402
+
+RUNS = glue_table.RUNS.parent / "glue_fair"
 
 CORE_METHODS = ("fourierft", "lora", "bitfit", "head", "full")
 SWEEP_TASKS = ("stsb", "sst2")
@@ -187,18 +198,67 @@ def render_sweep(results: pathlib.Path) -> None:
     (results / "glue_fair_sweep.md").write_text("\n".join(lines) + "\n")
 
 
+def table(methods: Sequence[str], seeds: Sequence[int], tasks: Sequence[str], results: pathlib.Path) -> None:
+    """Runs every missing (task, method, seed) at the task's chosen point -> glue_fair_runs.jsonl."""
+    picks = {t: chosen(results, t) for t in tasks}
+    missing = sorted({m for m in methods for t in tasks if m not in picks[t]})
+    if missing:
+        raise SystemExit(f"no sweep points for {missing}: run `glue_fair.py sweep --methods {','.join(missing)}` first")
+    earlier = read_records(results / "glue_runs.jsonl")
+
+    def reuse(identity: dict) -> dict | None:
+        match = next((r for r in earlier if glue_table.identity_of_record(r) == identity), None)
+        return None if match is None else {**match, "reused_from": "glue_runs.jsonl"}
+
+    glue_table.run_cells(
+        results / "glue_fair_runs.jsonl",
+        [(t, m, k) for k in seeds for t in tasks for m in methods],
+        lambda task, method, seed: point_run(task, method, seed, picks[task][method]),
+        RUNS,
+        reuse,
+    )
+
+
+def render_table(results: pathlib.Path) -> None:
+    """glue_fair_table.md and .png from glue_fair_runs.jsonl, with glue_table.py's statistics."""
+    runs = read_records(results / "glue_fair_runs.jsonl")
+    if not runs:
+        return
+    reused = sum("reused_from" in r for r in runs)
+    glue_table.render(
+        results,
+        runs_file="glue_fair_runs.jsonl",
+        out_stem="glue_fair_table",
+        writer="experiments/glue_fair.py render",
+        hyperparameter_source="glue_fair_sweep.md: STS-B and SST-2 their own best, other tasks the best mean",
+        notes=[
+            "Fair tuning (issue 27): every method's grid swept at this table's 3-epoch budget, LoRA's as dense as "
+            "FourierFT's.",
+            f"{reused} of {len(runs)} runs are copied from glue_runs.jsonl, whose run had exactly this config "
+            "(marked reused_from).",
+            "",
+        ],
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=("sweep", "render"))
+    parser.add_argument("stage", choices=("sweep", "table", "render"))
     parser.add_argument("--methods", default=",".join(CORE_METHODS))
-    parser.add_argument("--tasks", default=",".join(SWEEP_TASKS))
+    parser.add_argument("--tasks", help=f"sweep: default {','.join(SWEEP_TASKS)}; table: every GLUE table task")
+    parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--results", default=str(RESULTS))
     args = parser.parse_args(argv)
+    methods = [m for m in args.methods.split(",") if m]
     results = pathlib.Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
+    tasks = [t for t in args.tasks.split(",") if t] if args.tasks else None
     if args.stage == "sweep":
-        sweep([m for m in args.methods.split(",") if m], [t for t in args.tasks.split(",") if t], results)
+        sweep(methods, tasks or SWEEP_TASKS, results)
+    if args.stage == "table":
+        table(methods, [int(k) for k in args.seeds.split(",") if k], tasks or glue_table.TASKS, results)
     render_sweep(results)
+    render_table(results)
     return 0
 
 

@@ -35,7 +35,7 @@ import json
 import pathlib
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -225,42 +225,94 @@ def repo_relative(path: str) -> str:
 
 def table(methods: Sequence[str], seeds: Sequence[int], tasks: Sequence[str], results: pathlib.Path) -> None:
     """Runs every missing (task, method, seed) with the chosen hyperparameters; one JSONL line per run."""
-    path = results / "glue_runs.jsonl"
     picks = chosen(results)
-    data_dir, tokenizer = default_data_dir(), load_tokenizer()
+    run_cells(
+        results / "glue_runs.jsonl",
+        [(t, m, k) for k in seeds for t in tasks for m in methods],  # seed-major: a partial table has every cell
+        lambda task, method, seed: table_run_config(task, method, seed, *picks[method]),
+        RUNS,
+    )
+
+
+def run_cells(
+    path: pathlib.Path,
+    cells: Sequence[tuple[str, str, int]],
+    run_for: Callable[[str, str, int], Any],
+    runs_dir: pathlib.Path,
+    reuse: Callable[[dict[str, Any]], dict[str, Any] | None] = lambda record: None,
+) -> None:
+    """Trains each (task, method, seed) of ``cells`` not yet in ``path`` and appends its record.
+
+    ``run_for`` builds the run's config; ``reuse(expected)`` may return an earlier record of exactly that run
+    (same hyperparameters, budget and backbone), which is appended instead of training again.
+    """
+    data_dir, tokenizer = default_data_dir(), None
     models: dict[int, Any] = {}
     datasets: dict[str, Any] = {}
-    for seed in seeds:  # seed-major: a partial table still has every cell
-        for task_name in tasks:
-            task = get_task(task_name)
-            for method in methods:
-                if (task_name, method, seed) in finished_keys(path, ("task", "method", "seed")):
-                    continue
-                run = table_run_config(task_name, method, seed, *picks[method])
-                if task.num_labels not in models:
-                    models[task.num_labels] = load_classifier(num_labels=task.num_labels, backbone=BACKBONE)
-                if task_name not in datasets:
-                    datasets[task_name] = load_task_data(run, data_dir, tokenizer)
-                (model, base), data = models[task.num_labels], datasets[task_name]
-                result = train_run(
-                    run,
-                    RUNS / task_name / method / f"seed{seed}",
-                    data_dir=data_dir,
-                    trainer=Trainer(model, base, run, data),
-                    progress=False,
-                )
-                record = run_record(run, result, data, model)
-                append_record(path, record)
-                print(
-                    f"{task_name} {method} seed {seed}: dev {record['dev_metric']:.2f} (selection "
-                    f"{record['selection_metric']:.2f}, epoch {result.stopping_epoch}) {result.seconds:.0f} s",
-                    flush=True,
-                )
+    for task_name, method, seed in cells:
+        if (task_name, method, seed) in finished_keys(path, ("task", "method", "seed")):
+            continue
+        task = get_task(task_name)
+        run = run_for(task_name, method, seed)
+        earlier = reuse(run_identity(run))
+        if earlier is not None:
+            append_record(path, earlier)
+            print(f"{task_name} {method} seed {seed}: reused (dev {earlier['dev_metric']:.2f})", flush=True)
+            continue
+        if task.num_labels not in models:
+            models[task.num_labels] = load_classifier(num_labels=task.num_labels, backbone=BACKBONE)
+        if task_name not in datasets:
+            tokenizer = tokenizer or load_tokenizer()
+            datasets[task_name] = load_task_data(run, data_dir, tokenizer)
+        (model, base), data = models[task.num_labels], datasets[task_name]
+        result = train_run(
+            run,
+            runs_dir / task_name / method / f"seed{seed}",
+            data_dir=data_dir,
+            trainer=Trainer(model, base, run, data),
+            progress=False,
+        )
+        record = run_record(run, result, data, model)
+        append_record(path, record)
+        print(
+            f"{task_name} {method} seed {seed}: dev {record['dev_metric']:.2f} (selection "
+            f"{record['selection_metric']:.2f}, epoch {result.stopping_epoch}) {result.seconds:.0f} s",
+            flush=True,
+        )
 
 
-def render(results: pathlib.Path) -> None:
-    """glue_table.md and glue_table.png from glue_runs.jsonl."""
-    records = read_records(results / "glue_runs.jsonl")
+def run_identity(run) -> dict[str, Any]:
+    """What makes two records the same run: task, method, seed, backbone, hyperparameters and epochs/batch."""
+    return {
+        "task": run.task,
+        "method": run.method,
+        "seed": run.seed,
+        "backbone": run.backbone,
+        "hyperparameters": hyperparameters(run),
+        "epochs": run.epochs,
+        "batch_size": run.batch_size,
+    }
+
+
+def identity_of_record(record: dict[str, Any]) -> dict[str, Any]:
+    """:func:`run_identity` read back from a finished run's record."""
+    return {
+        **{k: record[k] for k in ("task", "method", "seed", "backbone", "hyperparameters")},
+        "epochs": record["budget"]["epochs"],
+        "batch_size": record["budget"]["batch_size"],
+    }
+
+
+def render(
+    results: pathlib.Path,
+    runs_file: str = "glue_runs.jsonl",
+    out_stem: str = "glue_table",
+    writer: str = "experiments/glue_table.py render",
+    hyperparameter_source: str = "glue_sweep.md",
+    notes: Sequence[str] = (),
+) -> None:
+    """``out_stem``.md and .png from ``runs_file`` (default: glue_table.md and .png from glue_runs.jsonl)."""
+    records = read_records(results / runs_file)
     cells: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in records:
         cells.setdefault((r["method"], r["task"]), []).append(r)
@@ -268,8 +320,9 @@ def render(results: pathlib.Path) -> None:
     tasks = [t for t in TASKS if any(k[1] == t for k in cells)]
     names = {"sst2": "SST-2 acc", "mrpc": "MRPC acc", "cola": "CoLA MCC", "stsb": "STS-B Pearson", "rte": "RTE acc"}
     lines = [
-        "# GLUE on all-MiniLM-L6-v2 (written by experiments/glue_table.py render from glue_runs.jsonl)",
+        f"# GLUE on all-MiniLM-L6-v2 (written by {writer} from {runs_file})",
         "",
+        *notes,
         "Full dev sets, metric x100 at the stopping epoch chosen on a selection slice held out of training.",
         "Cells: median [min, max] over seeds (n = seeds). Params: trainable, classifier head excluded.",
         "",
@@ -306,14 +359,12 @@ def render(results: pathlib.Path) -> None:
             runs = cells.get((m, t), [])
             row.append(f"{np.median([r['best_dev_metric'] for r in runs]):.1f}" if runs else "-")
         lines.append(f"| {m} | " + " | ".join(row) + " |")
-    hyper = {m: next(r["hyperparameters"] for r in records if r["method"] == m) for m in methods}
     budget = records[0]["budget"] if records else {}
     skip = ("train_examples", "max_length")
     wall = sum(r["wall_s"] for r in records)
     lines += [
         "",
-        "Hyperparameters (from glue_sweep.md): "
-        + "; ".join(f"{m} {json.dumps(h, sort_keys=True)}" for m, h in hyper.items()),
+        f"Hyperparameters (from {hyperparameter_source}): " + "; ".join(_hyperparameters_used(records, methods, tasks)),
         f"Budget (every method): {json.dumps({k: v for k, v in budget.items() if k not in skip})}, "
         "training rows per task min(2000, train minus selection slice), max length per task "
         f"{json.dumps(dict(TASK_MAX_LENGTH))} with length buckets.",
@@ -321,11 +372,26 @@ def render(results: pathlib.Path) -> None:
     ]
     if "fourierft" in averages and "lora" in averages:
         gap = averages["fourierft"] - averages["lora"]
-        lines.append(f"FourierFT 5-task average minus LoRA's: {gap:+.2f} points.")
+        lines.append(f"FourierFT {len(tasks)}-task average minus LoRA's: {gap:+.2f} points.")
     lines += _paired_to_fourierft(records, methods, tasks, names)
-    (results / "glue_table.md").write_text("\n".join(lines) + "\n")
-    _plot(cells, methods, tasks, names, results / "glue_table.png")
+    (results / f"{out_stem}.md").write_text("\n".join(lines) + "\n")
+    _plot(cells, methods, tasks, names, results / f"{out_stem}.png")
     print("\n".join(lines))
+
+
+def _hyperparameters_used(records, methods: Sequence[str], tasks: Sequence[str]) -> list[str]:
+    """Per method its hyperparameters as JSON: once when every task used the same, else per task."""
+    out = []
+    for m in methods:
+        by_task = {
+            t: next((r["hyperparameters"] for r in records if (r["method"], r["task"]) == (m, t)), None) for t in tasks
+        }
+        distinct = {json.dumps(h, sort_keys=True) for h in by_task.values() if h is not None}
+        if len(distinct) == 1:
+            out.append(f"{m} {distinct.pop()}")
+        else:
+            out.append(f"{m} " + ", ".join(f"{t} {json.dumps(h, sort_keys=True)}" for t, h in by_task.items() if h))
+    return out
 
 
 def _markdown_header(columns: Sequence[str]) -> list[str]:
@@ -354,10 +420,12 @@ def _paired_to_fourierft(records, methods, tasks, names) -> list[str]:
         "",
         "FourierFT minus each method, paired by seed (runs of one seed share the head's initialisation, dropout and",
         "data order): per task the mean of the per-seed differences with its paired-t 95% interval (pairs; not",
-        "adjusted for the many cells); for the 5-task average mean ± s.e., the paired t-test p-value (pairs − 1",
-        "degrees of freedom) and the same p Holm-adjusted over the methods compared (the family the table tests).",
+        f"adjusted for the many cells); for the {len(tasks)}-task average mean ± s.e., the paired t-test p-value",
+        "(pairs − 1 degrees of freedom) and the same p Holm-adjusted over the methods compared (the family tested).",
         "",
-        *_markdown_header(["FourierFT minus", *(names[t] for t in tasks), "5-task average", "p", "p (Holm)"]),
+        *_markdown_header(
+            ["FourierFT minus", *(names[t] for t in tasks), f"{len(tasks)}-task average", "p", "p (Holm)"]
+        ),
     ]
     ours = {t: metric_by_seed(records, method="fourierft", task=t) for t in tasks}
     rows, averages = [], []
