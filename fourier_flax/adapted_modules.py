@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from fourier_flax import module_paths, targeting
+from fourier_flax.layer_kinds import MatmulLayer
 from fourier_flax.methods import ADAPTER_LEAVES, AdapterConfig, method_of
 
 
@@ -115,6 +117,40 @@ def module_delta_w(
     shape = kernel_view(path, kernel_shape[stack:], config.kernel_in_axes_for(path))
     update = method_of(config).delta_w(config, path, module, shape, scaling=scaling)
     return update.reshape(kernel_shape)
+
+
+def adapted_matmul_call(
+    config: AdapterConfig, alpha: Any, path: str, params: Mapping, inputs: jax.Array, layer: MatmulLayer | None
+) -> jax.Array | None:
+    """``inputs @ W' (+ bias)`` of an adapted plain matmul ``layer`` by its method's own matmul, or None: run the
+    layer's own computation on the adapted kernel (:func:`module_effective_kernel`). The one call the linen
+    interceptor and the NNX layers share.
+
+    Args:
+      config, alpha: the adapter and its scale in effect (FourierFT's possibly traced ``scaling``).
+      path: the module's path; ``params``: its stored ``kernel`` and adapter leaves.
+      inputs: ``(..., in)``; ``layer``: :func:`fourier_flax.layer_kinds.matmul_layer` of the layer (None: not a
+        plain matmul).
+
+    Raises:
+      ValueError: the method runs only through its own matmul (adapter banks) and the layer is not a plain one.
+    """
+    method = method_of(config)
+    if layer is None:
+        if method.matmul_only:
+            raise ValueError(
+                f"module {path!r} is not a plain x @ kernel layer; {method.name} runs on plain nn.Dense / nnx.Linear "
+                "layers only. Narrow target_modules."
+            )
+        return None
+    x = inputs if layer.dtype is None else jnp.asarray(inputs, layer.dtype)
+    params = {name: value for name, value in params.items() if name == "kernel" or name in ADAPTER_LEAVES}
+    y = method.matmul(
+        config, alpha, path, params, x, precision=layer.precision, dtype=layer.dtype, transposed=layer.transposed
+    )
+    if y is None or layer.bias is None:
+        return y
+    return y + jnp.asarray(layer.bias, y.dtype)
 
 
 def adapter_module_paths(tree: module_paths.Tree) -> list[str]:

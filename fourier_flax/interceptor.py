@@ -24,10 +24,12 @@ Example::
   with intercept(config):
     hidden = model(input_ids, params=params).last_hidden_state
 
-Backward. For ``config.backward`` "spectral"/"auto" and ``nn.Dense``/``FlaxConv1D`` layers, the layer's matmul
-goes through the method's own layer call (:meth:`fourier_flax.methods.base.AdapterMethod.layer_call`; for
-FourierFT :func:`fourier_flax.methods.fourierft.backward.adapted_matmul`),
-which computes ``dL/dc`` without forming the ``d1 × d2`` weight gradient; otherwise the dense path above is used.
+Own matmuls. For plain matmul layers (``nn.Dense``, GPT-2's ``FlaxConv1D``:
+:func:`fourier_flax.layer_kinds.matmul_layer`) the method may compute the layer itself, through the same
+call NNX layers use (:func:`fourier_flax.adapted_modules.adapted_matmul_call`): FourierFT's spectral backward
+for ``config.backward`` "spectral"/"auto" (:func:`fourier_flax.methods.fourierft.backward.adapted_matmul`,
+which computes ``dL/dc`` without forming the ``d1 × d2`` weight gradient), its mesh matmul, adapter banks'
+per-example matmul; otherwise the dense path above is used.
 """
 
 from __future__ import annotations
@@ -42,7 +44,12 @@ import flax.linen as nn
 import jax
 
 from fourier_flax import layer_kinds
-from fourier_flax.adapted_modules import adapter_leaf_names, module_effective_kernel, stacked_layers
+from fourier_flax.adapted_modules import (
+    adapted_matmul_call,
+    adapter_leaf_names,
+    module_effective_kernel,
+    stacked_layers,
+)
 from fourier_flax.methods import ADAPTER_LEAVES, AdapterConfig, method_of
 from fourier_flax.methods.fourierft import FourierFTConfig
 
@@ -111,9 +118,10 @@ def _intercept_call(config: AdapterConfig, alpha, next_fun, args, kwargs, contex
         return next_fun(*args, **kwargs)
     _check_layer(config, path, module)
     params = module.variables["params"]
-    layer_call = method_of(config).layer_call(config, module, args[0])
-    if layer_call is not None:
-        return layer_call(config, alpha, path, module, params, *args)
+    if not kwargs and len(args) == 1:  # a plain matmul layer's call: the method may run its own matmul
+        y = adapted_matmul_call(config, alpha, path, params, args[0], layer_kinds.matmul_layer(module))
+        if y is not None:
+            return y
     kernel = params["kernel"]
     # The layer's compute dtype; with dtype=None the layer promotes itself, so keep the kernel's dtype.
     compute_dtype = getattr(module, "dtype", None) or kernel.dtype

@@ -23,7 +23,9 @@ from flax import nnx, traverse_util
 
 import fourier_flax as ff
 import fourier_flax.nnx as ffnnx
+from fourier_flax.bank import AdapterBank, adapter_ids
 from fourier_flax.methods import METHODS, method_of
+from fourier_flax.methods.fourierft import spectral_entries
 
 IN, OUTS = 12, {"query": 20, "value": 8}
 TARGETS = ("query", "value")
@@ -208,3 +210,91 @@ def test_nnx_surgery_equals_the_linen_interceptor(row):
     functional = NnxNet(base)  # the functional path: given leaves installed on a pretrained model
     ffnnx.install_leaves(functional, config, moved)
     np.testing.assert_allclose(functional(X), adapted_output(moved, config), rtol=0, atol=1e-5)
+
+
+def test_linen_and_nnx_layers_reach_the_method_matmul_through_the_same_call(monkeypatch):
+    """One adapted-call path: a linen nn.Dense and an nnx.Linear hand the method the same stored kernel, leaves,
+    compute dtype and layout, and add the bias the same way (FourierFT's spectral backward is such a matmul)."""
+    config = ff.FourierFTConfig(target_modules=TARGETS, n_frequency=30, scaling=20.0, backward="spectral")
+    method = method_of(config)
+    calls = []
+    real_matmul = type(method).matmul
+
+    def spy(self, config, alpha, path, params, x, **kwargs):
+        calls.append((path, {k: np.asarray(v) for k, v in params.items()}, kwargs["dtype"], kwargs["transposed"]))
+        return real_matmul(self, config, alpha, path, params, x, **kwargs)
+
+    monkeypatch.setattr(type(method), "matmul", spy)
+    base = base_params()
+    params = trained(ff.init_adapter(base, config, jax.random.key(3)), config)
+    linen_out = adapted_output(params, config)
+    linen_calls, calls[:] = list(calls), []
+    model = NnxNet(base)
+    ffnnx.install_leaves(model, config, params)
+    nnx_out = model(X)
+    assert [c[0] for c in linen_calls] == [c[0] for c in calls] == list(TARGETS)
+    for (_, linen_params, *linen_rest), (_, nnx_params, *nnx_rest) in zip(linen_calls, calls, strict=True):
+        assert linen_rest == nnx_rest == [None, False]
+        assert linen_params.keys() == nnx_params.keys() == {"kernel", "fourierft_spectrum"}
+        for key in linen_params:
+            np.testing.assert_array_equal(linen_params[key], nnx_params[key])
+    # independently: x @ (W0 + ΔW) + b with ΔW from a float64 NumPy inverse DFT of the spectrum at its entries
+    for name, out in zip(TARGETS, np.split(np.asarray(linen_out), [OUTS["query"]], axis=-1), strict=True):
+        module = params[name]
+        shape = np.shape(module["kernel"])
+        entries = np.asarray(spectral_entries(config, shape, 30))
+        spectrum = np.zeros(shape, np.complex128)
+        spectrum[entries[0], entries[1]] = np.asarray(module["fourierft_spectrum"], np.float64)
+        kernel = np.asarray(module["kernel"], np.float64) + np.fft.ifft2(spectrum).real * 20.0
+        want = np.asarray(X, np.float64) @ kernel + np.asarray(module["bias"], np.float64)
+        np.testing.assert_allclose(out, want, rtol=0, atol=1e-5 * np.abs(want).max())
+    np.testing.assert_allclose(nnx_out, linen_out, rtol=0, atol=1e-6)
+
+
+def test_a_matmul_only_method_refuses_layers_that_are_not_plain_matmuls_on_linen_and_nnx():
+    config = AdapterBank(ff.LoraConfig(target_modules=["query"], r=2), num_adapters=2)
+
+    class LinenGeneral(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.DenseGeneral(4, name="query")(x)
+
+    params = LinenGeneral().init(jax.random.key(0), X)["params"]
+    params = ff.init_adapter(params, config, jax.random.key(1))
+    with ff.intercept(config), adapter_ids(jnp.zeros(5, jnp.int32)):
+        with pytest.raises(ValueError, match="'query' is not a plain x @ kernel layer; bank runs on plain"):
+            LinenGeneral().apply({"params": params}, X)
+
+    class NnxGeneral(nnx.Module):
+        def __init__(self):
+            self.query = nnx.LinearGeneral(IN, 4, rngs=nnx.Rngs(0))
+
+        def __call__(self, x):
+            return self.query(x)
+
+    model = NnxGeneral()
+    ffnnx.apply_adapter(model, config, jax.random.key(1))
+    with adapter_ids(jnp.zeros(5, jnp.int32)):
+        with pytest.raises(ValueError, match="'query' is not a plain x @ kernel layer; bank runs on plain"):
+            model(X)
+
+
+def test_the_protocol_names_what_a_new_method_must_implement():
+    from fourier_flax.methods.base import AdapterFiles, AdapterMethod, Execution, UpdateRule
+
+    assert UpdateRule.__abstractmethods__ == {"init_leaves", "delta_w", "parameter_count"}
+    assert AdapterFiles.__abstractmethods__ == {"module_record", "record_problems"}
+    assert not getattr(Execution, "__abstractmethods__", ())  # every execution member has a working default
+
+    class Incomplete(AdapterMethod):
+        name, config_type, leaf_names, leaf_ndim = "half", object, ("half_leaf",), 1
+
+        def init_leaves(self, config, path, view, stack_shape, rng, *, kernel, modes, shared=None):
+            return {}
+
+    with pytest.raises(TypeError, match="delta_w"):
+        Incomplete()
+    for method in METHODS:  # a method PEFT has also writes and reads PEFT's per-module tensors
+        if method.peft_type is not None:
+            assert type(method).peft_module_tensors is not AdapterMethod.peft_module_tensors, method.name
+            assert type(method).leaves_from_peft is not AdapterMethod.leaves_from_peft, method.name

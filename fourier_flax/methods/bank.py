@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
-import functools
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -166,10 +165,10 @@ class BankMethod(AdapterMethod):
         raise self._no_single_update(config, path)
 
     def module_record(self, config, path, module, view):
-        raise ValueError(
-            "an adapter bank is not saved as one checkpoint: save each member (fourier_flax.bank.bank_member), "
-            "and load them back with fourier_flax.bank.load_adapter_bank."
-        )
+        raise _not_one_checkpoint()
+
+    def record_problems(self, config, path, record, view, *, kernel):
+        raise _not_one_checkpoint()
 
     def parameter_count(self, config, path, view):
         return config.num_adapters * self.inner.parameter_count(config.adapter, path, view)
@@ -181,19 +180,9 @@ class BankMethod(AdapterMethod):
     def peft_unsupported(self, config):
         return "an adapter bank holds several adapters; export each member (fourier_flax.bank.bank_member)"
 
-    def layer_call(self, config, module, inputs):
-        """The per-example computation for ``nn.Dense`` (other layer kinds are refused)."""
-        import flax.linen as nn
+    matmul_only: ClassVar[bool] = True
 
-        if type(module) is not nn.Dense or module.dot_general is not None or module.dot_general_cls is not None:
-            path = ".".join(str(key) for key in module.scope.path)
-            raise ValueError(
-                f"module {path!r} is a {type(module).__name__}; adapter banks run on plain nn.Dense / nnx.Linear "
-                "layers. Narrow target_modules."
-            )
-        return functools.partial(_dense_bank_layer, self)
-
-    def matmul(self, config, alpha, path, params, x, *, precision, dtype):
+    def matmul(self, config, alpha, path, params, x, *, precision, dtype, transposed=False):
         ids = current_adapter_ids()
         if ids is None:
             raise ValueError(
@@ -208,13 +197,11 @@ class BankMethod(AdapterMethod):
         return self.inner.bank_matmul(config.adapter, alpha, path, params, x, ids, precision=precision, dtype=dtype)
 
 
-def _dense_bank_layer(method: BankMethod, config, alpha, path, module, params, inputs) -> jax.Array:
-    """:meth:`BankMethod.matmul` + bias for an ``nn.Dense``."""
-    x = inputs if module.dtype is None else jnp.asarray(inputs, module.dtype)
-    y = method.matmul(config, alpha, path, params, x, precision=module.precision, dtype=module.dtype)
-    if module.use_bias:
-        y = y + jnp.asarray(params["bias"], y.dtype)
-    return y
+def _not_one_checkpoint() -> ValueError:
+    return ValueError(
+        "an adapter bank is not saved as one checkpoint: save each member (fourier_flax.bank.bank_member), "
+        "and load them back with fourier_flax.bank.load_adapter_bank."
+    )
 
 
 def base_matmul(x: jax.Array, kernel: jax.Array, *, precision, dtype) -> jax.Array:

@@ -4,6 +4,18 @@
 a method: they ask the method registered for a config's type (:func:`method_of`). A method is a subclass of
 :class:`AdapterMethod` in its own module under ``fourier_flax.methods``, listed once in :data:`REGISTRY`.
 
+:class:`AdapterMethod` joins the three roles a method plays; a new method implements:
+
+* :class:`UpdateRule` (the math) — the class attributes, :meth:`~UpdateRule.init_leaves`,
+  :meth:`~UpdateRule.delta_w` and :meth:`~UpdateRule.parameter_count` (abstract: a subclass missing one cannot be
+  instantiated); :meth:`~UpdateRule.effective_kernel` only if it is not ``W0 + ΔW`` (DoRA);
+* :class:`AdapterFiles` (checkpoints and PEFT's files) — :meth:`~AdapterFiles.module_record` and
+  :meth:`~AdapterFiles.record_problems` (abstract); with a ``peft_type``, also
+  :meth:`~AdapterFiles.peft_module_tensors` and :meth:`~AdapterFiles.leaves_from_peft`;
+* :class:`Execution` (how layers run it) — nothing: every member has a working default (the dense path,
+  replicated leaves); override :meth:`~Execution.matmul` for a computation of its own, :meth:`~Execution.leaf_axes`
+  to shard leaves as the kernel, :meth:`~Execution.bank_matmul` to serve adapter banks.
+
 Every method works on a kernel's 2-D view ``(d1, d2)`` (``(in, out)`` for ``nn.Dense``; see
 :func:`fourier_flax.adapted_modules.kernel_view`), possibly with leading axes of layers stacked by ``nn.scan``.
 
@@ -16,7 +28,8 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import abc
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import jax
@@ -33,12 +46,10 @@ PEFT_TARGETING_FIELDS = (
     "layers_to_transform",
     "layers_pattern",
 )
-# (config, alpha, path, module, params, inputs) -> layer output, a method's own matmul with its own backward.
-LayerCall = Callable[..., jax.Array]
 
 
-class AdapterMethod:
-    """One adapter method. Subclasses set the class attributes and implement the abstract methods.
+class UpdateRule(abc.ABC):
+    """The math of a method: its leaves, their initialisation, ``ΔW`` and the effective kernel.
 
     Attributes:
       name: the method's name (``--method``, checkpoint ``adapter_type``).
@@ -77,6 +88,7 @@ class AdapterMethod:
         """How many leading stacked-layer axes the adapter leaves of ``module`` carry."""
         return jnp.ndim(module[self.leaf_names[0]]) - self.leaf_ndim
 
+    @abc.abstractmethod
     def init_leaves(
         self,
         config: Any,
@@ -99,6 +111,7 @@ class AdapterMethod:
         """
         raise NotImplementedError
 
+    @abc.abstractmethod
     def delta_w(
         self, config: Any, path: str, module: Mapping[str, Any], view: Shape2D, *, scaling: Any = None
     ) -> jax.Array:
@@ -118,10 +131,21 @@ class AdapterMethod:
         stack = self.stacked_layers(module)
         return (*jnp.shape(module["kernel"])[:stack], *view)
 
+    @abc.abstractmethod
+    def parameter_count(self, config: Any, path: str, view: Shape2D) -> int:
+        """Trainable adapter parameters of one (unstacked) layer with this view."""
+        raise NotImplementedError
+
+
+class AdapterFiles(abc.ABC):
+    """What a method writes and reads: its checkpoint record per module and Hugging Face PEFT's files."""
+
+    @abc.abstractmethod
     def module_record(self, config: Any, path: str, module: Mapping[str, Any], view: Shape2D) -> dict[str, Any]:
         """What a checkpoint records about one adapted module beyond its kernel shape (JSON values)."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def record_problems(
         self, config: Any, path: str, record: Mapping[str, Any], view: Shape2D, *, kernel: Any
     ) -> list[str]:
@@ -129,16 +153,7 @@ class AdapterMethod:
         (none: [])."""
         raise NotImplementedError
 
-    def parameter_count(self, config: Any, path: str, view: Shape2D) -> int:
-        """Trainable adapter parameters of one (unstacked) layer with this view."""
-        raise NotImplementedError
-
-    def sharded_merged_kernel(self, config: Any, path: str, module: Mapping[str, Any]) -> jax.Array | None:
-        """The merged kernel of a module whose kernel is sharded over several devices, built block by block on
-        those devices (so it also works when the arrays are not fully addressable), or None: merge densely."""
-        return None
-
-    # --- Hugging Face PEFT's files (fourier_flax.peft_interop.export_peft) -----------------------------------
+    # Hugging Face PEFT's files (fourier_flax.peft_interop.export_peft)
     peft_type: ClassVar[str | None] = None  # None: PEFT has no such method
     peft_fields: ClassVar[tuple[str, ...]] = ()  # config fields PEFT's config has under the same name and meaning
 
@@ -171,16 +186,23 @@ class AdapterMethod:
         """PEFT's tensors shared by all modules (VeRA's projections), by key after ``base_model.``."""
         return {}
 
-    def layer_call(self, config: Any, module: Any, inputs: jax.Array) -> LayerCall | None:
-        """A layer computation of the method's own (e.g. a custom backward) for this call, or None for the
-        shared dense path (``kernel + ΔW`` inside the layer's own ``__call__``)."""
-        return None
+
+class Execution:
+    """How adapted layers run a method: the shared dense path unless it has a matmul of its own, leaf shardings,
+    merges of sharded kernels and adapter banks. Every member has a working default."""
+
+    # The method computes only through :meth:`matmul` (no single ΔW): layers that are not plain matmuls are
+    # refused (adapter banks).
+    matmul_only: ClassVar[bool] = False
 
     def matmul(
-        self, config: Any, alpha: Any, path: str, params: Mapping[str, Any], x: jax.Array, *, precision, dtype
-    ) -> jax.Array | None:
-        """``x @ W'`` for a plain ``(in, out)`` matmul layer by the method's own computation (no bias), or None
-        for the shared dense path. Framework-neutral: the linen interceptor and the NNX layers both use it."""
+        self, config: Any, alpha: Any, path: str, params: Mapping[str, Any], x: jax.Array, *, precision, dtype,
+        transposed: bool = False,
+    ) -> jax.Array | None:  # fmt: skip
+        """``x @ W'`` of a plain matmul layer (no bias) by the method's own computation (e.g. a custom backward),
+        or None for the shared dense path. ``params`` holds the stored ``kernel`` (``(in, out)``, or ``(out, in)``
+        when ``transposed``: GPT-2's ``FlaxConv1D``) and the leaves. Framework-neutral: linen and NNX layers reach
+        it through :func:`fourier_flax.adapted_modules.adapted_matmul_call`."""
         return None
 
     def bank_matmul(
@@ -197,3 +219,13 @@ class AdapterMethod:
         (runs along ``d1``), ``"out"`` (along ``d2``) or None; None for a leaf that stays replicated. Meshes
         shard such axes as the kernel's own (as qwix derives LoRA factor shardings from the base weight)."""
         return None
+
+    def sharded_merged_kernel(self, config: Any, path: str, module: Mapping[str, Any]) -> jax.Array | None:
+        """The merged kernel of a module whose kernel is sharded over several devices, built block by block on
+        those devices (so it also works when the arrays are not fully addressable), or None: merge densely."""
+        return None
+
+
+class AdapterMethod(UpdateRule, AdapterFiles, Execution):
+    """One adapter method: its math, its files and its execution (see the module docstring for what a new method
+    implements)."""

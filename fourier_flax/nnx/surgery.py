@@ -13,8 +13,9 @@ import numpy as np
 from flax import nnx, traverse_util
 
 from fourier_flax import targeting
-from fourier_flax.adapted_modules import module_delta_w, module_effective_kernel
+from fourier_flax.adapted_modules import adapted_matmul_call, module_delta_w, module_effective_kernel
 from fourier_flax.adapter import init_adapter
+from fourier_flax.layer_kinds import matmul_layer
 from fourier_flax.methods import method_of
 from fourier_flax.models.quantized import QuantizedLinear
 
@@ -189,32 +190,20 @@ class AdaptedModule(nnx.Module):
         if self.merged:
             return self.base(inputs, *args, **kwargs)
         base = self.base
-        quantized = isinstance(base, QuantizedLinear)
-        if _plain_linear(base) or quantized:
+        alpha = self.scaling if self.scaling is not None else getattr(self.config, "scaling", None)
+        layer = matmul_layer(base) if not (args or kwargs) else None
+        y = adapted_matmul_call(self.config, alpha, self.path, self._params(), inputs, layer)
+        if y is not None:
+            return y
+        if isinstance(base, QuantizedLinear):  # the dense path: the 4-bit kernel, dequantized, plus ΔW
             x = inputs if base.dtype is None else jnp.asarray(inputs, base.dtype)
-            alpha = self.scaling if self.scaling is not None else getattr(self.config, "scaling", None)
-            precision = getattr(base, "precision", None)
-            y = method_of(self.config).matmul(
-                self.config, alpha, self.path, self._params(), x, precision=precision, dtype=base.dtype
-            )
-            if y is None and quantized:  # the dense path: the 4-bit kernel, dequantized, plus ΔW
-                y = x @ self.effective_kernel().astype(x.dtype)
-            if y is not None:
-                return y if base.bias is None else y + jnp.asarray(base.bias[...], y.dtype)
+            y = x @ self.effective_kernel().astype(x.dtype)
+            return y if base.bias is None else y + jnp.asarray(base.bias[...], y.dtype)
         compute_dtype = getattr(base, "dtype", None) or base.kernel[...].dtype
         graphdef, state = nnx.split(base)
         state = jax.tree.map(lambda leaf: leaf, state)  # fresh Variables: the base's own are not touched
         state["kernel"].value = self.effective_kernel().astype(compute_dtype)
         return nnx.merge(graphdef, state)(inputs, *args, **kwargs)
-
-
-def _plain_linear(layer: nnx.Module) -> bool:
-    """An ``nnx.Linear`` computing exactly ``x @ kernel (+ bias)`` (no custom ``dot_general`` or result type)."""
-    return (
-        type(layer) is nnx.Linear
-        and layer.dot_general is jax.lax.dot_general
-        and getattr(layer, "preferred_element_type", None) is None
-    )
 
 
 def _path(parts) -> str:

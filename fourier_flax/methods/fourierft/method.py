@@ -13,16 +13,14 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fourier_flax import layer_kinds
 from fourier_flax.methods.bank import base_matmul, selected_rows
-from fourier_flax.methods.base import PEFT_TARGETING_FIELDS, AdapterMethod, LayerCall, Shape2D
+from fourier_flax.methods.base import PEFT_TARGETING_FIELDS, AdapterMethod, Shape2D
 from fourier_flax.methods.fourierft import backward
 from fourier_flax.methods.fourierft import sharding as fourierft_sharding
 from fourier_flax.methods.fourierft.config import SPECTRUM, FourierFTConfig
@@ -118,35 +116,25 @@ class FourierFTMethod(AdapterMethod):
             )
         return {SPECTRUM: spectrum}
 
-    def layer_call(self, config, module, inputs) -> LayerCall | None:
-        """The spectral-backward matmul for ``nn.Dense`` / ``FlaxConv1D`` when ``config.backward`` asks for it."""
-        if not layer_kinds.owns_matmul(module):
-            return None
-        params = module.variables["params"]
-        path = ".".join(str(key) for key in module.scope.path)
-        if not layer_kinds.is_conv1d(module) and _mesh_layout(path, params["kernel"], params[SPECTRUM]):
-            return _mesh_layer
-        if not _spectral_wanted(config, tuple(params["kernel"].shape), inputs, params[SPECTRUM].shape[-1]):
-            return None
-        return _spectral_layer
-
-    def matmul(self, config, alpha, path, params, x, *, precision, dtype):
+    def matmul(self, config, alpha, path, params, x, *, precision, dtype, transposed=False):
         """``x @ (W0 + ΔW)``: under :func:`fourier_flax.mesh.use_mesh` by
         :func:`fourier_flax.methods.fourierft.mesh_matmul.mesh_adapted_matmul`; otherwise by
         :func:`fourier_flax.backward.adapted_matmul` when ``config.backward`` asks for the spectral backward,
-        else None (the dense path)."""
+        else None (the dense path). ``transposed``: the kernel is stored ``(out, in)`` (GPT-2's ``FlaxConv1D``)."""
         kernel, spectrum = params["kernel"], params[SPECTRUM]
         if jnp.ndim(kernel) != 2 or jnp.ndim(spectrum) != 1:
             return None
         shape = tuple(kernel.shape)
         entries = spectral_entries(config, shape, spectrum.shape[-1])
-        layout = _mesh_layout(path, kernel, spectrum)
+        layout = None if transposed else _mesh_layout(path, kernel, spectrum)
         if layout is not None:
             return mesh_adapted_matmul(
                 x, kernel, spectrum, entries, shape, alpha, layout, precision=precision, dtype=dtype
             )
         if not _spectral_wanted(config, shape, x, spectrum.shape[-1]):
             return None
+        if transposed:  # y = x @ (W0 + ΔW).T, and ΔW(E, shape).T == ΔW(E[::-1], shape[::-1])
+            kernel, entries, shape = kernel.T, entries[::-1], shape[::-1]
         return backward.adapted_matmul(x, kernel, spectrum, entries, shape, alpha, precision=precision, dtype=dtype)
 
     def bank_matmul(self, config, alpha, path, params, x, ids, *, precision, dtype):
@@ -165,15 +153,6 @@ def _mesh_layout(path: str, kernel: jax.Array, spectrum: jax.Array):
     return matmul_layout(path, tuple(kernel.shape))
 
 
-def _mesh_layer(config, alpha, path, module, params: Mapping[str, Any], inputs) -> jax.Array:
-    """:meth:`FourierFTMethod.matmul` (its mesh branch) + bias for an ``nn.Dense`` under a mesh."""
-    x = inputs if module.dtype is None else jnp.asarray(inputs, module.dtype)
-    y = FourierFTMethod().matmul(config, alpha, path, params, x, precision=module.precision, dtype=module.dtype)
-    if module.use_bias:
-        y = y + jnp.asarray(params["bias"], y.dtype)
-    return y
-
-
 def _spectral_wanted(config: FourierFTConfig, shape: Shape2D, inputs: jax.Array, n: int) -> bool:
     """``config.backward`` "spectral", or "auto" where :func:`fourier_flax.backward.choose_backward`
     measured the spectral backward faster for this kernel, token count and ``n``."""
@@ -183,21 +162,3 @@ def _spectral_wanted(config: FourierFTConfig, shape: Shape2D, inputs: jax.Array,
         tokens = math.prod(jnp.shape(inputs)[:-1])
         return backward.choose_backward(shape, tokens, n) != "dense"
     return True
-
-
-def _spectral_layer(config, alpha, path, module, params: Mapping[str, Any], inputs) -> jax.Array:
-    """``adapted_matmul(x, W0, c, E, shape, alpha) + bias`` for an ``nn.Dense`` or ``FlaxConv1D`` layer."""
-    kernel, spectrum = params["kernel"], params[SPECTRUM]
-    shape = (math.prod(kernel.shape[:1]), math.prod(kernel.shape[1:]))
-    entries = spectral_entries(config, shape, spectrum.shape[-1])
-    if layer_kinds.is_conv1d(module):
-        # FlaxConv1D: y = x @ kernel.T; ΔW(E, shape).T == ΔW(E[::-1], shape[::-1])
-        kernel, entries, shape = kernel.T, entries[::-1], shape[::-1]
-    # dtype=None promotes x and the kernel as nn.Dense(dtype=None) does.
-    x = inputs if module.dtype is None else jnp.asarray(inputs, module.dtype)
-    y = backward.adapted_matmul(
-        x, kernel, spectrum, entries, shape, alpha, precision=module.precision, dtype=module.dtype
-    )
-    if module.use_bias:
-        y = y + jnp.asarray(params["bias"], y.dtype)
-    return y
