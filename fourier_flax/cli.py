@@ -16,7 +16,7 @@ Commands::
       checkpoint checks on load. ``--base`` is a Hugging Face model directory loaded with the Flax twin of the
       class PEFT recorded (``auto_mapping``; ``--base-class`` overrides, default ``FlaxAutoModel``).
   fourier-flax train [--task sst2] [--method fourierft,head] [--preset quick|paper|tiny] [--out DIR] [--lr ...]
-      fine-tune MiniLM on a GLUE task; flags as experiments/glue.py (fourier_flax.finetune.command).
+      fine-tune MiniLM on a GLUE task; flags as experiments/paper/glue.py (fourier_flax.finetune.command).
 
 Each command is a small ``add_<command>(subparsers)`` function; :data:`COMMANDS` lists them, so a new command
 (e.g. ``train``) is one more function there.
@@ -223,7 +223,8 @@ def add_train(subparsers: Subparsers) -> None:
     from fourier_flax.finetune.command import add_train_arguments, run_train
 
     parser = subparsers.add_parser(
-        "train", help="fine-tune MiniLM on a GLUE task (fourierft, lora, bitfit, head, full); see experiments/glue.py"
+        "train",
+        help="fine-tune MiniLM on a GLUE task (fourierft, lora, bitfit, head, full); see experiments/paper/glue.py",
     )
     add_train_arguments(parser)
     parser.set_defaults(run=run_train)

@@ -6,8 +6,8 @@ weights, on a 384×384 kernel than on a 768×768 one. LoRA starts at ΔW = 0. :f
 the ratio on the real params; :func:`check_update_scale` warns when a layer exceeds :data:`WARN_RATIO`, and
 :func:`fourier_flax.init_adapter` calls it whenever the params are concrete.
 
-Threshold. ``experiments/update_scale.py`` adds FourierFT at initialisation to the real all-MiniLM-L6-v2 (n = 1000
-on query/value) and scores the untouched sentence encoder on STS-B dev (Spearman of the embeddings' cosine):
+Threshold. ``experiments/studies/update_scale.py`` adds FourierFT at initialisation to the real all-MiniLM-L6-v2
+(n = 1000 on query/value) and scores the untouched sentence encoder on STS-B dev (Spearman of the embeddings' cosine):
 ``experiments/results/update_scale.md``. :data:`WARN_RATIO` sits where that damage starts to exceed the spread
 over initialisation seeds.
 

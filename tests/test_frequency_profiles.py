@@ -1,4 +1,4 @@
-"""The frequency picture of ``experiments/frequency_profiles.py``, checked on updates whose spectrum is known."""
+"""The frequency picture of ``experiments/studies/frequency_profiles.py``, checked on updates of known spectrum."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""experiments/glue_fair.py: which grid point each task gets and which table runs are re-run (synthetic records)."""
+"""experiments/paper/glue_fair.py: which grid point each task gets, which table runs are re-run (synthetic records)."""
 
 from __future__ import annotations
 

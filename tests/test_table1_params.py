@@ -1,4 +1,4 @@
-"""Counting logic of ``experiments/table1_params.py`` (the paper's Table 1) on small and real configs."""
+"""Counting logic of ``experiments/paper/table1_params.py`` (the paper's Table 1) on small and real configs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ``train`` command (``fourier-flax train`` and ``experiments/glue.py``): flags, runs, printed summary.
+"""The ``train`` command (``fourier-flax train`` and ``experiments/paper/glue.py``): flags, runs, printed summary.
 
 Several methods given as ``--method fourierft,head`` train on the same data and the same loaded model, one after
 the other, each in ``OUT/<method>``; the last lines compare them.
@@ -151,7 +151,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python experiments/glue.py [flags]``."""
+    """``python experiments/paper/glue.py [flags]``."""
     parser = argparse.ArgumentParser(description="Fine-tune all-MiniLM-L6-v2 on a GLUE task (FourierFT and baselines).")
     add_train_arguments(parser)
     return run_train(parser.parse_args(argv))

@@ -116,7 +116,7 @@ TASK_MAX_LENGTH: Mapping[str, int] = {"sst2": 64, "cola": 48, "mrpc": 128, "stsb
 # The other methods' own rate (FourierFT's comes from PAPER_PRESETS): LoRA's RoBERTa-base rates (Hu et al.,
 # 2021, 4e-4 to 5e-4, also used for DoRA and FLoRA), VeRA's 4e-3 (Kopiczko et al., 2024), an SVFT rate in its
 # paper's 1e-3-1e-2 range, BitFit's 1e-3 range (Ben Zaken et al., 2022) and the usual 2e-5 for full fine-tuning.
-# Starting points only: experiments/glue_table.py sweeps every method's rate.
+# Starting points only: experiments/paper/glue_table.py sweeps every method's rate.
 METHOD_LR: Mapping[str, float] = {
     "lora": 5e-4,
     "dora": 5e-4,
@@ -132,11 +132,11 @@ QUICK_HEAD_LR = 3e-2  # head-only's rate from the sweep (results/glue_sweep.md)
 # Changes a named preset makes to the paper's protocol; "method_overrides" holds per-method values.
 PRESETS: Mapping[str, Mapping[str, Any]] = {
     "paper": {},
-    # The GLUE table's budget on a 2-core CPU (experiments/glue_table.py): the same for every method.
+    # The GLUE table's budget on a 2-core CPU (experiments/paper/glue_table.py): the same for every method.
     "glue": {"epochs": 3, "batch_size": 32, "max_train_examples": 2000},
     # Minutes on a 2-core CPU (~3 s per MiniLM-L6 step at 32x32): a 1,024-example subsample, 3 epochs of 32 steps.
-    # The main job (experiments/glue.py): 2 epochs of 2,000 rows, with the rates and scaling that
-    # experiments/glue_table.py's sweep chose on the STS-B selection slice (results/glue_sweep.md); the classifier
+    # The main job (experiments/paper/glue.py): 2 epochs of 2,000 rows, with the rates and scaling that
+    # experiments/paper/glue_table.py's sweep chose on the STS-B selection slice (results/glue_sweep.md); the classifier
     # rate is the table's 1e-2.
     "quick": {
         "epochs": 2,

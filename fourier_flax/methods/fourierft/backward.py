@@ -11,7 +11,7 @@ so ``dL/dc_l = alpha / (d1·d2) · Re Σ_t X̂[t, u_l] Ŷ[t, v_l]``: two 1-D rea
 ``rfft`` suffices and entries past the half read their mirror, conjugated.
 
 Whether this beats autodiff depends on shape, token count and ``n``; :func:`choose_backward` holds the rule
-measured by ``experiments/bench_backward.py`` (results in ``experiments/results/bench_backward.md``).
+measured by ``experiments/benchmarks/bench_backward.py`` (results in ``experiments/results/bench_backward.md``).
 
 Example::
 
@@ -205,7 +205,7 @@ def backward_cost_terms(shape: Shape2D, tokens: int, n: int) -> tuple[tuple[floa
 
 
 # Seconds per unit of each backward_cost_terms term: the non-negative least-squares fit printed by
-# experiments/bench_backward.py on the shared 2-core AMD EPYC CPU (float32, "grad w.r.t. (c, x)" rows).
+# experiments/benchmarks/bench_backward.py on the shared 2-core AMD EPYC CPU (float32, "grad w.r.t. (c, x)" rows).
 _SAVED_MATMUL, _SAVED_RFFT2, _SPENT_RFFT, _SPENT_GATHER = 6.1e-11, 7.8e-11, 2.6e-10, 9.5e-9
 
 
@@ -214,7 +214,7 @@ def choose_backward(shape: Shape2D, tokens: int, n: int) -> Literal["dense", "sp
 
     For ``FourierFTConfig(backward="auto")``. The spectral pass trades the weight-gradient matmul
     (``T·d1·d2``) for two feature-axis rffts (``T·Σ d·log d``) and a gather (``T·n``); the rule weighs those
-    terms (:func:`backward_cost_terms`) with constants fitted to ``experiments/bench_backward.py`` on this
+    terms (:func:`backward_cost_terms`) with constants fitted to ``experiments/benchmarks/bench_backward.py`` on this
     project's 2-core CPU:
 
         spectral  iff  6.1e-11·T·d1·d2 + 7.8e-11·d1·d2·log2(d1·d2) > 2.6e-10·T·(d1·log2 d1 + d2·log2 d2) + 9.5e-9·T·n

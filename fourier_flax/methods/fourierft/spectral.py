@@ -89,7 +89,7 @@ def _per_layer(fn, stacked: jax.Array, core_ndim: int) -> jax.Array:
     """Applies ``fn`` to each slice of ``stacked`` over its leading (stacked-layer) axes, one layer at a time.
 
     XLA's CPU FFT and scatter run a batched ``(L, d1, d2)`` array about twice as slowly as ``L`` single-layer
-    calls (measured in experiments/bench_delta_w.py), so stacked layers go through ``lax.map``.
+    calls (measured in experiments/benchmarks/bench_delta_w.py), so stacked layers go through ``lax.map``.
     """
     lead = stacked.shape[: stacked.ndim - core_ndim]
     if not lead:
@@ -136,11 +136,11 @@ _unit_delta_w.defvjp(_unit_delta_w_fwd, _unit_delta_w_bwd)
 # The matmul form builds cos/sin tables from integer phases p·u mod d1 in int32: exact while d1·d1 < 2^31.
 MATMUL_MAX_SIDE = 46340
 # "auto" on CPU: the matmul form costs ~4·d1·d2·n flops of dense matmul against the FFT's ~d1·d2·log(d1·d2) of
-# memory-bound passes, so the crossover n grows with the kernel. experiments/bench_mesh.py delta_w (quiet rounds,
-# results/bench_delta_w_impl.md; forward + backward, shapes 384² to 4096², n 50-4000) found matmul faster only at
-# n <= 100 on 4096² and n = 50 on 768×3072, FFT everywhere else: matmul iff n <= sqrt(d1·d2) / 30 separates all
-# 30 measured cells. GPU (cuFFT is fast) takes the CPU rule, reasoned. On TPU (fast matrix units, slow FFTs)
-# matmul up to MATMUL_TPU_MAX_N, reasoned, not measured.
+# memory-bound passes, so the crossover n grows with the kernel. experiments/benchmarks/bench_mesh.py delta_w
+# (quiet rounds, results/bench_delta_w_impl.md; forward + backward, shapes 384² to 4096², n 50-4000) found matmul
+# faster only at n <= 100 on 4096² and n = 50 on 768×3072, FFT everywhere else: matmul iff n <= sqrt(d1·d2) / 30
+# separates all 30 measured cells. GPU (cuFFT is fast) takes the CPU rule, reasoned. On TPU (fast matrix units,
+# slow FFTs) matmul up to MATMUL_TPU_MAX_N, reasoned, not measured.
 MATMUL_CPU_CELLS_PER_N = 30.0
 MATMUL_TPU_MAX_N = 4096
 Impl = Literal["fft", "matmul", "auto"]

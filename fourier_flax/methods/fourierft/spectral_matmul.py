@@ -15,8 +15,8 @@ FFTs run in float32 (complex64) whatever the input dtype.
 The scatter-add at the column frequencies is done as gathers when the entries are concrete (the usual case: they
 are drawn from the config): per bin of the inverse real FFT's half spectrum, a padded table of the entries landing
 in it or in its mirror bin (:func:`fold_tables`, at most a handful per bin). XLA:CPU runs a scatter element by
-element, so the gathers are ~3x faster there at 768 x 768, n = 1000 (``experiments/bench_spectral_matmul.py``);
-traced entries fall back to the scatter.
+element, so the gathers are ~3x faster there at 768 x 768, n = 1000
+(``experiments/benchmarks/bench_spectral_matmul.py``); traced entries fall back to the scatter.
 
 Example::
 

@@ -2,7 +2,7 @@
 
 Command (after ``glue_figure4.py run``; ~1 min, no training)::
 
-  .venv/bin/python experiments/figure4_update_size.py   # writes results/figure4_update_size.md
+  .venv/bin/python experiments/studies/figure4_update_size.py   # writes results/figure4_update_size.md
 
 For every record of ``results/figure4_runs.jsonl`` (both scaling rules) it loads the saved adapter onto the real
 all-MiniLM-L6-v2 and takes the largest ‖ΔW‖_F/‖W0‖_F over the 12 adapted layers
@@ -30,7 +30,9 @@ from fourier_flax.finetune import load_classifier
 from fourier_flax.finetune.records import read_records
 from fourier_flax.update_scale import update_norm_ratios
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # experiments/: experiment_paths
+from experiment_paths import REPO, RESULTS  # noqa: E402
+
 BACKBONE = "hf-flax"
 MEASURES = ("scale", "lr", "initial", "trained", "dev")
 
@@ -53,7 +55,7 @@ def measure(records: list[dict]) -> list[dict]:
         if task.num_labels not in bases:
             bases[task.num_labels] = load_classifier(num_labels=task.num_labels, backbone=BACKBONE)[1]
         base = bases[task.num_labels]
-        adapter_dir = (RESULTS.parent.parent / record["adapter_path"]).parent  # recorded relative to the repo
+        adapter_dir = (REPO / record["adapter_path"]).parent  # recorded relative to the repo
         config, trained = load_adapter(adapter_dir, base)
         initial = ff.init_adapter(base, config, jax.random.key(record["seed"]))
         rows.append(
@@ -76,10 +78,10 @@ def measure(records: list[dict]) -> list[dict]:
 def render(rows: list[dict]) -> str:
     """The markdown table: per (task, rule, n) the medians over seeds."""
     lines = [
-        "# ‖ΔW‖/‖W0‖ at Figure 4's points (written by experiments/figure4_update_size.py)",
+        "# ‖ΔW‖/‖W0‖ at Figure 4's points (written by experiments/studies/figure4_update_size.py)",
         "",
         "Reads Figure 4's saved adapters under runs/ (not versioned): on a fresh clone, recreate them with",
-        "`.venv/bin/python experiments/glue_figure4.py run`, then rerun this script.",
+        "`.venv/bin/python experiments/paper/glue_figure4.py run`, then rerun this script.",
         "",
         "all-MiniLM-L6-v2, query/value, the GLUE table's budget. Largest ‖ΔW‖_F/‖W0‖_F over the 12 adapted",
         "layers, at a fresh N(0, 1) initialisation and after training (the saved stopping-epoch adapter); medians",

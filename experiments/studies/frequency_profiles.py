@@ -1,8 +1,8 @@
 """What trained updates look like in frequency: radial DFT energy of trained ΔW, and which FourierFT entries grew.
 
-Command (after ``experiments/glue_table.py table``, whose adapters it reads from ``runs/glue_table/``)::
+Command (after ``experiments/paper/glue_table.py table``, whose adapters it reads from ``runs/glue_table/``)::
 
-  .venv/bin/python experiments/frequency_profiles.py [--tasks sst2,mrpc] [--seeds 0,1,2]    # ~20 s
+  .venv/bin/python experiments/studies/frequency_profiles.py [--tasks sst2,mrpc] [--seeds 0,1,2]    # ~20 s
 
 For every saved adapter (LoRA, FourierFT) and full fine-tuning run of the GLUE table and every 384×384 query/value
 kernel of all-MiniLM-L6-v2 (the kernels the adapters target), the learned update is taken in the FourierFT paper's
@@ -40,9 +40,11 @@ from fourier_flax.finetune import load_classifier, prepare_params, resolve_run
 from fourier_flax.methods.fourierft import spectral_entries
 from fourier_flax.module_paths import get_module
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "experiments" / "results"
-RUNS = ROOT / "runs" / "glue_table"
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # experiments/: experiment_paths
+import experiment_paths  # noqa: E402
+
+RESULTS = experiment_paths.RESULTS
+RUNS = experiment_paths.RUNS / "glue_table"
 BANDS = ((0, 32), (32, 64), (64, 128), (128, 192), (192, 272))  # D from 0 to the corner (√2·192 ≈ 271.5)
 
 
@@ -159,10 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     header = " | ".join(f"D {lo}-{hi}" for lo, hi in BANDS)
     lines = [
-        "# Trained updates in frequency (written by experiments/frequency_profiles.py)",
+        "# Trained updates in frequency (written by experiments/studies/frequency_profiles.py)",
         "",
         "Reads the GLUE table's saved adapters under runs/glue_table/ (not versioned): on a fresh clone, recreate them",
-        "with `.venv/bin/python experiments/glue_table.py table` (~9 h on the 2-core CPU), then rerun this script.",
+        "with `.venv/bin/python experiments/paper/glue_table.py table` (~9 h on the 2-core CPU), then rerun this script.",  # noqa: E501
         "",
         "Mean |DFT2(ΔW)|² per cell in bands of distance D to the centre of the shifted spectrum, relative to the mean",
         "over all cells (1.0 everywhere = frequency-blind). FourierFT: the learned change ΔW_trained − ΔW_init; full",

@@ -2,9 +2,9 @@
 
 Commands (from the repo root; every command resumes: finished runs are read back from their JSONL files)::
 
-    nice -n 19 .venv/bin/python experiments/e2e.py --sweep --rows fourierft-n1000   # rate × scaling grid
-    nice -n 19 .venv/bin/python experiments/e2e.py --rows zero-shot,fourierft-n1000 --seeds 0,1,2
-    .venv/bin/python experiments/e2e.py --smoke                                       # tiny end-to-end check
+    nice -n 19 .venv/bin/python experiments/paper/e2e.py --sweep --rows fourierft-n1000   # rate × scaling grid
+    nice -n 19 .venv/bin/python experiments/paper/e2e.py --rows zero-shot,fourierft-n1000 --seeds 0,1,2
+    .venv/bin/python experiments/paper/e2e.py --smoke                                       # tiny end-to-end check
 
 Data (``../shared/data/e2e/original``): the challenge's training split is not reachable, so training data is its
 dev set (547 MRs): 10 % of the MRs (55, whole MRs, seed 0) are the *selection slice*, the other 492 MRs train, one
@@ -42,8 +42,9 @@ from typing import Any
 
 import jax
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
-REPO = RESULTS.parent.parent
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # experiments/: experiment_paths
+from experiment_paths import REPO, RESULTS  # noqa: E402
+
 DATA = REPO.parent / "shared" / "data" / "e2e" / "original"
 TARGETS = ["q_proj", "v_proj"]
 

@@ -3,8 +3,8 @@ fft vs matmul forms.
 
 Command (from the repo root)::
 
-    .venv/bin/python experiments/bench_mesh.py mesh      # ~15 min: compiles only (abstract shapes), 8 fake CPUs
-    .venv/bin/python experiments/bench_mesh.py delta_w   # ~5 min of timing: run it on a quiet machine
+    .venv/bin/python experiments/benchmarks/bench_mesh.py mesh  # ~15 min: compiles only (abstract shapes), 8 fake CPUs
+    .venv/bin/python experiments/benchmarks/bench_mesh.py delta_w   # ~5 min of timing: run it on a quiet machine
 
 Writes ``experiments/results/bench_mesh.md`` (the mesh stage) and ``bench_delta_w_impl.md`` (the timing stage).
 
@@ -37,9 +37,9 @@ import time
 from functools import partial
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-RESULTS = HERE / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: experiment_paths
+from experiment_paths import RESULTS  # noqa: E402
+
 N = 1000
 OP = re.compile(
     r"^\s*(?:ROOT\s+)?\S+\s*=\s*(.*?)\s(all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)(?:-start)?\("
@@ -216,7 +216,7 @@ def mesh_stage(args) -> None:
     lines = [
         "# FourierFT on a device mesh: per-device memory and collectives per train step",
         "",
-        f"Written by `python experiments/bench_mesh.py {' '.join(sys.argv[1:])}` (method in its docstring; raw: "
+        f"Written by `python experiments/benchmarks/bench_mesh.py {' '.join(sys.argv[1:])}` (method in its docstring; raw: "  # noqa: E501
         "bench_mesh.jsonl).",
         f"FourierFT n = {n} on two kernels per layer, 2 layers; *frozen* = the same step back-propagated to a bottom",
         "bias. Per device, MiB; the adapter's part = adapted − frozen. Collectives: bytes of all collective results.",
@@ -265,7 +265,7 @@ def delta_w_stage(args) -> None:
     lines = [
         "# delta_w: fft vs matmul (DFT columns) on this CPU",
         "",
-        f"Written by `python experiments/bench_mesh.py {' '.join(sys.argv[1:])}`. Median of",
+        f"Written by `python experiments/benchmarks/bench_mesh.py {' '.join(sys.argv[1:])}`. Median of",
         f"{args.repeats} jitted calls after warm-up, ms; fwd+bwd = value_and_grad w.r.t. c of sum(ΔW·G). "
         "`load`: other runnable",
         "threads when the cell ran (0 = quiet). `auto`: what `spectral.choose_impl` picks on CPU.",

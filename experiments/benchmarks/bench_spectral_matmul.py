@@ -2,8 +2,8 @@
 
 Command (from the repo root)::
 
-    .venv/bin/python experiments/bench_spectral_matmul.py                       # ~3 min on this 2-core CPU
-    .venv/bin/python experiments/bench_spectral_matmul.py --shapes 64x48 --rows 2 --tokens 4 --repeats 2 \\
+    .venv/bin/python experiments/benchmarks/bench_spectral_matmul.py                       # ~3 min on this 2-core CPU
+    .venv/bin/python experiments/benchmarks/bench_spectral_matmul.py --shapes 64x48 --rows 2 --tokens 4 --repeats 2 \\
         --out /tmp/bench_spectral_matmul_smoke.md                            # smoke run
 
 Writes ``experiments/results/bench_spectral_matmul.md``. For each kernel shape, ``rows`` examples × ``tokens``
@@ -19,8 +19,8 @@ A second table, the **forward crossover**, times one adapted layer with a shared
 — ``x @ (W0 + ΔW)`` with ΔW formed per call — against ``x @ W0 + spectral_matmul(x, c)``, for ``T`` tokens from 1
 (one decoding step of one request) up. Layers with one shared adapter do not switch to the spectral form below the
 crossover: in a compiled decoding loop XLA computes the loop-invariant ΔW once, before the loop
-(``experiments/bench_many_adapters.py``: an unmerged adapter decodes at the base model's speed), so the per-call
-saving this table shows does not occur there.
+(``experiments/benchmarks/bench_many_adapters.py``: an unmerged adapter decodes at the base model's speed), so
+the per-call saving this table shows does not occur there.
 
 Timing: ``--repeats`` rounds, each configuration once per round (order reversed on odd rounds), median seconds
 and the median per-round ratio to ``base``; the number of other runnable threads is sampled before each call
@@ -37,10 +37,9 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # experiments/: experiment_paths
 from bench_machine import machine_summary, others_running  # noqa: E402
-
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+from experiment_paths import RESULTS  # noqa: E402
 
 
 def compiled_runners(functions):
@@ -154,7 +153,7 @@ def main() -> None:
     lines = [
         "# spectral_matmul against forming ΔW (ratios to the base matmul x @ W0)",
         "",
-        f"`experiments/bench_spectral_matmul.py {' '.join(sys.argv[1:])}`".replace(" `", "`"),
+        f"`experiments/benchmarks/bench_spectral_matmul.py {' '.join(sys.argv[1:])}`".replace(" `", "`"),
         f"Machine: {machine_summary(('jax', 'jaxlib'))}. {args.rows} examples × {args.tokens} tokens, float32.",
         "",
         "| shape | n | configuration | median ms | / base (all rounds) | / base (quiet rounds) |",

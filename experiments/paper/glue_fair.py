@@ -1,6 +1,6 @@
 """The GLUE comparison re-tuned fairly: every core method swept as densely, at the table's own 3-epoch schedule.
 
-Why (issue 27): experiments/glue_table.py chose every method's rates on STS-B at 2 epochs with FourierFT's grid
+Why (issue 27): experiments/paper/glue_table.py chose every method's rates on STS-B at 2 epochs with FourierFT's grid
 three times as dense as LoRA's (15 points against 5, ``lora_alpha`` fixed), then ran the table at 3 epochs.
 This script repeats the comparison for the five-method core with:
 
@@ -14,11 +14,11 @@ This script repeats the comparison for the five-method core with:
 
 Commands (each resumable: finished points and runs are read back from the JSONL files and skipped)::
 
-  nice -n 19 .venv/bin/python experiments/glue_fair.py sweep --tasks stsb      # -> glue_fair_sweep.jsonl
-  nice -n 19 .venv/bin/python experiments/glue_fair.py sweep --tasks sst2
-  nice -n 19 .venv/bin/python experiments/glue_fair.py table --methods fourierft,lora --seeds 0,1,2,3,4
-  nice -n 19 .venv/bin/python experiments/glue_fair.py table --methods bitfit,head,full --seeds 0,1,2
-  .venv/bin/python experiments/glue_fair.py render          # -> glue_fair_sweep.md, glue_fair_table.md (+ .png)
+  nice -n 19 .venv/bin/python experiments/paper/glue_fair.py sweep --tasks stsb      # -> glue_fair_sweep.jsonl
+  nice -n 19 .venv/bin/python experiments/paper/glue_fair.py sweep --tasks sst2
+  nice -n 19 .venv/bin/python experiments/paper/glue_fair.py table --methods fourierft,lora --seeds 0,1,2,3,4
+  nice -n 19 .venv/bin/python experiments/paper/glue_fair.py table --methods bitfit,head,full --seeds 0,1,2
+  .venv/bin/python experiments/paper/glue_fair.py render          # -> glue_fair_sweep.md, glue_fair_table.md (+ .png)
 
 The table runs each task at its chosen point (:func:`chosen`) with glue_table.py's protocol (selection-slice
 stopping, full dev set reported). A run whose config equals one already in glue_runs.jsonl (same task, method,
@@ -45,11 +45,12 @@ from fourier_flax.data import get_task
 from fourier_flax.finetune import Trainer, default_data_dir, load_classifier, load_task_data, load_tokenizer
 from fourier_flax.finetune.records import append_record, finished_keys, read_records
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # experiments/: experiment_paths
+import experiment_paths  # noqa: E402
 import glue_table  # noqa: E402
 from glue_table import BACKBONE, HEAD_LR, RESULTS, table_run_config  # noqa: E402
 
-RUNS = glue_table.RUNS.parent / "glue_fair"
+RUNS = experiment_paths.RUNS / "glue_fair"
 
 CORE_METHODS = ("fourierft", "lora", "bitfit", "head", "full")
 SWEEP_TASKS = ("stsb", "sst2")
@@ -173,7 +174,7 @@ def render_sweep(results: pathlib.Path) -> None:
     """glue_fair_sweep.md: every point per task, the chosen one marked."""
     records = read_records(results / "glue_fair_sweep.jsonl")
     lines = [
-        "# Fair-tuning grids (written by experiments/glue_fair.py from glue_fair_sweep.jsonl)",
+        "# Fair-tuning grids (written by experiments/paper/glue_fair.py from glue_fair_sweep.jsonl)",
         "",
         f"Seed 0, the table's budget ({EPOCHS} epochs of the 2,000-row training subsample, batch 32); score = the "
         "best epoch's GLUE",
@@ -229,7 +230,7 @@ def render_table(results: pathlib.Path) -> None:
         results,
         runs_file="glue_fair_runs.jsonl",
         out_stem="glue_fair_table",
-        writer="experiments/glue_fair.py render",
+        writer="experiments/paper/glue_fair.py render",
         hyperparameter_source="glue_fair_sweep.md: STS-B and SST-2 their own best, other tasks the best mean",
         notes=[
             "Fair tuning (issue 27): every method's grid swept at this table's 3-epoch budget, LoRA's as dense as "

@@ -2,7 +2,7 @@
 
 Command (from the repo root)::
 
-    .venv/bin/python experiments/bench_delta_w.py
+    .venv/bin/python experiments/benchmarks/bench_delta_w.py
 
 Runtime: about 3 minutes on the 2-core CPU this project is developed on. Writes
 ``experiments/results/bench_delta_w.md``.
@@ -36,8 +36,9 @@ import torch
 
 from fourier_flax.methods.fourierft import delta_w, delta_w_reference, peft_entries
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: experiment_paths
 from bench_machine import machine_summary  # noqa: E402
+from experiment_paths import RESULTS as RESULTS_DIR  # noqa: E402
 
 SHAPES = "768x768,1024x1024,768x3072,4096x4096"
 N_FREQUENCY = 1000
@@ -48,7 +49,7 @@ STACKED_LAYERS = 24
 # torch's FFT with 2 threads slows ~10x when another process holds a core (measured here: 40 ms vs 4.6 ms for a
 # 768x768 ifft2), so PEFT is timed with 1 and with all threads and credited with the faster.
 TORCH_THREADS = (1, os.cpu_count() or 1)
-RESULTS = Path(__file__).resolve().parent / "results" / "bench_delta_w.md"
+RESULTS = RESULTS_DIR / "bench_delta_w.md"
 
 
 def peft_layer(d1: int, d2: int):
@@ -157,7 +158,7 @@ def main() -> None:
     lines = [
         "# delta_w vs PEFT get_delta_weight",
         "",
-        f"Command: `.venv/bin/python {' '.join(['experiments/bench_delta_w.py', *sys.argv[1:]])}` — machine: "
+        f"Command: `.venv/bin/python {' '.join(['experiments/benchmarks/bench_delta_w.py', *sys.argv[1:]])}` — machine: "  # noqa: E501
         f"{machine_summary()}.",
         f"n={N_FREQUENCY}, scaling={SCALING}, medians of {args.repeats} interleaved runs after warm-up, milliseconds; "
         f"PEFT timed with torch threads {TORCH_THREADS}, the faster shown. "

@@ -1,9 +1,9 @@
 """Singular-value spectra and effective rank of trained FourierFT ΔW vs LoRA ΔW (the paper's "not low-rank" point).
 
-Command (after ``experiments/glue_table.py``, whose seed-0 adapters it reads from
+Command (after ``experiments/paper/glue_table.py``, whose seed-0 adapters it reads from
 ``runs/glue_table/<task>/<method>/seed0/adapter``)::
 
-  .venv/bin/python experiments/low_rank.py [--task sst2]      # ~1 min
+  .venv/bin/python experiments/studies/low_rank.py [--task sst2]      # ~1 min
 
 For every adapted query/value kernel of MiniLM-L6 (384 x 384) it builds ΔW from the saved adapter
 (:func:`fourier_flax.adapted_modules.module_delta_w`) and reports, per method, the median over layers of: the entropy
@@ -15,6 +15,7 @@ cosines give a ΔW of rank up to min(384, n). Writes ``experiments/results/low_r
 import argparse
 import pathlib
 import statistics
+import sys
 
 import matplotlib
 
@@ -29,7 +30,10 @@ from fourier_flax.data import get_task  # noqa: E402
 from fourier_flax.finetune import load_classifier, prepare_params, resolve_run  # noqa: E402
 from fourier_flax.module_paths import get_module  # noqa: E402
 
-RESULTS = pathlib.Path(__file__).parent / "results"
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # experiments/: experiment_paths
+import experiment_paths  # noqa: E402
+
+RESULTS = experiment_paths.RESULTS
 
 
 def effective_rank(singular_values: np.ndarray) -> float:
@@ -54,7 +58,7 @@ def main() -> None:
     parser.add_argument("--task", default="sst2")
     args = parser.parse_args()
     _, base = load_classifier(num_labels=get_task(args.task).num_labels)
-    runs = pathlib.Path(__file__).resolve().parents[1] / "runs" / "glue_table" / args.task
+    runs = experiment_paths.RUNS / "glue_table" / args.task
     loaded = {m: load_adapter(runs / m / "seed0" / "adapter", base) for m in ("fourierft", "lora")}
     found = {m: spectra(*pair) for m, pair in loaded.items()}
     # FourierFT starts from c ~ N(0, 1) (the paper, PEFT), so its ΔW is not zero before training: show that too.
@@ -65,8 +69,8 @@ def main() -> None:
     lines = [
         "# Effective rank of trained ΔW: FourierFT vs LoRA",
         "",
-        f"Produced by `.venv/bin/python experiments/low_rank.py --task {args.task}` from the seed-0 adapters that "
-        "`experiments/glue_table.py` trained (MiniLM-L6, query/value 384x384 kernels; see glue_table.md), "
+        f"Produced by `.venv/bin/python experiments/studies/low_rank.py --task {args.task}` from the seed-0 adapters that "  # noqa: E501
+        "`experiments/paper/glue_table.py` trained (MiniLM-L6, query/value 384x384 kernels; see glue_table.md), "
         "and FourierFT's ΔW at initialisation (seed 0, the same entries and scaling). "
         "Median over the 12 adapted kernels.",
         "",

@@ -2,7 +2,7 @@
 
 Command::
 
-  .venv/bin/python experiments/vit_fashion_mnist.py     # ~3-6 min on the shared 2-core CPU
+  .venv/bin/python experiments/studies/vit_fashion_mnist.py     # ~3-6 min on the shared 2-core CPU
 
 Not a reproduction of the paper's ViT results: no pretrained ViT weights are available offline, so the backbone
 is a Hugging Face ``FlaxViTForImageClassification`` with random weights (2 layers, hidden 64, patch 7 on 28x28
@@ -34,7 +34,7 @@ from fourier_flax.data import load_fashion_mnist, subsample
 from fourier_flax.finetune.method_setup import HEAD, optimizer_labels
 from fourier_flax.finetune.training import classification_loss, make_eval_step, make_optimizer, make_train_step
 
-RESULTS = pathlib.Path(__file__).parent / "results" / "vit_fashion_mnist.md"
+RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results" / "vit_fashion_mnist.md"
 VIT = {
     "image_size": 28,
     "patch_size": 7,
@@ -116,7 +116,7 @@ def main() -> None:
     lines = [
         "# Pipeline check: tiny random-init ViT on Fashion-MNIST",
         "",
-        "Produced by `.venv/bin/python experiments/vit_fashion_mnist.py`. **A pipeline check, not a reproduction**: "
+        "Produced by `.venv/bin/python experiments/studies/vit_fashion_mnist.py`. **A pipeline check, not a reproduction**: "  # noqa: E501
         "the ViT has random weights (no pretrained ViT offline), 2 layers, hidden 64, patch 7. FourierFT "
         f"(n={ADAPTER.n_frequency}, scaling {ADAPTER.scaling} on query/value, + head) adapts a *random* frozen "
         f"backbone. Train: {TRAIN_EXAMPLES:,d}-image subsample, batch {BATCH}, {EPOCHS} epochs; test: all 10,000 "

@@ -2,14 +2,14 @@
 
 Command (from the repo root)::
 
-    .venv/bin/python experiments/bench_memory.py      # ~15 min on this 2-core CPU (one process per cell)
-    .venv/bin/python experiments/bench_memory.py --shapes minilm/8 --timed-steps 10   # + step times; quiet machine
+    .venv/bin/python experiments/benchmarks/bench_memory.py      # ~15 min on this 2-core CPU (one process per cell)
+    .venv/bin/python experiments/benchmarks/bench_memory.py --shapes minilm/8 --timed-steps 10  # + step times, quiet
 
 Writes ``experiments/results/bench_memory.md`` (with ``--timed-steps``: ``bench_memory_speed.md``, adding the
 median time of that many further steps in the same process and the machine's runnable-thread count).
 
 Same models, batches, configurations and measures as
-``experiments/bench_train_step.py`` (whose worker code this reuses): FourierFT n = 1000, scaling 150 on
+``experiments/benchmarks/bench_train_step.py`` (whose worker code this reuses): FourierFT n = 1000, scaling 150 on
 query/value with the classifier trained, AdamW, dropout on, random token ids ``B × 128``. Each cell is a fresh
 process: it builds the model, adapter and batch (JAX also compiles), returns freed heap to the OS, resets the
 kernel's peak-RSS mark and records RSS; then it creates the optimizer state and runs one step. Reported: peak
@@ -31,10 +31,9 @@ import os
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: experiment_paths
 import bench_train_step as bench  # noqa: E402  (the shared workers)
+from experiment_paths import RESULTS  # noqa: E402
 
 SHAPES = (("minilm", 8), ("minilm", 32), ("roberta-base", 32))
 JAX_CONFIGS = ("fourierft", "fourierft-remat", "fourierft-remat-memsched", "floor")
@@ -113,7 +112,7 @@ def main() -> None:
     lines = [
         "# Memory of one FourierFT training step: fourier_flax (± remat) vs PEFT",
         "",
-        f"Written by `{' '.join(['python experiments/bench_memory.py', *sys.argv[1:]])}` (method: its docstring).",
+        f"Written by `{' '.join(['python experiments/benchmarks/bench_memory.py', *sys.argv[1:]])}` (method: its docstring).",  # noqa: E501
         "RSS Δ: peak RSS of a",
         "fresh process over its baseline after loading (optimizer state + one step); XLA peak: the compiled",
         "step's argument + output + temp − aliased bytes (weights included). MiB.",
@@ -147,7 +146,7 @@ def main() -> None:
             if timed:
                 row += f" {cell['step_s']:.3f} | {cell['step_s'] / peft['step_s']:.2f} | {cell['others_running']} |"
             lines.append(row)
-    out = args.out or HERE / "results" / ("bench_memory_speed.md" if timed else "bench_memory.md")
+    out = args.out or RESULTS / ("bench_memory_speed.md" if timed else "bench_memory.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

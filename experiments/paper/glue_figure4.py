@@ -2,8 +2,8 @@
 
 Commands (resumable: finished runs are read back from figure4_runs.jsonl and skipped)::
 
-  .venv/bin/python experiments/glue_figure4.py run --tasks stsb,sst2 --seeds 0,1,2   # ~2.5 min a run here
-  .venv/bin/python experiments/glue_figure4.py render                               # figure4.md + figure4.png
+  .venv/bin/python experiments/paper/glue_figure4.py run --tasks stsb,sst2 --seeds 0,1,2   # ~2.5 min a run here
+  .venv/bin/python experiments/paper/glue_figure4.py render                               # figure4.md + figure4.png
 
 FourierFT n in {50, 100, 200, 1000, 6144} and LoRA r in {1, 2, 4, 8, 16} at the GLUE table's budget and chosen
 learning rates (``glue_table.chosen``; protocol in ``glue_table``). The n = 1000 and r = 8 points are the table's
@@ -15,7 +15,7 @@ grows as alpha·sqrt(n) (as does its initial ΔW) and LoRA's as (lora_alpha / r)
 12·sqrt(1000 / n) and LoRA lora_alpha = 8·sqrt(r / 8), an update scale of sqrt(8 / r) (rsLoRA's 1/sqrt(r)
 anchored at r = 8). A fixed alpha (FourierFT 12; LoRA lora_alpha 8, PEFT's convention) was run first and
 collapsed at the sizes where the step grows: STS-B seed 0, FourierFT n = 6144 31.2 Pearson (79.6 at n = 1000),
-LoRA r = 1 39.1 and r = 2 −6.0 (74.3 at r = 8). ``experiments/figure4_update_size.py`` measures the trained ΔW's
+LoRA r = 1 39.1 and r = 2 −6.0 (74.3 at r = 8). ``experiments/studies/figure4_update_size.py`` measures the trained ΔW's
 size at every point. Those runs stay in figure4_runs.jsonl under their own ``scaling_rule``; figure4.md lists
 them apart.
 
@@ -41,7 +41,9 @@ from fourier_flax.finetune.loop import train_run
 from fourier_flax.finetune.presets import RunConfig
 from fourier_flax.finetune.records import append_record, finished_keys, read_records
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # experiments/: experiment_paths
+import experiment_paths  # noqa: E402, F401  (the groups on the import path)
+
 # the table's protocol, rates and record format
 from glue_table import BACKBONE, RESULTS, RUNS, TASKS, chosen, run_record, table_run_config  # noqa: E402
 
@@ -114,7 +116,7 @@ def render_figure4(results: pathlib.Path) -> None:
     tasks = [t for t in TASKS if any(r["task"] == t for r in current)]
     picks = chosen(results)
     lines = [
-        "# Figure 4 on all-MiniLM-L6-v2 (written by experiments/glue_figure4.py)",
+        "# Figure 4 on all-MiniLM-L6-v2 (written by experiments/paper/glue_figure4.py)",
         "",
         "Dev metric x100 (full dev set, stopping epoch on the selection slice): median [min, max] over seeds.",
         f"The GLUE table's budget and chosen rates at every point (FourierFT lr {picks['fourierft'][0]:g}, LoRA lr "

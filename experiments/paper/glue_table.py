@@ -2,10 +2,10 @@
 
 Commands (each resumable: finished runs are read back from the JSONL files and skipped)::
 
-  .venv/bin/python experiments/glue_table.py sweep      # grids on the STS-B selection slice -> glue_sweep.jsonl
-  .venv/bin/python experiments/glue_table.py table      # tasks x methods x seeds -> glue_runs.jsonl
-  .venv/bin/python experiments/glue_table.py render     # glue_table.md + glue_table.png from the JSONL
-  .venv/bin/python experiments/glue_table.py all --methods fourierft,lora,head   # the three, in that order
+  .venv/bin/python experiments/paper/glue_table.py sweep      # grids on the STS-B selection slice -> glue_sweep.jsonl
+  .venv/bin/python experiments/paper/glue_table.py table      # tasks x methods x seeds -> glue_runs.jsonl
+  .venv/bin/python experiments/paper/glue_table.py render     # glue_table.md + glue_table.png from the JSONL
+  .venv/bin/python experiments/paper/glue_table.py all --methods fourierft,lora,head   # the three, in that order
 
 Protocol (``fourier_flax.finetune.loop``): per task the training split loses a fixed 10% selection slice
 (≤ 1,000 rows); of the rest the ``glue`` preset trains on a 2,000-row subsample for 3 epochs, batch 32, linear
@@ -21,7 +21,7 @@ and the scaling are traced, so the grid compiles once per bucket shape. The grid
 runs was measured slower on this CPU (experiments/results/bench_sweep.md: 0.45x), as compilation dominates and a
 2-core CPU gains little from batching.
 
-Figure 4 (FourierFT n and LoRA r at this table's budget and rates) is ``experiments/glue_figure4.py``.
+Figure 4 (FourierFT n and LoRA r at this table's budget and rates) is ``experiments/paper/glue_figure4.py``.
 
 Outputs (experiments/results/): glue_sweep.jsonl, glue_sweep.md, glue_runs.jsonl, glue_table.md, glue_table.png;
 adapters of every run under runs/glue_table/<task>/<method>/seed<k>/ (not versioned).
@@ -55,9 +55,12 @@ from fourier_flax.finetune.compare import holm_adjust, metric_by_seed, paired_by
 from fourier_flax.finetune.loop import train_run
 from fourier_flax.finetune.records import append_record, finished_keys, read_records
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
-REPO = RESULTS.parent.parent
-RUNS = pathlib.Path(__file__).resolve().parents[1] / "runs" / "glue_table"
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # experiments/: experiment_paths
+import experiment_paths  # noqa: E402
+from experiment_paths import repo_relative  # noqa: E402
+
+RESULTS = experiment_paths.RESULTS
+RUNS = experiment_paths.RUNS / "glue_table"
 TASKS = ("sst2", "mrpc", "cola", "stsb", "rte")
 METHOD_ORDER = ("fourierft", "lora", "dora", "vera", "flora", "svft", "bitfit", "head", "full")
 SWEEP_TASK = "stsb"
@@ -153,7 +156,7 @@ def render_sweep(results: pathlib.Path) -> None:
     records = [r for r in read_records(results / "glue_sweep.jsonl") if r["task"] == SWEEP_TASK]
     picks = chosen(results)
     lines = [
-        "# Hyperparameter grids (written by experiments/glue_table.py sweep)",
+        "# Hyperparameter grids (written by experiments/paper/glue_table.py sweep)",
         "",
         f"Task {SWEEP_TASK}, seed 0, {SWEEP_EPOCHS} epochs of the 2,000-row training subsample, batch 32; "
         "score = GLUE metric x100 on",
@@ -215,12 +218,6 @@ def run_record(run, result, data, model) -> dict[str, Any]:
         "wall_s": result.seconds,
         "adapter_path": repo_relative(result.adapter_path),
     }
-
-
-def repo_relative(path: str) -> str:
-    """``path`` relative to the repository root when inside it: records must not hold this machine's paths."""
-    resolved = pathlib.Path(path).resolve()
-    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else path
 
 
 def table(methods: Sequence[str], seeds: Sequence[int], tasks: Sequence[str], results: pathlib.Path) -> None:
@@ -307,7 +304,7 @@ def render(
     results: pathlib.Path,
     runs_file: str = "glue_runs.jsonl",
     out_stem: str = "glue_table",
-    writer: str = "experiments/glue_table.py render",
+    writer: str = "experiments/paper/glue_table.py render",
     hyperparameter_source: str = "glue_sweep.md",
     notes: Sequence[str] = (),
 ) -> None:

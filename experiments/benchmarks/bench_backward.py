@@ -15,7 +15,7 @@ the constants of ``choose_backward``; the file also reports how often the curren
 
 Command (from the repo root; 8-20 min on the shared 2-core CPU, depending on its load):
 
-  .venv/bin/python experiments/bench_backward.py
+  .venv/bin/python experiments/benchmarks/bench_backward.py
 
 Writes ``experiments/results/bench_backward.md``.
 """

@@ -2,7 +2,7 @@
 
 Command::
 
-  .venv/bin/python experiments/update_scale.py     # ~5 min on this 2-core CPU; writes results/update_scale.md
+  .venv/bin/python experiments/studies/update_scale.py     # ~5 min on this 2-core CPU; writes results/update_scale.md
 
 The real all-MiniLM-L6-v2 gets FourierFT (n = 1000 on query/value, PEFT's entries, N(0, 1) coefficients as in
 the paper and PEFT) at each scaling; we report the median and max ‖ΔW‖_F/‖W0‖_F over the 12 adapted layers and the
@@ -29,7 +29,7 @@ from fourier_flax.finetune import default_data_dir, load_tokenizer
 from fourier_flax.models.hf import load_minilm
 from fourier_flax.update_scale import WARN_RATIO, update_norm_ratios
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "update_scale.md"
+RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results" / "update_scale.md"
 SCALINGS = (0.0, 5.0, 12.0, 35.0, 70.0, 140.0, 300.0)
 SEEDS = (0, 1, 2)
 
@@ -81,7 +81,7 @@ def main() -> int:
         rows.append((scaling, np.mean(medians), np.mean(maxima), np.mean(scores), np.std(scores)))
         print(rows[-1], flush=True)
     lines = [
-        "# FourierFT's initial ΔW vs the pretrained encoder (written by experiments/update_scale.py)",
+        "# FourierFT's initial ΔW vs the pretrained encoder (written by experiments/studies/update_scale.py)",
         "",
         "all-MiniLM-L6-v2, FourierFT n = 1000 on query/value (12 layers, 384x384), N(0, 1) coefficients,",
         f"seeds {list(SEEDS)}. Zero-shot STS-B dev (1,500 pairs): Spearman x100 of the cosine of mean-pooled",

@@ -3,8 +3,8 @@ PEFT on the same weights, and the memory of the float and 4-bit bases.
 
 Command (from the repo root)::
 
-    .venv/bin/python experiments/bench_llm.py                     # full run, ~10 min on this 2-core CPU
-    .venv/bin/python experiments/bench_llm.py --layers 1 --batch 2x16 --new-tokens 4 --rounds 1 \\
+    .venv/bin/python experiments/benchmarks/bench_llm.py                     # full run, ~10 min on this 2-core CPU
+    .venv/bin/python experiments/benchmarks/bench_llm.py --layers 1 --batch 2x16 --new-tokens 4 --rounds 1 \\
         --out /tmp/bench_llm_smoke.md                             # smoke run (tests/test_bench_scripts.py)
 
 Writes ``experiments/results/bench_llm.md`` and the raw numbers to ``bench_llm.json`` beside it.
@@ -38,10 +38,10 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # experiments/: experiment_paths
 from bench_machine import machine_summary, others_running  # noqa: E402
+from experiment_paths import RESULTS  # noqa: E402
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 PROMPTS = [
     "What is the capital of France?",
     "Write a haiku about the sea.",
@@ -249,7 +249,7 @@ def main() -> None:
         mib = {k: v / 2**20 for k, v in memory_bytes.items()}
         out.write_text(
             "# Cross-entropy memory: token chunks vs the whole batch's logits\n\n"
-            f"`experiments/bench_llm.py {' '.join(sys.argv[1:])}`\n"
+            f"`experiments/benchmarks/bench_llm.py {' '.join(sys.argv[1:])}`\n"
             f"Machine: {machine_summary(('jax', 'jaxlib', 'flax'))}. {args.layers} layers, B × T = {batch} × "
             f"{length}, FourierFT n = 1000 on q/v; XLA temp bytes of the compiled gradient.\n\n"
             f"| loss | temp MiB |\n|---|---|\n| chunked ({args.chunk} tokens) | {mib['chunked']:.1f} |\n"
@@ -309,7 +309,7 @@ def report(result: dict, command: str) -> str:
     lines = [
         "# SmolLM2-135M-Instruct: train step, decoding, memory",
         "",
-        f"`experiments/bench_llm.py {command}`".replace(" `", "`"),
+        f"`experiments/benchmarks/bench_llm.py {command}`".replace(" `", "`"),
         f"Machine: {result['machine']}. {result['layers']} layers.",
         "",
         f"## Train step (FourierFT n = 1000 on q/v, AdamW, B × T = {result['train_batch'][0]} × "

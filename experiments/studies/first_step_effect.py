@@ -2,7 +2,7 @@
 
 Command::
 
-  .venv/bin/python experiments/first_step_effect.py    # a few seconds
+  .venv/bin/python experiments/studies/first_step_effect.py    # a few seconds
 
 Adam's first update is ``lr · sign(g)`` on every trained leaf, whatever the gradient's size, so the rate a method
 needs is set by how much a unit step of its leaves moves ΔW. For one 384×384 kernel (MiniLM's query/value shape, W0
@@ -10,7 +10,7 @@ drawn N(0, 0.05²)) and each method at the GLUE table's configuration, this pert
 ``ε · s`` with random signs s (ε = 1e-3, where ΔW is linear to ~1e-3 relative), and reports the RMS change of ΔW per
 unit step, and that RMS relative to LoRA's. A method whose unit step moves ΔW k times as far as LoRA's needs about
 1/k of LoRA's rate. Beside the prediction (LoRA's swept rate / k) stands each method's rate as swept on STS-B
-(``glue_sweep.jsonl`` of ``experiments/glue_table.py sweep``), which says where the rule holds. Writes
+(``glue_sweep.jsonl`` of ``experiments/paper/glue_table.py sweep``), which says where the rule holds. Writes
 ``experiments/results/first_step_effect.md``.
 """
 
@@ -30,10 +30,10 @@ from fourier_flax.finetune import adapter_config
 from fourier_flax.methods import AdapterConfig
 from fourier_flax.partition import trainable_mask
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # experiments/: experiment_paths
+from experiment_paths import RESULTS  # noqa: E402
 from glue_table import SWEEP_TASK, chosen, table_run_config  # noqa: E402  (the table's protocol and rates)
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 EPSILON = 1e-3
 TARGET = ("query",)
 METHODS = ("fourierft", "lora", "dora", "vera", "flora", "svft")
@@ -76,7 +76,7 @@ def main() -> int:
     lora = effects["lora"][0]
     swept = {name: picks[name][0] for name in METHODS}
     lines = [
-        "# One Adam step's effect on ΔW (written by experiments/first_step_effect.py)",
+        "# One Adam step's effect on ΔW (written by experiments/studies/first_step_effect.py)",
         "",
         "384×384 kernel, the GLUE table's configurations; RMS of ΔW's change per unit sign step of every trained",
         f"leaf (linearised at ε = {EPSILON:g}, at initialisation). Predicted rate = LoRA's swept rate / (× LoRA);",

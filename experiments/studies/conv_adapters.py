@@ -2,7 +2,7 @@
 
 Command::
 
-  .venv/bin/python experiments/conv_adapters.py        # ~10 min on this 2-core CPU (shared); resumable
+  .venv/bin/python experiments/studies/conv_adapters.py        # ~10 min on this 2-core CPU (shared); resumable
 
 A 3-conv CNN (3x3 convs of 32, 64 and 64 channels, the last one grouped in 4, then global pooling and a linear head)
 is pretrained on real Fashion-MNIST classes 0-4 (30,000 images, 3 epochs, Adam 1e-3; cached in
@@ -37,9 +37,10 @@ from fourier_flax.data import load_fashion_mnist
 from fourier_flax.finetune.records import append_record, finished_keys, read_records
 from fourier_flax.partition import merge_params, split_params
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "experiments" / "results"
-PRETRAINED = ROOT / "runs" / "conv_adapters" / "pretrained"
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # experiments/: experiment_paths
+from experiment_paths import RESULTS, RUNS  # noqa: E402
+
+PRETRAINED = RUNS / "conv_adapters" / "pretrained"
 CONVS = ("conv1", "conv2", "conv3")
 SEEDS = (0, 1, 2)
 
@@ -169,7 +170,7 @@ def run(method: str, seed: int, base: dict, data) -> dict:
 def render() -> None:
     records = read_records(RESULTS / "conv_adapters_runs.jsonl")
     lines = [
-        "# Adapters on convolutions (written by experiments/conv_adapters.py)",
+        "# Adapters on convolutions (written by experiments/studies/conv_adapters.py)",
         "",
         "Small CNN pretrained on Fashion-MNIST classes 0-4, adapted to classes 5-9 (5,000 test images).",
         "Test accuracy x100, median [min, max] over seeds; parameters without the 5-way head.",

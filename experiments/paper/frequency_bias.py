@@ -3,13 +3,13 @@
 Command (resumable: each finished run appends to ``experiments/results/frequency_bias_runs.jsonl`` and is skipped
 on a rerun)::
 
-  .venv/bin/python experiments/frequency_bias.py                   # mrpc + stsb, 6 f_c, seeds 0-2 (~3 h)
-  .venv/bin/python experiments/frequency_bias.py render            # figure + table from the JSONL only
+  .venv/bin/python experiments/paper/frequency_bias.py                   # mrpc + stsb, 6 f_c, seeds 0-2 (~3 h)
+  .venv/bin/python experiments/paper/frequency_bias.py render            # figure + table from the JSONL only
 
 The paper sweeps f_c from 0 to ~500 at W = 200 on RoBERTa-base's 768×768 kernels (largest distance to the centre
 of the shifted spectrum: 543). MiniLM's kernels are 384×384 (largest distance 272), so both are halved: W = 100
 and f_c in {0, 50, 100, 150, 200, 250}. Budget and hyperparameters are the GLUE table's FourierFT row
-(experiments/glue_table.py: the ``glue`` preset, the swept learning rate and scaling, n = 1000 on query/value);
+(experiments/paper/glue_table.py: the ``glue`` preset, the swept learning rate and scaling, n = 1000 on query/value);
 seeds 0-2; full dev sets. The "no bias" baseline is that row itself: its entries are PEFT's ``randperm`` draws,
 uniform over the grid without replacement — the same distribution as ``entry_sampling="uniform"`` — with the same
 budget, rates and seeds, so its runs in ``glue_runs.jsonl`` are the uniform points (no duplicate runs).
@@ -47,11 +47,12 @@ from fourier_flax.finetune import (
 from fourier_flax.finetune.loop import train_run
 from fourier_flax.finetune.records import append_record, finished_keys, read_records
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # experiments/: experiment_paths
+import experiment_paths  # noqa: E402
 from glue_table import BACKBONE, chosen, run_record, table_run_config  # noqa: E402  (the table's protocol and rates)
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
-RUNS = pathlib.Path(__file__).resolve().parents[1] / "runs" / "frequency_bias"
+RESULTS = experiment_paths.RESULTS
+RUNS = experiment_paths.RUNS / "frequency_bias"
 CENTERS = (0.0, 50.0, 100.0, 150.0, 200.0, 250.0)
 BANDWIDTH = 100.0
 
@@ -151,7 +152,7 @@ def render() -> None:
 
     tasks = sorted({r["task"] for r in records})
     lines = [
-        "# Frequency bias on all-MiniLM-L6-v2 (written by experiments/frequency_bias.py)",
+        "# Frequency bias on all-MiniLM-L6-v2 (written by experiments/paper/frequency_bias.py)",
         "",
         f"W = {BANDWIDTH:g} on the 384x384 grid; dev metric x100 (full dev set), mean ± standard error over seeds.",
         "uniform: the GLUE table's FourierFT runs (PEFT's randperm entries, uniform; same budget, rates, seeds).",

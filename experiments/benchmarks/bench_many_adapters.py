@@ -3,8 +3,8 @@ factors), FourierFT merged per adapter (requests grouped by adapter) and the bas
 
 Command (from the repo root)::
 
-    .venv/bin/python experiments/bench_many_adapters.py                 # full run, ~20 min on this 2-core CPU
-    .venv/bin/python experiments/bench_many_adapters.py --minilm-layers 1 --llm-layers 1 --minilm-batch 4 \\
+    .venv/bin/python experiments/benchmarks/bench_many_adapters.py       # full run, ~20 min on this 2-core CPU
+    .venv/bin/python experiments/benchmarks/bench_many_adapters.py --minilm-layers 1 --llm-layers 1 --minilm-batch 4 \\
         --llm-batch 2 --distinct 1,2 --new-tokens 2 --rounds 1 --out /tmp/bench_many.md    # smoke run
 
 Writes ``experiments/results/bench_many_adapters.md`` and the raw numbers to ``bench_many_adapters.json``.
@@ -42,10 +42,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # experiments/: experiment_paths
 from bench_machine import machine_summary, others_running  # noqa: E402
+from experiment_paths import RESULTS  # noqa: E402
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 QUIET = 0.5
 TOKENS = 32
 
@@ -348,7 +348,7 @@ def main() -> None:
             print(f"{title} k={k}: " + ", ".join(f"{n} {statistics.median(t):.4f}s" for n, t in entry["times"].items()),
                   flush=True)  # fmt: skip
         results[title] = entries
-    command = " ".join(["python experiments/bench_many_adapters.py", *sys.argv[1:]])
+    command = " ".join(["python experiments/benchmarks/bench_many_adapters.py", *sys.argv[1:]])
     text = render(results, command)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")

@@ -2,8 +2,8 @@
 
 Command (from the repo root)::
 
-    .venv/bin/python experiments/bench_train_step.py            # full run, ~30 min on this 2-core CPU
-    .venv/bin/python experiments/bench_train_step.py --models minilm --batches 8x128 --repeats 3 \
+    .venv/bin/python experiments/benchmarks/bench_train_step.py            # full run, ~30 min on this 2-core CPU
+    .venv/bin/python experiments/benchmarks/bench_train_step.py --models minilm --batches 8x128 --repeats 3 \
         --out /tmp/smoke.md                                      # smoke run, ~10 min
 
 Writes ``experiments/results/bench_train_step.md`` and the raw numbers to ``bench_train_step.json`` beside it
@@ -71,9 +71,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: experiment_paths
 from bench_machine import others_running  # noqa: E402  (re-exported for bench_memory.py)
+from experiment_paths import RESULTS  # noqa: E402
 
 SEQ_LEN = 128
 N_FREQUENCY, SCALING, RANK = 1000, 150.0, 8
@@ -532,7 +532,7 @@ def main() -> None:
         help="timed rounds per shape: a default, then MODEL=N or MODEL/BxL=N overrides",
     )
     parser.add_argument("--no-memory", action="store_true", help="skip the per-configuration RSS processes")
-    parser.add_argument("--out", default=str(HERE / "results" / "bench_train_step.md"))
+    parser.add_argument("--out", default=str(RESULTS / "bench_train_step.md"))
     parser.add_argument("--resume", action="store_true", help="keep shapes already in the raw .json next to --out")
     parser.add_argument("--timing-worker", nargs=3, metavar=("FRAMEWORK", "MODEL", "BATCH"))
     parser.add_argument("--memory-worker", nargs=4, metavar=("FRAMEWORK", "MODEL", "BATCH", "CONFIG"))
@@ -563,7 +563,7 @@ def main() -> None:
                     entry["results"][name]["rss_delta_mib"] = rss
             shapes[key] = {**entry, "minutes": (time.perf_counter() - start) / 60}
             raw_path.write_text(json.dumps(shapes, indent=1) + "\n")
-    command = " ".join(["python experiments/bench_train_step.py", *sys.argv[1:]])
+    command = " ".join(["python experiments/benchmarks/bench_train_step.py", *sys.argv[1:]])
     text = report(shapes, command)
     Path(args.out).write_text(text + "\n")
     print(text)

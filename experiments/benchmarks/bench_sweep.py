@@ -2,7 +2,7 @@
 
 Command::
 
-  .venv/bin/python experiments/bench_sweep.py            # S = 4 seeds; ~3-6 min on the shared 2-core CPU
+  .venv/bin/python experiments/benchmarks/bench_sweep.py            # S = 4 seeds; ~3-6 min on the shared 2-core CPU
 
 Config: real all-MiniLM-L6-v2 cut to 2 layers, FourierFT (n = 200 on query/value) + head, synthetic token batches
 (the sweep machinery, not the data, is measured), batch 8, length 16, 12 steps. Compilation (``lower().compile()``)
@@ -15,6 +15,7 @@ import argparse
 import os
 import pathlib
 import platform
+import sys
 import time
 
 import jax
@@ -23,7 +24,10 @@ import numpy as np
 from fourier_flax.finetune import load_classifier, resolve_run
 from fourier_flax.finetune.sweep import make_seed_run, seed_grid
 
-RESULTS = pathlib.Path(__file__).parent / "results" / "bench_sweep.md"
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # experiments/: experiment_paths
+from experiment_paths import RESULTS as RESULTS_DIR  # noqa: E402
+
+RESULTS = RESULTS_DIR / "bench_sweep.md"
 
 
 def synthetic_train(num_examples: int, length: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -67,7 +71,7 @@ def main() -> None:
     lines = [
         "# Seed sweep: one vmapped program vs sequential runs",
         "",
-        f"Produced by `.venv/bin/python experiments/bench_sweep.py` (`--seeds {args.seeds} --steps {args.steps}`).",
+        f"Produced by `.venv/bin/python experiments/benchmarks/bench_sweep.py` (`--seeds {args.seeds} --steps {args.steps}`).",  # noqa: E501
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs while measured), "
         f"jax {jax.__version__}. Model: all-MiniLM-L6-v2 cut to 2 layers, FourierFT n={run.n_frequency} on "
