@@ -1,0 +1,255 @@
+"""The E2E table (the paper's Table 3 on SmolLM2-135M-Instruct) from the runs of ``experiments/paper/e2e.py``.
+
+Command (reads e2e_runs.jsonl, e2e_sweep.jsonl and the test outputs they name; writes e2e_table.md, .png)::
+
+    .venv/bin/python experiments/paper/e2e_table.py
+
+What it shows:
+
+* per row, the five official test metrics as median [min, max] over seeds (BLEU, METEOR and ROUGE-L x100 and
+  NIST, CIDEr as they come, the way the paper's Table 3 prints them), the trainable parameters, the chosen rate and
+  scaling knob, the selection loss;
+* FourierFT against LoRA and VeRA paired by seed (one seed = one initialisation and data order per row): the mean
+  difference on BLEU and METEOR with its paired-t interval and p-value, Holm-adjusted over every comparison and
+  metric of that family; the issue's goal (FourierFT n = 500 within 1 point of LoRA r = 4 on BLEU and METEOR)
+  read off the same differences;
+* the 4-bit base against the float base for FourierFT and LoRA, paired by seed;
+* five test MRs (evenly spaced through the test set) with the first reference and every row's seed-0 output;
+* the compute: wall time of the table runs and of the sweeps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # experiments/: experiment_paths
+from experiment_paths import REPO, RESULTS  # noqa: E402
+
+from fourier_flax.finetune.compare import PairedDifference, holm_adjust, metric_by_seed, paired_by_seed  # noqa: E402
+from fourier_flax.finetune.records import read_records  # noqa: E402
+
+ROW_ORDER = (
+    "zero-shot",
+    "fourierft-n500",
+    "fourierft-n1000",
+    "lora-r4",
+    "lora-r8",
+    "vera",
+    "fourierft-n1000-4bit",
+    "lora-r4-4bit",
+)
+METRICS = ("BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr")
+PERCENT = ("BLEU", "METEOR", "ROUGE_L")  # printed x100, as the paper's Table 3 prints them
+# FourierFT against its baselines: the family the Holm adjustment covers (with COMPARED_METRICS).
+COMPARISONS = (
+    ("fourierft-n500", "lora-r4"),
+    ("fourierft-n1000", "lora-r4"),
+    ("fourierft-n1000", "lora-r8"),
+    ("fourierft-n1000", "vera"),
+)
+COMPARED_METRICS = ("BLEU", "METEOR")
+GOAL = ("fourierft-n500", "lora-r4", 1.0)  # within 1 point (x100) on BLEU and METEOR
+QUANTIZED = (("fourierft-n1000-4bit", "fourierft-n1000"), ("lora-r4-4bit", "lora-r4"))
+EXAMPLES = 5
+
+
+def shown(metric: str, value: float) -> float:
+    """A metric on the table's scale (x100 for BLEU, METEOR, ROUGE-L)."""
+    return 100 * value if metric in PERCENT else value
+
+
+def flat_records(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One record per run with each test metric, on the table's scale, as a top-level field."""
+    return [{**r, **{m: shown(m, r["test"][m]) for m in METRICS}} for r in runs]
+
+
+def _cell(values: Sequence[float], metric: str) -> str:
+    digits = 2 if metric in ("NIST", "CIDEr") else 1
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f} (n=1)"
+    return f"{np.median(values):.{digits}f} [{min(values):.{digits}f}, {max(values):.{digits}f}] (n={len(values)})"
+
+
+def _interval(diff: PairedDifference) -> str:
+    if diff.pairs < 2:
+        return f"{diff.mean:+.2f} (1 pair)"
+    half = stats.t.isf(0.025, diff.pairs - 1) * diff.standard_error
+    return f"{diff.mean:+.2f} [{diff.mean - half:+.2f}, {diff.mean + half:+.2f}] ({diff.pairs} pairs)"
+
+
+def table_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The main table: one line per row present, in :data:`ROW_ORDER`."""
+    lines = [
+        "| row | base | trainable params | rate | knob | " + " | ".join(METRICS) + " |",
+        "|---" * (5 + len(METRICS)) + "|",
+    ]
+    for row in [r for r in ROW_ORDER if any(x["row"] == r for x in records)]:
+        runs = [x for x in records if x["row"] == row]
+        first = runs[0]
+        knob = f"{first['knob_name']} {first['knob']:g}" if "knob" in first else "-"
+        rate = f"{first['rate']:g}" if "rate" in first else "-"
+        cells = [_cell([x[m] for x in runs], m) for m in METRICS]
+        lines.append(
+            f"| {row} | {first['base']} | {first['trainable_params']:,d} | {rate} | {knob} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return lines
+
+
+def comparison_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """FourierFT minus each baseline, paired by seed, Holm-adjusted over the family; then the goal."""
+    family = []
+    for ours, theirs in COMPARISONS:
+        for metric in COMPARED_METRICS:
+            diff = paired_by_seed(
+                metric_by_seed(records, metric, row=ours), metric_by_seed(records, metric, row=theirs)
+            )
+            if diff is not None:
+                family.append((ours, theirs, metric, diff))
+    if not family:
+        return []
+    adjusted = holm_adjust([d.p_value for *_, d in family])
+    lines = [
+        "",
+        "FourierFT minus its baselines, paired by seed: mean difference (points, the table's scale) with its paired-t "
+        "95% interval,",
+        f"the paired t-test p and the same p Holm-adjusted over these {len(family)} comparisons.",
+        "",
+        "| FourierFT row | minus | metric | difference [95% interval] | p | p (Holm) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (ours, theirs, metric, diff), p_holm in zip(family, adjusted, strict=True):
+        p = "-" if np.isnan(diff.p_value) else f"{diff.p_value:.2g}"
+        holm = "-" if np.isnan(p_holm) else f"{p_holm:.2g}"
+        lines.append(f"| {ours} | {theirs} | {metric} | {_interval(diff)} | {p} | {holm} |")
+    ours, theirs, margin = GOAL
+    verdicts = []
+    for metric in COMPARED_METRICS:
+        diff = next((d for o, t, m, d in family if (o, t, m) == (ours, theirs, metric)), None)
+        if diff is not None:
+            within = "within" if diff.mean >= -margin else "not within"
+            verdicts.append(f"{metric} {diff.mean:+.2f} ({within} {margin:g} point)")
+    if verdicts:
+        lines += [
+            "",
+            f"Goal ({ours} within {margin:g} point of {theirs}, mean paired difference): " + "; ".join(verdicts),
+        ]
+    return lines
+
+
+def quantized_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The 4-bit base minus the float base, per method, paired by seed, every metric."""
+    lines = []
+    for four_bit, float_row in QUANTIZED:
+        diffs = {
+            m: paired_by_seed(metric_by_seed(records, m, row=four_bit), metric_by_seed(records, m, row=float_row))
+            for m in METRICS
+        }
+        if all(d is None for d in diffs.values()):
+            continue
+        if not lines:
+            lines = ["", "4-bit base minus float base, paired by seed (mean [95% interval]):", ""]
+            lines += ["| rows | " + " | ".join(METRICS) + " |", "|---" * (1 + len(METRICS)) + "|"]
+        cells = ["-" if d is None else _interval(d) for d in diffs.values()]
+        lines.append(f"| {four_bit} − {float_row} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def example_lines(records: Sequence[Mapping[str, Any]], test_refs: Sequence[tuple[str, str]], repo: pathlib.Path):
+    """Five test MRs with the first reference and each row's seed-0 output (from the outputs files)."""
+    outputs = {}
+    for r in records:
+        if r["seed"] == 0 and (repo / r["outputs"]).is_file():
+            outputs[r["row"]] = (repo / r["outputs"]).read_text().split("\n")
+    if not outputs or not test_refs:
+        return []
+    lines = ["", f"{EXAMPLES} test MRs (evenly spaced), the first reference and each row's seed-0 output:"]
+    for index in np.linspace(0, len(test_refs) - 1, EXAMPLES).astype(int):
+        mr, ref = test_refs[index]
+        lines += ["", f"**MR {index}**: {mr}", "", f"- reference: {ref}"]
+        for row in [r for r in ROW_ORDER if r in outputs]:
+            text = outputs[row][index] if index < len(outputs[row]) else "(missing)"
+            lines.append(f"- {row}: {text}")
+    return lines
+
+
+def render(results: pathlib.Path, test_refs: Sequence[tuple[str, str]], repo: pathlib.Path = REPO) -> str:
+    """e2e_table.md (returned too) and e2e_table.png from the JSONL files in ``results``."""
+    runs = read_records(results / "e2e_runs.jsonl")
+    sweep = read_records(results / "e2e_sweep.jsonl")
+    records = flat_records(runs)
+    hours = sum(r["wall_s"] for r in runs) / 3600
+    sweep_hours = sum(r["wall_s"] for r in sweep) / 3600
+    first = runs[0] if runs else {}
+    lines = [
+        "# E2E on SmolLM2-135M-Instruct (written by experiments/paper/e2e_table.py from e2e_runs.jsonl)",
+        "",
+        "Trained on the E2E dev set minus a 10% selection slice of whole MRs; the full test set (630 MRs, official "
+        "metrics);",
+        "stopping step and hyperparameters chosen on the selection slice (e2e_sweep.jsonl). Cells: median [min, max] "
+        "over seeds;",
+        "BLEU, METEOR, ROUGE-L x100. Decoding: " + str(first.get("decoding", "-")) + ".",
+        "",
+        *table_lines(records),
+        *comparison_lines(records),
+        *quantized_lines(records),
+        *example_lines(records, test_refs, repo),
+        "",
+        f"Compute on the 2-core CPU: {len(runs)} table runs, {hours:.1f} h; {len(sweep)} sweep points, "
+        f"{sweep_hours:.1f} h.",
+    ]
+    text = "\n".join(lines) + "\n"
+    (results / "e2e_table.md").write_text(text)
+    _plot(records, results / "e2e_table.png")
+    return text
+
+
+def _plot(records: Sequence[Mapping[str, Any]], out: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in ROW_ORDER if any(x["row"] == r for x in records)]
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(3.0 * len(METRICS), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], METRICS, strict=True):
+        for i, row in enumerate(rows):
+            values = [x[metric] for x in records if x["row"] == row]
+            median = float(np.median(values))
+            ax.bar(i, median, color="C0" if row.startswith("fourierft") else "C1" if row != "zero-shot" else "C7")
+            ax.errorbar(i, median, yerr=[[median - min(values)], [max(values) - median]], color="k", capsize=2)
+        ax.set_xticks(range(len(rows)), rows, rotation=70, fontsize=7)
+        ax.set_title(metric + (" x100" if metric in PERCENT else ""))
+    fig.suptitle("E2E test set, SmolLM2-135M-Instruct: median and min-max over seeds", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def test_references(path: pathlib.Path) -> list[tuple[str, str]]:
+    """(MR, first reference) of every test MR, in the order the outputs files keep."""
+    from fourier_flax.data.e2e import read_e2e
+
+    return [(m.mr, m.refs[0]) for m in read_e2e(path)] if path.is_file() else []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=pathlib.Path, default=RESULTS)
+    data = REPO.parent / "shared" / "data" / "e2e" / "original" / "testset_w_refs.csv"
+    parser.add_argument("--test", type=pathlib.Path, default=data)
+    args = parser.parse_args(argv)
+    print(render(args.results, test_references(args.test)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""experiments/paper/e2e_table.py on synthetic runs: cells, paired differences with Holm, the goal, examples."""
+
+from __future__ import annotations
+
+import numpy as np
+from experiment_scripts import load_experiment
+from scipy import stats
+
+from fourier_flax.finetune.records import append_record
+
+BLEU = {  # official scale (0-1), per row and seed
+    "fourierft-n500": [0.600, 0.610, 0.580],
+    "lora-r4": [0.620, 0.605, 0.600],
+    "fourierft-n1000": [0.640, 0.630, 0.650],
+}
+
+
+def run(row, seed, bleu, tmp_path):
+    outputs = tmp_path / f"{row}-seed{seed}.txt"
+    outputs.write_text("\n".join(f"{row} says {i}" for i in range(7)) + "\n")
+    test = {"BLEU": bleu, "NIST": 8.0 + bleu, "METEOR": bleu / 2, "ROUGE_L": 0.7, "CIDEr": 2.0}
+    return {
+        "row": row, "method": row.split("-")[0], "seed": seed, "base": "float", "test": test, "rate": 1e-2,
+        "knob_name": "scaling", "knob": 50.0, "trainable_params": 30000, "outputs": outputs.name, "wall_s": 1800.0,
+        "decoding": {"num_beams": 10},
+    }  # fmt: skip
+
+
+def test_the_table_pairs_by_seed_and_holm_adjusts_the_family(tmp_path):
+    table = load_experiment("e2e_table")
+    for row, values in BLEU.items():
+        for seed, bleu in enumerate(values):
+            append_record(tmp_path / "e2e_runs.jsonl", run(row, seed, bleu, tmp_path))
+    append_record(tmp_path / "e2e_sweep.jsonl", {"row": "lora-r4", "wall_s": 3600.0})
+    refs = [(f"name[R{i}]", f"reference {i}") for i in range(7)]
+    text = table.render(tmp_path, refs, repo=tmp_path)
+    assert "| fourierft-n500 | float | 30,000 | 0.01 | scaling 50 | 60.0 [58.0, 61.0] (n=3) |" in text
+    # independent: paired t-tests of x100 BLEU and METEOR for the three comparisons the rows allow, then Holm
+    pairs = [("fourierft-n500", "lora-r4"), ("fourierft-n1000", "lora-r4")]
+    p = {}
+    for ours, theirs in pairs:
+        for metric, scale in (("BLEU", 100), ("METEOR", 50)):
+            a, b = scale * np.array(BLEU[ours]), scale * np.array(BLEU[theirs])
+            p[(ours, metric)] = stats.ttest_rel(a, b).pvalue
+    order = sorted(p, key=p.get)
+    holm, running = {}, 0.0
+    for rank, key in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p[key]))
+        holm[key] = running
+    mean = 100 * np.mean(np.subtract(BLEU["fourierft-n500"], BLEU["lora-r4"]))
+    half = stats.t.isf(0.025, 2) * 100 * stats.sem(np.subtract(BLEU["fourierft-n500"], BLEU["lora-r4"]))
+    line = f"| fourierft-n500 | lora-r4 | BLEU | {mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}] (3 pairs) |"
+    assert line + f" {p[('fourierft-n500', 'BLEU')]:.2g} | {holm[('fourierft-n500', 'BLEU')]:.2g} |" in text
+    assert f"over these {len(p)} comparisons" in text
+    # BLEU: -1.17 points (not within 1); METEOR is half of it: -0.58 (within)
+    assert "BLEU -1.17 (not within 1 point); METEOR -0.58 (within 1 point)" in text
+    assert "**MR 6**: name[R6]" in text and "- fourierft-n1000: fourierft-n1000 says 6" in text
+    assert "9 table runs, 4.5 h; 1 sweep points, 1.0 h" in text
+    assert (tmp_path / "e2e_table.png").stat().st_size > 0
