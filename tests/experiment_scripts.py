@@ -2,7 +2,7 @@
 
 Example::
 
-  >>> figure4 = load_experiment("glue_figure4")  # experiments/paper/glue_figure4.py
+  figure4 = load_experiment("glue_figure4")  # experiments/paper/glue_figure4.py
 """
 
 from __future__ import annotations

@@ -37,8 +37,10 @@ import torch
 from fourier_flax.methods.fourierft import delta_w, delta_w_reference, peft_entries
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: experiment_paths
-from bench_machine import machine_summary  # noqa: E402
 from experiment_paths import RESULTS as RESULTS_DIR  # noqa: E402
+
+# isort: split
+from bench_machine import machine_summary  # noqa: E402
 
 SHAPES = "768x768,1024x1024,768x3072,4096x4096"
 N_FREQUENCY = 1000

@@ -39,8 +39,10 @@ import time
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # experiments/: experiment_paths
-from bench_machine import machine_summary, others_running  # noqa: E402
 from experiment_paths import RESULTS  # noqa: E402
+
+# isort: split
+from bench_machine import machine_summary, others_running  # noqa: E402
 
 PROMPTS = [
     "What is the capital of France?",

@@ -43,8 +43,10 @@ from collections.abc import Callable
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # experiments/: experiment_paths
-from bench_machine import machine_summary, others_running  # noqa: E402
 from experiment_paths import RESULTS  # noqa: E402
+
+# isort: split
+from bench_machine import machine_summary, others_running  # noqa: E402
 
 QUIET = 0.5
 TOKENS = 32

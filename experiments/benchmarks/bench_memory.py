@@ -32,8 +32,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: experiment_paths
-import bench_train_step as bench  # noqa: E402  (the shared workers)
 from experiment_paths import RESULTS  # noqa: E402
+
+# isort: split
+import bench_train_step as bench  # noqa: E402  (the shared workers)
 
 SHAPES = (("minilm", 8), ("minilm", 32), ("roberta-base", 32))
 JAX_CONFIGS = ("fourierft", "fourierft-remat", "fourierft-remat-memsched", "floor")

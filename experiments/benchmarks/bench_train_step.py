@@ -72,8 +72,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: experiment_paths
-from bench_machine import others_running  # noqa: E402  (re-exported for bench_memory.py)
 from experiment_paths import RESULTS  # noqa: E402
+
+# isort: split
+from bench_machine import others_running  # noqa: E402  (re-exported for bench_memory.py)
 
 SEQ_LEN = 128
 N_FREQUENCY, SCALING, RANK = 1000, 150.0, 8
