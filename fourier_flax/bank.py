@@ -34,14 +34,9 @@ from flax import traverse_util
 from fourier_flax import module_paths
 from fourier_flax.adapted_modules import adapter_module_paths
 from fourier_flax.checkpoint import AdapterMismatchError, load_adapter
-from fourier_flax.methods import ADAPTER_LEAVES, FourierFTConfig, LoraConfig, method_of
+from fourier_flax.methods import ADAPTER_LEAVES, method_of
 from fourier_flax.methods.bank import AdapterBank, adapter_ids, current_adapter_ids
-from fourier_flax.methods.fourierft import SPECTRUM
-from fourier_flax.methods.lora import LORA_B
 from fourier_flax.peft_interop import import_peft
-
-# The config field each method's members may differ in: folded into the leaves (ΔW is linear in it).
-_SCALE_FIELD = {FourierFTConfig: ("scaling", SPECTRUM), LoraConfig: ("lora_alpha", LORA_B)}
 
 
 def _flat(tree: module_paths.Tree) -> dict[tuple[str, ...], Any]:
@@ -49,15 +44,20 @@ def _flat(tree: module_paths.Tree) -> dict[tuple[str, ...], Any]:
 
 
 def _member_problems(index: int, config: Any, reference: Any) -> list[str]:
-    field = _SCALE_FIELD.get(type(reference), (None,))[0]
     if type(config) is not type(reference):
         return [f"adapter {index} is a {type(config).__name__}, adapter 0 a {type(reference).__name__}"]
     ours, theirs = dataclasses.asdict(config), dataclasses.asdict(reference)
     return [
         f"adapter {index}: {name}={ours[name]!r}, adapter 0 has {theirs[name]!r}"
         for name in ours
-        if name != field and ours[name] != theirs[name]
+        if name != _scale_field(reference) and ours[name] != theirs[name]
     ]
+
+
+def _scale_field(config: Any) -> str | None:
+    """The config field bank members may differ in (the method's ``bank_scale``)."""
+    scale = method_of(config).bank_scale
+    return None if scale is None else scale[0]
 
 
 def stack_adapters(trees: Sequence[module_paths.Tree], configs: Sequence[Any]) -> tuple[module_paths.Tree, AdapterBank]:
@@ -103,7 +103,7 @@ def stack_adapters(trees: Sequence[module_paths.Tree], configs: Sequence[Any]) -
                 )
     if problems:
         raise AdapterMismatchError(f"{len(trees)} adapters do not form one bank", problems)
-    field, scaled_leaf = _SCALE_FIELD.get(type(reference), (None, None))
+    field, scaled_leaf = method_of(reference).bank_scale or (None, None)
     factors = [1.0 if field is None else getattr(c, field) / getattr(reference, field) for c in configs]
     stacked = {}
     for key, first in flats[0].items():

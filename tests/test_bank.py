@@ -199,8 +199,8 @@ def test_member_round_trip_and_memory():
     trees = members(FOURIER)
     params, bank = stack_adapters(trees, [FOURIER] * 3)
     for k in range(3):
-        chex_equal = jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), bank_member(params, bank, k), trees[k])
-        assert all(jax.tree.leaves(chex_equal))
+        leaf_equal = jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), bank_member(params, bank, k), trees[k])
+        assert all(jax.tree.leaves(leaf_equal))
     # two adapted layers of n = 50 float32 coefficients each
     assert bank_bytes_per_adapter(params, bank) == 2 * 50 * 4
     with pytest.raises(IndexError):

@@ -205,6 +205,10 @@ class Execution:
         it through :func:`fourier_flax.adapted_modules.adapted_matmul_call`."""
         return None
 
+    # The config field members of an adapter bank may differ in and the leaf it scales (ΔW is linear in both,
+    # so fourier_flax.bank.stack_adapters folds a member's value into that leaf), or None: members agree in all.
+    bank_scale: ClassVar[tuple[str, str] | None] = None
+
     def bank_matmul(
         self, config: Any, alpha: Any, path: str, params: Mapping[str, Any], x: jax.Array, ids: jax.Array, *,
         precision, dtype,

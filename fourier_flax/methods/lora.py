@@ -113,6 +113,8 @@ class LoraMethod(AdapterMethod):
     def leaf_axes(self, name):
         return {LORA_A: ("in", None), LORA_B: (None, "out")}.get(name)
 
+    bank_scale: ClassVar[tuple[str, str]] = ("lora_alpha", LORA_B)
+
     def bank_matmul(self, config, alpha, path, params, x, ids, *, precision, dtype):
         """``x @ W0`` plus each example's ``scale · (x A_b) B_b`` with its gathered factors (Punica-style)."""
         y = base_matmul(x, params["kernel"], precision=precision, dtype=dtype)

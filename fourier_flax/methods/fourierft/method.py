@@ -137,6 +137,8 @@ class FourierFTMethod(AdapterMethod):
             kernel, entries, shape = kernel.T, entries[::-1], shape[::-1]
         return backward.adapted_matmul(x, kernel, spectrum, entries, shape, alpha, precision=precision, dtype=dtype)
 
+    bank_scale: ClassVar[tuple[str, str]] = ("scaling", SPECTRUM)
+
     def bank_matmul(self, config, alpha, path, params, x, ids, *, precision, dtype):
         """``x @ W0`` plus each example's ``x @ ΔW`` straight from its own spectrum (:func:`spectral_matmul`)."""
         kernel, bank = params["kernel"], params[SPECTRUM]
