@@ -14,8 +14,9 @@ contracted axes, then output axes, for ``nnx.Einsum``). The leaves are made by :
 on a params tree keyed by the attribute paths, so an NNX model whose paths equal a linen model's (such as
 :mod:`fourier_flax.models.bert` and Hugging Face's Flax BERT) gets the same spectra from the same key, and the same
 orbax checkpoints and PEFT files (:func:`save_adapter`, :func:`load_adapter`, :func:`export_peft`,
-:func:`import_peft`). FourierFT on ``nnx.Linear`` uses the spectral backward
-(:func:`fourier_flax.methods.fourierft.backward.adapted_matmul`) as the linen interceptor does.
+:func:`import_peft`). Plain matmul layers (``nnx.Linear``, the 4-bit ``QuantizedLinear``) reach a method's own
+matmul — FourierFT's spectral backward, adapter banks — through the call the linen interceptor uses
+(:func:`fourier_flax.adapted_modules.adapted_matmul_call`).
 
 Sharding: when the base kernel carries ``out_sharding`` metadata (``nnx.with_partitioning``), each adapter leaf
 gets the metadata its layout implies (the method's :meth:`~fourier_flax.methods.base.AdapterMethod.leaf_axes`:
