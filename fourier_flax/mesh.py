@@ -71,7 +71,16 @@ def parallel_role(path: str) -> str | None:
 
 
 def kernel_spec(strategy: Strategy, path: str, shape: tuple[int, ...], model_size: int) -> P:
-    """The ``PartitionSpec`` of the frozen ``kernel`` of the module at ``path`` under ``strategy``."""
+    """The ``PartitionSpec`` of the frozen ``kernel`` of the module at ``path`` under ``strategy``.
+
+    ``shape`` is the kernel's ``(*stack, in, out)`` (leading axes: layers stacked by ``nn.scan``, never split):
+    under ``"tp"`` a column-parallel layer splits ``out``, a row-parallel one ``in``.
+
+    Example::
+
+      kernel_spec("tp", "encoder.layer.attention.output.dense", (6, 384, 384), 4)
+      # PartitionSpec(None, 'model', None)
+    """
     if strategy == "dp" or len(shape) < 2:
         return P()
     if strategy == "fsdp":
@@ -79,11 +88,11 @@ def kernel_spec(strategy: Strategy, path: str, shape: tuple[int, ...], model_siz
             if shape[axis] % model_size == 0:
                 return P(*([None] * axis + ["model"] + [None] * (len(shape) - axis - 1)))
         return P()
-    role = parallel_role(path)
+    role, stack = parallel_role(path), [None] * (len(shape) - 2)
     if role == "column" and shape[-1] % model_size == 0:
-        return P(None, "model")
-    if role == "row" and shape[0] % model_size == 0:
-        return P("model", None)
+        return P(*stack, None, "model")
+    if role == "row" and shape[-2] % model_size == 0:
+        return P(*stack, "model", None)
     return P()
 
 

@@ -347,3 +347,15 @@ def test_nnx_adapters_shard_like_their_kernels_and_train_on_a_mesh():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
     done = subprocess.run([sys.executable, "-c", NNX_MESH], env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0 and done.stdout.strip().endswith("OK"), done.stderr[-3000:]
+
+
+def test_tp_splits_a_stacked_kernel_on_its_own_axes_never_the_layer_axis():
+    from jax.sharding import PartitionSpec as P
+
+    from fourier_flax.mesh import kernel_spec
+
+    column, row = "encoder.layer.attention.self.query", "encoder.layer.attention.output.dense"
+    assert kernel_spec("tp", column, (6, 32, 48), 4) == P(None, None, "model")  # out split
+    assert kernel_spec("tp", row, (6, 32, 48), 4) == P(None, "model", None)  # in split, not the 6 layers
+    assert kernel_spec("tp", row, (8, 30, 48), 4) == P()  # 30 inputs do not split 4 ways: replicated
+    assert kernel_spec("tp", row, (32, 48), 4) == P("model", None)  # unstacked: as before
