@@ -1,4 +1,5 @@
-"""experiments/paper/e2e_table.py on synthetic runs: cells, paired differences with Holm, the goal, examples."""
+"""experiments/paper/e2e_table.py on synthetic runs (cells, paired differences with Holm, the goal, examples), and
+which sweep chooses each E2E row's point."""
 
 from __future__ import annotations
 
@@ -57,3 +58,22 @@ def test_the_table_pairs_by_seed_and_holm_adjusts_the_family(tmp_path):
     assert "**MR 6**: name[R6]" in text and "- fourierft-n1000: fourierft-n1000 says 6" in text
     assert "9 table runs, 4.5 h; 1 sweep points, 1.0 h" in text
     assert (tmp_path / "e2e_table.png").stat().st_size > 0
+
+
+def test_four_bit_rows_train_at_their_float_twins_chosen_point(tmp_path):
+    import argparse
+
+    e2e = load_experiment("e2e")
+    rows = e2e.table_rows()
+    exp = argparse.Namespace(args=argparse.Namespace(results=tmp_path, steps=300))
+    twin = rows["fourierft-n1000"]
+    points = [(rate, knob) for rate in twin.rates for knob in twin.knob_values]
+    for k, (rate, knob) in enumerate(points):
+        loss = 1.5 if (rate, knob) == (1e-2, 50.0) else 2.0 + k / 100
+        record = {"row": "fourierft-n1000", "rate": rate, "knob": knob, "steps": 300, "selection_loss": loss}
+        append_record(tmp_path / "e2e_sweep.jsonl", record)
+        if k == len(points) - 2:  # one point short: no choice yet, for the twin or the 4-bit row
+            assert e2e.chosen_point(exp, "fourierft-n1000-4bit", rows["fourierft-n1000-4bit"]) is None
+    assert e2e.chosen_point(exp, "fourierft-n1000", twin) == (1e-2, 50.0)
+    assert e2e.chosen_point(exp, "fourierft-n1000-4bit", rows["fourierft-n1000-4bit"]) == (1e-2, 50.0)
+    assert e2e.chosen_point(exp, "lora-r4-4bit", rows["lora-r4-4bit"]) is None  # its twin lora-r4 is not swept

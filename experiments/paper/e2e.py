@@ -21,14 +21,15 @@ every ``--eval-every`` steps; the adapter with the lowest selection loss is the 
 Sweeps (``--sweep``): each row's grid — its rate × its scaling knob (FourierFT's ``scaling``, LoRA's
 ``lora_alpha``, VeRA's ``d_initial``), 3 × 3 for every method — trained at that same schedule (seed 0) and scored by
 the best selection loss; ``e2e_sweep.jsonl`` holds one record per point. Table runs use each row's best point and
-refuse to start without a finished sweep.
+refuse to start without a finished sweep. The 4-bit rows are not swept: they train at their float twin's point
+(``Row.sweep_row``), so their difference from the float rows is the base's alone.
 
 Writes ``experiments/results/e2e_runs.jsonl`` (one record per finished run: row, method, seed, base, the five
 test metrics, selection loss and step, trainable parameters, hyperparameters, decoding settings, steps, wall_s,
 the outputs file) and keeps every test output in ``experiments/results/e2e_outputs/``. Runtime on this 2-core
 CPU: a train step 3.7 s (float base, 8 × 128; experiments/results/bench_llm.md), so a 300-step run with its
-selection evaluations ~20 min. Budget: 7 trained rows × (9 sweep points + 3 seeds) runs is ~28 CPU-hours: the
-resumable runner carries it across sittings.
+selection evaluations ~20 min. Budget: 5 swept rows × 9 points + 7 trained rows × 3 seeds = 66 runs, ~25
+CPU-hours with the test decodes: the resumable runner carries it across sittings.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class Row:
     knob_values: tuple[float, ...] = ()
     base: str = "float"
     scaling: Any = None  # knob -> the traced scaling the layers use (None: the knob only shapes the init)
+    sweep_row: str | None = None  # the row whose sweep chooses this row's point (None: its own)
 
 
 def _rows() -> dict[str, Row]:
@@ -87,8 +89,11 @@ def _rows() -> dict[str, Row]:
         "lora-r4": Row("lora", lora(4), **grid_lora(4)),
         "lora-r8": Row("lora", lora(8), **grid_lora(8)),
         "vera": Row("vera", vera, rates=(1e-3, 3e-3, 1e-2), knob="d_initial", knob_values=(0.05, 0.1, 0.2)),
-        "fourierft-n1000-4bit": Row("fourierft", fourierft(1000), **grid_fourierft, base="4bit"),
-        "lora-r4-4bit": Row("lora", lora(4), **grid_lora(4), base="4bit"),
+        # the 4-bit rows train at their float twin's chosen point: the difference is the base's alone
+        "fourierft-n1000-4bit": Row(
+            "fourierft", fourierft(1000), **grid_fourierft, base="4bit", sweep_row="fourierft-n1000"
+        ),
+        "lora-r4-4bit": Row("lora", lora(4), **grid_lora(4), base="4bit", sweep_row="lora-r4"),
     }
 
 
@@ -200,6 +205,9 @@ def sweep(exp: Experiment, names: list[str]) -> None:
     rows = table_rows(one_point=exp.args.smoke)
     for name in names:
         row = rows[name]
+        if row.sweep_row is not None:
+            print(f"{name} takes {row.sweep_row}'s chosen point: sweep {row.sweep_row} instead.", flush=True)
+            continue
         trainer = None
         for rate, knob in itertools.product(row.rates, row.knob_values):
             if (name, rate, knob, exp.args.steps) in finished_keys(path, ("row", "rate", "knob", "steps")):
@@ -216,12 +224,14 @@ def sweep(exp: Experiment, names: list[str]) -> None:
 
 
 def chosen_point(exp: Experiment, name: str, row: Row) -> tuple[float, float] | None:
+    """The (rate, knob) with the lowest selection loss in the sweep of ``row.sweep_row or name``, once complete."""
     from fourier_flax.finetune.records import read_records
 
+    swept = row.sweep_row or name
     points = [
         r
         for r in read_records(exp.args.results / "e2e_sweep.jsonl")
-        if r["row"] == name and r["steps"] == exp.args.steps
+        if r["row"] == swept and r["steps"] == exp.args.steps
     ]
     if len(points) < len(row.rates) * len(row.knob_values):
         return None
@@ -252,7 +262,8 @@ def table_runs(exp: Experiment, names: list[str], seeds: list[int]) -> None:
             else:
                 point = chosen_point(exp, name, row)
                 if point is None:
-                    print(f"{name}: no finished sweep at {exp.args.steps} steps; run --sweep --rows {name} first.")
+                    swept = row.sweep_row or name
+                    print(f"{name}: no finished sweep at {exp.args.steps} steps; run --sweep --rows {swept} first.")
                     continue
                 rate, knob = point
                 print(f"run {name} seed {seed}: rate {rate}, {row.knob} {knob}", flush=True)
