@@ -388,7 +388,7 @@ BANK_ON_A_MESH = textwrap.dedent(
 
     want = jax.jit(f)(params, x, ids)
     mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
-    for strategy in ("dp", "fsdp"):
+    for strategy in ("dp", "fsdp", "tp"):
         with use_mesh(mesh, strategy):
             xs = jax.device_put(x, NamedSharding(mesh, batch_spec(strategy)))
             got = jax.jit(f)(shard_params(params, mesh, strategy), xs, ids)
@@ -398,9 +398,9 @@ BANK_ON_A_MESH = textwrap.dedent(
 )
 
 
-def test_adapter_banks_serve_on_data_and_fsdp_meshes():
-    """A FourierFT bank on 8 fake devices computes what it does on one, under "dp" and "fsdp". ("tp" splits
-    the kernels' outputs and XLA:CPU's FFT then fails on the partitioned layout: not supported, see bank.py.)"""
+def test_adapter_banks_serve_on_every_mesh_strategy():
+    """A FourierFT bank of two stacked layers on 8 fake devices computes what it does on one, under "dp", "fsdp"
+    and "tp" (where the second layer's input comes split over its features: XLA:CPU's FFT once failed on it)."""
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
     done = subprocess.run([sys.executable, "-c", BANK_ON_A_MESH], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and done.stdout.strip().endswith("OK"), done.stderr[-3000:]

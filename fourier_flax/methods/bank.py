@@ -12,9 +12,8 @@ Banks run on layers that are a plain ``x @ kernel (+ bias)``: linen ``nn.Dense``
 4-bit :class:`~fourier_flax.models.quantized.QuantizedLinear`). A bank has no single merged kernel and is not
 saved as one checkpoint: :func:`fourier_flax.bank.bank_member` takes one adapter out, and
 :func:`fourier_flax.bank.stack_adapters` / :func:`fourier_flax.bank.load_adapter_bank` build a bank from adapters.
-On a device mesh, banks serve with the batch split (``"dp"``, ``"fsdp"``; tests/test_sharding.py); with kernels
-split over their outputs (``"tp"``) a FourierFT bank fails inside XLA:CPU's FFT (a layout check on the
-partitioned input), so tensor-parallel serving is not supported.
+On a device mesh (:func:`fourier_flax.mesh.use_mesh`, or params placed by :func:`fourier_flax.sharding.shard_params`)
+banks serve under ``"dp"``, ``"fsdp"`` and ``"tp"`` alike (tests/test_sharding.py, 8 fake CPU devices).
 
 Example::
 

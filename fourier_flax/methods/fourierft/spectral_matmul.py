@@ -37,7 +37,10 @@ from fourier_flax.methods.fourierft.spectral import Shape2D, check_entries
 
 def _row_spectrum(x: jax.Array, index: jax.Array, size: int) -> jax.Array:
     """``conj(fft(x))[..., index]`` of real rows ``x`` (..., size) through the real FFT (float32 → complex64)."""
-    half = jnp.fft.rfft(x.astype(jnp.float32), axis=-1)
+    # Flat rows: XLA:CPU's FFT needs a row-major operand, and the reshape makes one even when x comes from a
+    # partitioned matmul laid out otherwise (adapter banks on a "tp" mesh failed a layout check without it).
+    rows = x.astype(jnp.float32).reshape(-1, size)
+    half = jnp.fft.rfft(rows, axis=-1).reshape(*x.shape[:-1], size // 2 + 1)
     folded = jnp.where(index <= size // 2, index, size - index)
     picked = jnp.take(half, folded, axis=-1)
     return jnp.where(index <= size // 2, jnp.conj(picked), picked)
