@@ -40,6 +40,9 @@ def test_grids_are_as_dense_for_lora_as_for_fourierft():
     assert len({p.knob for p in fair.GRIDS["lora"]}) == 3  # rate x lora_alpha, not the rate alone
     run = fair.point_run("stsb", "lora", 0, fair.GRIDS["lora"][-1])
     assert (run.lora_alpha, run.lora_r, run.epochs) == (64.0, 8, 3)
+    assert fair.GRIDS["dora"] == fair.GRIDS["lora"]  # DoRA, when swept, on LoRA's grid
+    run = fair.point_run("stsb", "dora", 0, fair.GRIDS["dora"][0])
+    assert (run.method, run.lora_alpha, run.lora_r, run.lr) == ("dora", 4.0, 8, 3e-4)
 
 
 def old_table_record(method, seed, hyperparameters, dev=71.5):

@@ -10,7 +10,8 @@ This script repeats the comparison for the five-method core with:
   both spanning the lr x scale ridge), 5 rates each for BitFit, head-only and full fine-tuning; the classifier's
   rate is 1e-2 for every method but head-only (whose grid is the head rate);
 * two sweep tasks, STS-B (regression) and SST-2 (classification): each uses its own best point; the other
-  tasks use the point with the best mean selection score over the two.
+  tasks use the point with the best mean selection score over the two;
+* DoRA, when named (``--methods dora``), on LoRA's grid (r = 8, rate x ``lora_alpha``).
 
 Commands (each resumable: finished points and runs are read back from the JSONL files and skipped)::
 
@@ -53,11 +54,13 @@ from glue_table import BACKBONE, HEAD_LR, RESULTS, table_run_config  # noqa: E40
 RUNS = experiment_paths.RUNS / "glue_fair"
 
 CORE_METHODS = ("fourierft", "lora", "bitfit", "head", "full")
+# DoRA (LoRA's rescaled neighbour) gets LoRA's grid too; it is swept and tabled only when named (--methods dora).
+METHODS = (*CORE_METHODS, "dora")
 SWEEP_TASKS = ("stsb", "sst2")
 EPOCHS = 3  # the table's own schedule
 # The knob each method's grid pairs with the rate: traced by the Trainer for FourierFT (one compile for the grid),
 # static for LoRA (one Trainer per lora_alpha).
-KNOB = {"fourierft": "scaling", "lora": "lora_alpha"}
+KNOB = {"fourierft": "scaling", "lora": "lora_alpha", "dora": "lora_alpha"}
 LORA_R = 8
 
 
@@ -80,6 +83,7 @@ GRIDS: dict[str, list[GridPoint]] = {
     "fourierft": _grid((0.02, 0.05, 0.15, 0.4), (12.0, 35.0, 100.0))
     + [GridPoint(1.0, 12.0), GridPoint(1.0, 35.0), GridPoint(2.0, 12.0)],
     "lora": _grid((3e-4, 1e-3, 3e-3, 1e-2, 2e-2), (4.0, 16.0, 64.0)),
+    "dora": _grid((3e-4, 1e-3, 3e-3, 1e-2, 2e-2), (4.0, 16.0, 64.0)),
     "bitfit": _grid((1e-3, 2e-3, 3e-3, 6e-3, 1e-2)),
     "head": _grid((1e-2, 2e-2, 3e-2, 5e-2, 1e-1)),
     "full": _grid((5e-5, 1e-4, 2e-4, 3e-4, 4e-4)),
@@ -90,7 +94,7 @@ def point_run(task: str, method: str, seed: int, point: GridPoint):
     """The run of ``method`` on ``task`` at ``point`` with the table's 3-epoch budget."""
     overrides = {"epochs": EPOCHS}
     scaling = point.knob if method == "fourierft" else None
-    if method == "lora":
+    if method in ("lora", "dora"):
         overrides |= {"lora_r": LORA_R, "lora_alpha": point.knob}
     return table_run_config(task, method, seed, point.lr, scaling, **overrides)
 
@@ -105,7 +109,7 @@ def sweep(methods: Sequence[str], tasks: Sequence[str], results: pathlib.Path) -
         for method in methods:
             done = finished_keys(path, ("task", "method", "lr", "knob"))
             todo = [p for p in GRIDS[method] if (task_name, method, p.lr, p.knob) not in done]
-            static_knob = method == "lora"  # lora_alpha is baked into the compiled step
+            static_knob = method in ("lora", "dora")  # lora_alpha is baked into the compiled step
             groups = itertools.groupby(todo, key=lambda p: p.knob if static_knob else None)
             for _, points in groups:
                 points = list(points)
@@ -188,7 +192,7 @@ def render_sweep(results: pathlib.Path) -> None:
         lines += ["", f"## {task}", "", "| method | lr | knob | selection by epoch | best | wall s | chosen |"]
         lines.append("|---|---|---|---|---|---|---|")
         rows = [r for r in records if r["task"] == task]
-        for r in sorted(rows, key=lambda r: (CORE_METHODS.index(r["method"]), r["knob"] or 0, r["lr"])):
+        for r in sorted(rows, key=lambda r: (METHODS.index(r["method"]), r["knob"] or 0, r["lr"])):
             pick = "yes" if picks.get(r["method"]) == GridPoint(r["lr"], r["knob"]) else ""
             by_epoch = ", ".join(f"{s:.2f}" for s in r["selection_by_epoch"])
             knob = "-" if r["knob"] is None else f"{r['knob']:g}"
