@@ -219,6 +219,31 @@ def test_tokenizer_follows_the_file_special_tokens(tokenizer):
     assert ids[0] == 1 and ids[1] != 1  # the template's own <|im_start|>, no second BOS prepended
 
 
+def test_cached_tokenizer_encodes_as_the_one_built_from_the_file(path, tmp_path, monkeypatch):
+    from fourier_flax.models.llama import tokenizer as module
+
+    built = module.gguf_tokenizer(path)  # the slow build, once
+    monkeypatch.setattr(module, "gguf_tokenizer", lambda _: built)
+    assert module.load_tokenizer(path, cache_dir=tmp_path / "cache") is built  # built, then saved
+    (folder,) = (tmp_path / "cache").iterdir()
+    assert (folder / "tokenizer_config.json").is_file() and len(folder.name) == 32  # keyed by the file's sha256
+    cached = module.load_tokenizer(path, cache_dir=tmp_path / "cache")
+    assert cached is not built
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "name[Zizzi], £30 ünï 😀"}]
+    for tok in (built, cached):
+        assert (tok.bos_token, tok.eos_token, tok.pad_token, tok.add_bos_token) == ("<|im_start|>", "<|im_end|>",
+                                                                                   "<|im_end|>", False)  # fmt: skip
+    assert cached.apply_chat_template(chat, add_generation_prompt=True) == built.apply_chat_template(
+        chat, add_generation_prompt=True
+    )
+    for text in ("hello world", "  two  spaces\nnewline", "<|im_start|>user"):
+        assert cached(text)["input_ids"] == built(text)["input_ids"]
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.warns(UserWarning, match="could not cache the tokenizer"):
+        assert module.load_tokenizer(path, cache_dir=blocker / "cache") is built  # unwritable: still loads
+
+
 def test_hugging_face_folder_loads_the_same_model(path, tmp_path, batch):
     """A config.json + safetensors folder (what users hold on TPU) gives the same logits as the GGUF."""
     from safetensors.numpy import save_file

@@ -32,6 +32,8 @@ import grain
 import numpy as np
 import tensorflow_datasets as tfds
 
+from fourier_flax.cache_dir import cache_root
+
 __all__ = [
     "GLUE_TASKS",
     "GlueFormatError",
@@ -355,9 +357,8 @@ class GlueTsv(tfds.core.GeneratorBasedBuilder):
 
 
 def default_cache_dir() -> Path:
-    """``$FOURIER_FLAX_CACHE/tfds`` if set, else ``~/.cache/fourier_flax/tfds``."""
-    root = os.environ.get("FOURIER_FLAX_CACHE") or Path.home() / ".cache" / "fourier_flax"
-    return Path(root) / "tfds"
+    """``tfds`` under :func:`fourier_flax.cache_dir.cache_root`."""
+    return cache_root() / "tfds"
 
 
 def _source_fingerprint(data_dir: Path, task: GlueTask) -> str:

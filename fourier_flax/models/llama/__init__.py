@@ -2,7 +2,8 @@
 
 * :mod:`~fourier_flax.models.llama.model` — :class:`LlamaConfig`, :class:`LlamaForCausalLM`, :func:`init_cache`;
 * :mod:`~fourier_flax.models.llama.loading` — :func:`from_gguf` (llama.cpp files, float or 4-bit),
-  :func:`from_pretrained` (a Hugging Face folder), :func:`load_tokenizer`.
+  :func:`from_pretrained` (a Hugging Face folder);
+* :mod:`~fourier_flax.models.llama.tokenizer` — :func:`load_tokenizer` (cached when built from a GGUF file).
 
 Example::
 
@@ -17,10 +18,10 @@ from fourier_flax.models.llama.loading import (
     fill_model,
     from_gguf,
     from_pretrained,
-    load_tokenizer,
     read_gguf,
 )
 from fourier_flax.models.llama.model import LlamaConfig, LlamaForCausalLM, init_cache, positions_from_mask
+from fourier_flax.models.llama.tokenizer import load_tokenizer
 
 __all__ = [
     "GGUF_NAMES",

@@ -270,30 +270,3 @@ def from_pretrained(folder: str | pathlib.Path, *, dtype=jnp.float32, remat: boo
     if unknown:
         raise CheckpointError(f"{folder}: tensors {unknown[:4]} have no place in a Llama model.")
     return fill_model(_abstract_model(config, dtype, remat), tensors, dtype=dtype)
-
-
-def load_tokenizer(path: str | pathlib.Path):
-    """A transformers tokenizer with the chat template, from a GGUF file or a Hugging Face folder.
-
-    From a GGUF file the special tokens follow the file (``tokenizer.ggml.{bos,eos,padding}_token_id``; for SmolLM2
-    EOS is ``<|im_end|>``, where the chat template ends a turn) and no BOS is prepended: the chat template starts
-    every turn with its own ``<|im_start|>``. (transformers' GGUF tokenizer otherwise reports ``<|im_start|>`` as
-    both BOS and EOS and prepends it to every encoding.)
-    """
-    import transformers
-
-    path = pathlib.Path(path)
-    if path.suffix != ".gguf":
-        return transformers.AutoTokenizer.from_pretrained(str(path))
-    import gguf
-
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    reader = gguf.GGUFReader(str(path))
-    tokens = reader.fields["tokenizer.ggml.tokens"]
-    for role in ("bos", "eos", "padding"):
-        entry = reader.fields.get(f"tokenizer.ggml.{role}_token_id")
-        if entry is not None:
-            token = tokens.contents(int(entry.contents()))
-            setattr(tokenizer, "pad_token" if role == "padding" else f"{role}_token", token)
-    tokenizer.add_bos_token = False
-    return tokenizer
