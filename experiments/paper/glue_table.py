@@ -292,9 +292,10 @@ def run_identity(run) -> dict[str, Any]:
 
 
 def identity_of_record(record: dict[str, Any]) -> dict[str, Any]:
-    """:func:`run_identity` read back from a finished run's record."""
+    """:func:`run_identity` read back from a finished run's record (the first records have no ``backbone``: they
+    never match a new run's identity)."""
     return {
-        **{k: record[k] for k in ("task", "method", "seed", "backbone", "hyperparameters")},
+        **{k: record.get(k) for k in ("task", "method", "seed", "backbone", "hyperparameters")},
         "epochs": record["budget"]["epochs"],
         "batch_size": record["budget"]["batch_size"],
     }
