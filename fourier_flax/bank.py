@@ -47,17 +47,12 @@ def _member_problems(index: int, config: Any, reference: Any) -> list[str]:
     if type(config) is not type(reference):
         return [f"adapter {index} is a {type(config).__name__}, adapter 0 a {type(reference).__name__}"]
     ours, theirs = dataclasses.asdict(config), dataclasses.asdict(reference)
+    free_field, _ = method_of(reference).bank_scale or (None, None)  # the one field members may differ in
     return [
         f"adapter {index}: {name}={ours[name]!r}, adapter 0 has {theirs[name]!r}"
         for name in ours
-        if name != _scale_field(reference) and ours[name] != theirs[name]
+        if name != free_field and ours[name] != theirs[name]
     ]
-
-
-def _scale_field(config: Any) -> str | None:
-    """The config field bank members may differ in (the method's ``bank_scale``)."""
-    scale = method_of(config).bank_scale
-    return None if scale is None else scale[0]
 
 
 def stack_adapters(trees: Sequence[module_paths.Tree], configs: Sequence[Any]) -> tuple[module_paths.Tree, AdapterBank]:

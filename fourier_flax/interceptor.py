@@ -118,10 +118,11 @@ def _intercept_call(config: AdapterConfig, alpha, next_fun, args, kwargs, contex
         return next_fun(*args, **kwargs)
     _check_layer(config, path, module)
     params = module.variables["params"]
-    if not kwargs and len(args) == 1:  # a plain matmul layer's call: the method may run its own matmul
-        y = adapted_matmul_call(config, alpha, path, params, args[0], layer_kinds.matmul_layer(module))
-        if y is not None:
-            return y
+    # A plain matmul layer called on its input alone may run the method's own matmul (as NNX layers do).
+    layer = layer_kinds.matmul_layer(module) if len(args) == 1 and not kwargs else None
+    y = adapted_matmul_call(config, alpha, path, params, args[0] if args else None, layer)
+    if y is not None:
+        return y
     kernel = params["kernel"]
     # The layer's compute dtype; with dtype=None the layer promotes itself, so keep the kernel's dtype.
     compute_dtype = getattr(module, "dtype", None) or kernel.dtype

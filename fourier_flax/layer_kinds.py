@@ -56,7 +56,7 @@ def matmul_layer(module: nn.Module | nnx.Module) -> MatmulLayer | None:
     """The :class:`MatmulLayer` of a plain matmul layer (see the module docstring), or None for any other."""
     if type(module) is nn.Dense and module.dot_general is None and module.dot_general_cls is None:
         return MatmulLayer(_linen_bias(module), module.dtype, module.precision)
-    if is_conv1d(module) and type(module) is conv1d_type():
+    if type(module) is conv1d_type():
         return MatmulLayer(_linen_bias(module), module.dtype, module.precision, transposed=True)
     plain_linear = (
         type(module) is nnx.Linear

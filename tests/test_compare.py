@@ -79,3 +79,13 @@ def test_pairing_uses_only_the_seeds_both_settings_have():
     assert diff.pairs == 2 and diff.mean == pytest.approx(2.25)
     assert diff.standard_error == pytest.approx(np.std([3.0, 1.5], ddof=1) / np.sqrt(2))
     assert paired_by_seed(ours, metric_by_seed(RECORDS, task="rte", method="fourierft")) is None
+
+
+def test_half_width_is_scipys_paired_t_interval():
+    a, b = [74.0, 73.3, 74.5, 72.9], [73.9, 73.5, 74.3, 72.1]
+    diff = paired_difference(a, b)
+    d = np.subtract(a, b)
+    for confidence in (0.95, 0.8):
+        low, high = stats.t.interval(confidence, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
+        np.testing.assert_allclose(diff.half_width(confidence), (high - low) / 2, rtol=1e-12)
+    assert np.isnan(paired_difference([1.0], [0.5]).half_width())

@@ -27,7 +27,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # experiments/: experiment_paths
 from experiment_paths import REPO, RESULTS  # noqa: E402
@@ -80,7 +79,7 @@ def _cell(values: Sequence[float], metric: str) -> str:
 def _interval(diff: PairedDifference) -> str:
     if diff.pairs < 2:
         return f"{diff.mean:+.2f} (1 pair)"
-    half = stats.t.isf(0.025, diff.pairs - 1) * diff.standard_error
+    half = diff.half_width()
     return f"{diff.mean:+.2f} [{diff.mean - half:+.2f}, {diff.mean + half:+.2f}] ({diff.pairs} pairs)"
 
 

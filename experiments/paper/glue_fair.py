@@ -94,7 +94,7 @@ def point_run(task: str, method: str, seed: int, point: GridPoint):
     """The run of ``method`` on ``task`` at ``point`` with the table's 3-epoch budget."""
     overrides = {"epochs": EPOCHS}
     scaling = point.knob if method == "fourierft" else None
-    if method in ("lora", "dora"):
+    if KNOB.get(method) == "lora_alpha":
         overrides |= {"lora_r": LORA_R, "lora_alpha": point.knob}
     return table_run_config(task, method, seed, point.lr, scaling, **overrides)
 
@@ -109,7 +109,7 @@ def sweep(methods: Sequence[str], tasks: Sequence[str], results: pathlib.Path) -
         for method in methods:
             done = finished_keys(path, ("task", "method", "lr", "knob"))
             todo = [p for p in GRIDS[method] if (task_name, method, p.lr, p.knob) not in done]
-            static_knob = method in ("lora", "dora")  # lora_alpha is baked into the compiled step
+            static_knob = KNOB.get(method) == "lora_alpha"  # baked into the compiled step (scaling is traced)
             groups = itertools.groupby(todo, key=lambda p: p.knob if static_knob else None)
             for _, points in groups:
                 points = list(points)

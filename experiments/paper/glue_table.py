@@ -39,7 +39,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from fourier_flax.data import get_task
 from fourier_flax.finetune import (
@@ -406,7 +405,7 @@ def _interval(diff) -> str:
     """``mean [lo, hi]``: the paired-t 95% interval (just the mean for one pair)."""
     if diff.pairs < 2:
         return f"{diff.mean:+.1f}"
-    half = stats.t.isf(0.025, diff.pairs - 1) * diff.standard_error
+    half = diff.half_width()
     return f"{diff.mean:+.1f} [{diff.mean - half:+.1f}, {diff.mean + half:+.1f}]"
 
 

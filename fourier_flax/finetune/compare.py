@@ -39,6 +39,13 @@ class PairedDifference:
     p_value: float
     pairs: int
 
+    def half_width(self, confidence: float = 0.95) -> float:
+        """Half the paired-t ``confidence`` interval of the mean: ``t(pairs − 1) quantile · standard_error``
+        (nan for one pair)."""
+        if self.pairs < 2:
+            return float("nan")
+        return float(stats.t.isf((1 - confidence) / 2, self.pairs - 1) * self.standard_error)
+
 
 def paired_difference(treatment: Sequence[float], baseline: Sequence[float]) -> PairedDifference:
     """Mean, standard error and paired t-test p-value of ``treatment[i] − baseline[i]``.
