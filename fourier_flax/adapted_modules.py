@@ -148,9 +148,7 @@ def adapted_matmul_call(
     y = method.matmul(
         config, alpha, path, params, x, precision=layer.precision, dtype=layer.dtype, transposed=layer.transposed
     )
-    if y is None or layer.bias is None:
-        return y
-    return y + jnp.asarray(layer.bias, y.dtype)
+    return None if y is None else layer.add_bias(y)
 
 
 def adapter_module_paths(tree: module_paths.Tree) -> list[str]:

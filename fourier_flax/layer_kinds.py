@@ -22,6 +22,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from fourier_flax.models.quantized import QuantizedLinear
@@ -50,6 +51,10 @@ class MatmulLayer:
     dtype: Any
     precision: Any
     transposed: bool = False
+
+    def add_bias(self, y: jax.Array) -> jax.Array:
+        """``y (+ bias)``, the bias cast to ``y``'s dtype as the layers do."""
+        return y if self.bias is None else y + jnp.asarray(self.bias, y.dtype)
 
 
 def matmul_layer(module: nn.Module | nnx.Module) -> MatmulLayer | None:

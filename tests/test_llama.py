@@ -201,6 +201,53 @@ def test_four_bit_base_equals_the_dequantized_model_in_a_quarter_of_the_bytes(pa
     assert state_bytes(four_bit) <= 0.3 * state_bytes(float_model)
 
 
+@pytest.mark.parametrize("method", ["lora", "fourierft", "fourierft-spectral"])
+def test_adapted_four_bit_layer_with_bias_equals_a_float64_reference(method):
+    """An adapted 4-bit layer with a bias (LoRA and FourierFT: the dense path on the dequantized kernel;
+    FourierFT with the spectral backward: its own matmul, then the bias) computes ``x @ (W_q.T + ΔW) + b``, with
+    ``W_q`` from the gguf package's dequantizer and ``ΔW`` in float64 NumPy from the adapter's leaves (FourierFT's
+    entries by PEFT's torch.randperm rule; bound 1e-4)."""
+    from flax import nnx
+
+    from fourier_flax import nnx as ffnnx
+
+    rng = np.random.default_rng(1)
+    weight = rng.standard_normal((6, 64)).astype(np.float32)  # (out, in)
+    blocks = gguf.quants.quantize(weight, gguf.GGMLQuantizationType.Q8_0)
+    bias = rng.standard_normal(6).astype(np.float32)
+
+    class Model(nnx.Module):
+        def __init__(self):
+            self.proj = QuantizedLinear(QuantizedArray.from_gguf_blocks("Q8_0", blocks, weight.shape), bias)
+
+        def __call__(self, x):
+            return self.proj(x)
+
+    model = Model()
+    if method == "lora":
+        config = ff.LoraConfig(target_modules=["proj"], r=2, lora_alpha=4.0)
+    else:
+        backward = "spectral" if method == "fourierft-spectral" else "dense"
+        config = ff.FourierFTConfig(target_modules=["proj"], n_frequency=20, scaling=3.0, backward=backward)
+    ffnnx.apply_adapter(model, config, jax.random.key(0))
+    leaves = model.proj.adapter
+    if method == "lora":
+        leaves["lora_b"].value = jnp.asarray(rng.standard_normal((2, 6)), jnp.float32)  # B starts at zero
+        a, b = (np.asarray(leaves[name][...], np.float64) for name in ("lora_a", "lora_b"))
+        delta = a @ b * 4.0 / 2
+    else:
+        torch = pytest.importorskip("torch")  # PEFT's entry rule, on the (out, in) weight
+        flat = torch.randperm(6 * 64, generator=torch.Generator().manual_seed(config.random_loc_seed))[:20].numpy()
+        (coefficients,) = leaves.values()
+        spectrum = np.zeros((6, 64), np.complex128)
+        spectrum[flat // 64, flat % 64] = np.asarray(coefficients[...], np.float64)
+        delta = np.fft.ifft2(spectrum).real.T * 3.0
+    x = rng.standard_normal((3, 64)).astype(np.float32)
+    dequantized = gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType.Q8_0).astype(np.float64)
+    expected = x.astype(np.float64) @ (dequantized.T + delta) + bias
+    np.testing.assert_allclose(np.asarray(model(jnp.asarray(x))), expected, rtol=0, atol=1e-4)
+
+
 def test_hidden_states_give_the_logits(path, batch):
     model = llama.from_gguf(path, num_hidden_layers=1)
     ids = jnp.asarray(batch["input_ids"][:1, -6:])

@@ -197,8 +197,7 @@ class AdaptedModule(nnx.Module):
             return y
         if isinstance(base, QuantizedLinear):  # the dense path: the 4-bit kernel, dequantized, plus ΔW
             x = inputs if base.dtype is None else jnp.asarray(inputs, base.dtype)
-            y = x @ self.effective_kernel().astype(x.dtype)
-            return y if base.bias is None else y + jnp.asarray(base.bias[...], y.dtype)
+            return matmul_layer(base).add_bias(x @ self.effective_kernel().astype(x.dtype))
         compute_dtype = getattr(base, "dtype", None) or base.kernel[...].dtype
         graphdef, state = nnx.split(base)
         state = jax.tree.map(lambda leaf: leaf, state)  # fresh Variables: the base's own are not touched
