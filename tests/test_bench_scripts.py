@@ -32,6 +32,17 @@ def test_bench_llm_smoke(tmp_path):
     assert "temp MiB" in (tmp_path / "bench_llm_loss_memory.md").read_text()
 
 
+def test_bench_e2e_step_smoke(tmp_path):
+    pytest.importorskip("gguf")
+    out = tmp_path / "bench_e2e_step.md"
+    run("bench_e2e_step.py", "--layers", "1", "--steps", "2", "--rounds", "1", "--batch", "2", "--mrs", "20",
+        "--out", str(out))  # fmt: skip
+    text = out.read_text()
+    assert all(f"| {name} |" in text for name in ("pow2", "mult16", "mult16-all-tokens"))
+    configs = json.loads(out.with_suffix(".json").read_text())["configs"]
+    assert configs["mult16-all-tokens"]["loss_tokens"] > configs["mult16"]["loss_tokens"] > 0
+
+
 def test_bench_spectral_matmul_smoke(tmp_path):
     out = tmp_path / "bench_spectral_matmul.md"
     run(

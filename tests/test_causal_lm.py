@@ -70,6 +70,17 @@ def test_batches_are_bucketed_and_right_padded(examples):
     assert rows == sorted(len(ids) for ids, _ in examples)
 
 
+def test_bucket_multiple_pads_each_batch_to_the_next_multiple_of_its_longest_row(examples):
+    lengths = sorted(len(ids) for ids, _ in examples)
+    batches = list(encode_batches(examples, 1, shuffle=True, seed=3, bucket_multiple=8))
+    widths = sorted(b["input_ids"].shape[1] for b in batches)
+    assert widths == [-(-n // 8) * 8 for n in lengths]  # one row per batch: its own length rounded up to 8
+    rows = sorted(int(b["attention_mask"].sum()) for b in batches)
+    assert rows == lengths
+    with pytest.raises(ValueError, match="bucket_multiple"):
+        next(encode_batches(examples, 1, shuffle=False, bucket_multiple=0))
+
+
 def test_chunked_cross_entropy_equals_the_full_one_with_gradients():
     rng = np.random.default_rng(0)
     hidden = jnp.asarray(rng.standard_normal((2, 7, 16)), jnp.float32)
@@ -89,6 +100,37 @@ def test_chunked_cross_entropy_equals_the_full_one_with_gradients():
     for got, want in zip(jax.grad(chunked, (0, 1))(hidden, head), jax.grad(full, (0, 1))(hidden, head), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
     assert logits_bytes(8, 128, 49152) == 201_326_592  # what the chunks avoid holding at B × T = 8 × 128
+
+
+def test_chunked_cross_entropy_runs_the_output_layer_only_on_chunks_with_loss_tokens():
+    """5 weighted tokens scattered over 40 → 2 chunks of 4 run the output layer (not 10), forward and backward."""
+    rng = np.random.default_rng(1)
+    hidden = jnp.asarray(rng.standard_normal((40, 8)), jnp.float32)
+    head = jnp.asarray(rng.standard_normal((8, 30)), jnp.float32)
+    targets = jnp.asarray(rng.integers(0, 30, 40))
+    weights = np.zeros(40, np.float32)
+    weights[[3, 11, 12, 27, 39]] = [1.0, 1.0, 0.5, 1.0, 2.0]
+    calls = []
+
+    def logits_fn(h):
+        jax.debug.callback(lambda: calls.append(1))
+        return h @ head
+
+    def mean_loss(hidden, head_unused):
+        total, count = chunked_cross_entropy(logits_fn, hidden, targets, jnp.asarray(weights), chunk=4)
+        return total / count
+
+    loss = jax.jit(mean_loss)(hidden, head)
+    jax.effects_barrier()
+    assert len(calls) == 2
+    logits = np.asarray(hidden, np.float64) @ np.asarray(head, np.float64)  # float64 reference
+    nll = np.log(np.exp(logits).sum(-1)) - logits[np.arange(40), np.asarray(targets)]
+    np.testing.assert_allclose(float(loss), (nll * weights).sum() / weights.sum(), rtol=1e-5)
+    calls.clear()
+    grad = jax.jit(jax.grad(mean_loss))(hidden, head)
+    jax.effects_barrier()
+    assert len(calls) <= 4  # each of the 2 chunks: its forward and its recomputation for the backward
+    assert np.all(np.asarray(grad)[weights == 0] == 0) and np.all(np.abs(np.asarray(grad)[weights != 0]).sum(-1) > 0)
 
 
 def test_response_loss_ignores_the_prompt(path, examples):
