@@ -58,7 +58,9 @@ def e2e_batches(steps: int, batch_size: int, mrs: int | None) -> dict[str, list[
     examples = encode_chat(llama.load_tokenizer(smollm2_path()), training_pairs(train), system=SYSTEM)
 
     def first(multiple):
-        stream = encode_batches(examples, batch_size, shuffle=True, seed=0, drop_remainder=True, bucket_multiple=multiple)
+        stream = encode_batches(
+            examples, batch_size, shuffle=True, seed=0, drop_remainder=True, bucket_multiple=multiple
+        )
         return [batch for _, batch in zip(range(steps), stream, strict=False)]
 
     mult16 = first(16)
@@ -113,7 +115,9 @@ def main() -> None:
                 train.step(batch)
             times[name].append(((time.perf_counter() - start) / len(streams[name]), load))
     result = {
-        "machine": machine_summary(("jax", "jaxlib", "flax")), "layers": args.layers, "batch": args.batch,
+        "machine": machine_summary(("jax", "jaxlib", "flax")),
+        "layers": args.layers,
+        "batch": args.batch,
         "configs": {},
     }
     for name in CONFIGS:

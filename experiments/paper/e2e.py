@@ -28,8 +28,9 @@ Writes ``experiments/results/e2e_runs.jsonl`` (one record per finished run: row,
 test metrics, selection loss and step, trainable parameters, hyperparameters, decoding settings, steps, wall_s,
 the outputs file) and keeps every test output in ``experiments/results/e2e_outputs/``. Runtime on this 2-core
 CPU: a train step 2.7 s quiet on E2E's own batches (float base, batch 8; the output layer runs only on the loss
-tokens: experiments/results/bench_e2e_step.md), so a 300-step run with its selection evaluations is ~15 min quiet; the first sweep point took 61 min wall beside other jobs
-(``wall_s`` in e2e_sweep.jsonl), and the zero-shot test decode 36 min. Budget: 5 swept rows × 9 points + 7
+tokens: experiments/results/bench_e2e_step.md), so a 300-step run with its selection evaluations is ~15 min
+quiet; the first sweep point took 61 min wall beside other jobs (``wall_s`` in e2e_sweep.jsonl), and the
+zero-shot test decode 36 min. Budget: 5 swept rows × 9 points + 7
 trained rows × 3 seeds = 66 runs, 25-60 CPU-hours with the test decodes: the resumable runner carries it across
 sittings.
 """
