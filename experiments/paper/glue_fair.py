@@ -184,8 +184,8 @@ def render_sweep(results: pathlib.Path) -> None:
         "best epoch's GLUE",
         "metric x100 on the task's selection slice (held out of training; never the dev set). Classifier rate "
         f"{HEAD_LR} for every method",
-        f"but head-only. knob: FourierFT's scaling, LoRA's lora_alpha (r = {LORA_R}). Wall times: a shared 2-core "
-        "CPU, niced.",
+        f"but head-only. knob: FourierFT's scaling, LoRA's and DoRA's lora_alpha (r = {LORA_R}). Wall times: a "
+        "shared 2-core CPU, niced.",
     ]
     for task in [t for t in SWEEP_TASKS if any(r["task"] == t for r in records)]:
         picks = chosen(results, task)
