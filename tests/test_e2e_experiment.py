@@ -25,6 +25,10 @@ def test_e2e_runner_smoke(tmp_path):
     e2e.main([*args[:-4], "--sweep", "--rows", "fourierft-n1000"])
     sweep = [json.loads(line) for line in (tmp_path / "e2e_sweep.jsonl").read_text().splitlines()]
     assert [(r["row"], r["rate"], r["knob"]) for r in sweep] == [("fourierft-n1000", 3e-3, 25.0)]
+    trace = sweep[0]["selection_trace"]  # step 0, then every step (the smoke run evaluates each of its 2)
+    assert [step for step, _ in trace] == [0, 1, 2]
+    assert min(loss for _, loss in trace) == sweep[0]["selection_loss"]
+    assert dict(trace)[sweep[0]["best_step"]] == sweep[0]["selection_loss"]
     e2e.main(args)
     runs = [json.loads(line) for line in (tmp_path / "e2e_runs.jsonl").read_text().splitlines()]
     assert [(r["row"], r["seed"]) for r in runs] == [("zero-shot", 0), ("fourierft-n1000", 0)]

@@ -32,7 +32,8 @@ def test_the_table_pairs_by_seed_and_holm_adjusts_the_family(tmp_path):
     for row, values in BLEU.items():
         for seed, bleu in enumerate(values):
             append_record(tmp_path / "e2e_runs.jsonl", run(row, seed, bleu, tmp_path))
-    append_record(tmp_path / "e2e_sweep.jsonl", {"row": "lora-r4", "wall_s": 3600.0})
+    point = {"row": "lora-r4", "rate": 1e-3, "knob": 8.0, "steps": 300, "selection_loss": 1.5, "best_step": 300}
+    append_record(tmp_path / "e2e_sweep.jsonl", {**point, "wall_s": 3600.0})
     refs = [(f"name[R{i}]", f"reference {i}") for i in range(7)]
     text = table.render(tmp_path, refs, repo=tmp_path)
     assert "| fourierft-n500 | float | 30,000 | 0.01 | scaling 50 | 60.0 [58.0, 61.0] (n=3) |" in text
@@ -77,3 +78,30 @@ def test_four_bit_rows_train_at_their_float_twins_chosen_point(tmp_path):
     assert e2e.chosen_point(exp, "fourierft-n1000", twin) == (1e-2, 50.0)
     assert e2e.chosen_point(exp, "fourierft-n1000-4bit", rows["fourierft-n1000-4bit"]) == (1e-2, 50.0)
     assert e2e.chosen_point(exp, "lora-r4-4bit", rows["lora-r4-4bit"]) is None  # its twin lora-r4 is not swept
+
+
+def sweep_point(rate, knob, loss, trace=True):
+    record = {"row": "fourierft-n1000", "rate": rate, "knob": knob, "steps": 300, "selection_loss": loss,
+              "best_step": 250, "wall_s": 1000.0}  # fmt: skip
+    if trace:
+        record["selection_trace"] = [[0, 3.0], [250, loss], [300, loss + 0.01]]
+    return record
+
+
+def test_the_sweep_section_marks_the_chosen_point_once_the_grid_is_complete():
+    table = load_experiment("e2e_table")
+    grid = [(rate, knob) for rate in (3e-3, 1e-2, 3e-2) for knob in (25.0, 50.0, 100.0)]
+    losses = {point: 2.0 + k / 100 for k, point in enumerate(grid)}
+    losses[(1e-2, 50.0)] = 1.4  # the interior point is best
+    points = [sweep_point(*point, losses[point], trace=k > 0) for k, point in enumerate(grid)]
+    partial = "\n".join(table.sweep_lines(points[:8]))
+    assert "8 of 9 points" in partial and "| yes" not in partial
+    text = "\n".join(table.sweep_lines(points))
+    assert "**fourierft-n1000** (complete;" in text
+    assert "| 0.01 | 50 | 0: 3.000, 250: 1.400, 300: 1.410 | 1.400 (250) | 1000 | yes |" in text
+    assert "| 0.003 | 25 | - | 2.000 (250) | 1000 |  |" in text  # a point recorded without its trace
+    losses[(3e-2, 100.0)] = 1.3  # now the best point is a corner of the grid
+    points = [sweep_point(*point, losses[point]) for point in grid]
+    assert "| 0.03 | 100 | 0: 3.000, 250: 1.300, 300: 1.310 | 1.300 (250) | 1000 | yes, on the grid's edge |" in (
+        "\n".join(table.sweep_lines(points))
+    )

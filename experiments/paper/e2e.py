@@ -20,7 +20,8 @@ every ``--eval-every`` steps; the adapter with the lowest selection loss is the 
 
 Sweeps (``--sweep``): each row's grid — its rate × its scaling knob (FourierFT's ``scaling``, LoRA's
 ``lora_alpha``, VeRA's ``d_initial``), 3 × 3 for every method — trained at that same schedule (seed 0) and scored by
-the best selection loss; ``e2e_sweep.jsonl`` holds one record per point. Table runs use each row's best point and
+the best selection loss; ``e2e_sweep.jsonl`` holds one record per point (with its ``selection_trace``: the
+selection loss at step 0 and every evaluation). Table runs use each row's best point and
 refuse to start without a finished sweep. The 4-bit rows are not swept: they train at their float twin's point
 (``Row.sweep_row``), so their difference from the float rows is the base's alone.
 
@@ -161,9 +162,10 @@ class Experiment:
         return sum(loss * w for loss, w in zip(losses, weights, strict=True)) / sum(weights)
 
     def train_point(self, row: Row, rate: float, knob: float, seed: int, trainer=None):
-        """Trains one (rate, knob) point; returns (trainer, best selection loss, its step, config). Given the
-        ``trainer`` of an earlier point of the same row, it restarts that one (rate and scaling are traced, so
-        the step is not compiled again)."""
+        """Trains one (rate, knob) point; returns (trainer, best selection loss, its step, config, trace), the
+        trace holding ``[step, selection loss]`` of every evaluation (step 0 included). Given the ``trainer`` of
+        an earlier point of the same row, it restarts that one (rate and scaling are traced, so the step is not
+        compiled again)."""
         from flax import nnx
 
         from fourier_flax import nnx as ffnnx
@@ -181,15 +183,17 @@ class Experiment:
         else:
             trainer.restart(nnx.state(model, ffnnx.AdapterParam), learning_rate=rate, scaling=scaling)
         best = (self.selection_loss(trainer), 0, trainer.snapshot())
+        trace = [[0, best[0]]]
         for step, batch in zip(range(1, steps + 1), self.batches(seed), strict=False):
             trainer.step(batch)
             if step % self.args.eval_every == 0 or step == steps:
                 loss = self.selection_loss(trainer)
+                trace.append([step, loss])
                 print(f"  step {step}: selection loss {loss:.4f}", flush=True)
                 if loss < best[0]:
                     best = (loss, step, trainer.snapshot())
         trainer.restart(best[2])
-        return trainer, best[0], best[1], config
+        return trainer, best[0], best[1], config, trace
 
     def decode_test(self, model) -> list[str]:
         from fourier_flax.finetune.causal_lm import decode
@@ -217,12 +221,12 @@ def sweep(exp: Experiment, names: list[str]) -> None:
                 continue
             print(f"sweep {name}: rate {rate}, {row.knob} {knob}", flush=True)
             start = time.time()
-            trainer, loss, step, _ = exp.train_point(row, rate, knob, seed=0, trainer=trainer)
+            trainer, loss, step, _, trace = exp.train_point(row, rate, knob, seed=0, trainer=trainer)
             append_record(
                 path,
                 {"row": name, "method": row.method, "base": row.base, "rate": rate, "knob": knob,
                  "knob_name": row.knob, "steps": exp.args.steps, "selection_loss": loss, "best_step": step,
-                 "wall_s": round(time.time() - start, 1)},
+                 "selection_trace": trace, "wall_s": round(time.time() - start, 1)},
             )  # fmt: skip
 
 
@@ -270,12 +274,13 @@ def table_runs(exp: Experiment, names: list[str], seeds: list[int]) -> None:
                     continue
                 rate, knob = point
                 print(f"run {name} seed {seed}: rate {rate}, {row.knob} {knob}", flush=True)
-                trainer, loss, step, config = exp.train_point(row, rate, knob, seed)
+                trainer, loss, step, config, trace = exp.train_point(row, rate, knob, seed)
                 model = trainer.model
                 leaves = jax.tree.leaves(trainer.params)
                 record.update(
                     rate=rate, knob_name=row.knob, knob=knob, steps=exp.args.steps, selection_loss=loss,
-                    best_step=step, trainable_params=sum(int(x.size) for x in leaves), config=repr(config),
+                    best_step=step, selection_trace=trace, trainable_params=sum(int(x.size) for x in leaves),
+                    config=repr(config),
                 )  # fmt: skip
             outputs = exp.decode_test(model)
             out_file = outputs_dir / f"{name}-seed{seed}.txt"

@@ -15,6 +15,8 @@ What it shows:
   read off the same differences;
 * the 4-bit base against the float base for FourierFT and LoRA, paired by seed;
 * five test MRs (evenly spaced through the test set) with the first reference and every row's seed-0 output;
+* each swept row's grid: every point's selection loss by step, its best, the chosen point (once the grid is
+  complete) and whether it lies on the grid's edge;
 * the compute: wall time of the table runs and of the sweeps.
 """
 
@@ -29,6 +31,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # experiments/: experiment_paths
+import e2e  # noqa: E402  (experiments/paper/e2e.py: the rows and their grids)
 from experiment_paths import REPO, RESULTS  # noqa: E402
 
 from fourier_flax.finetune.compare import PairedDifference, holm_adjust, metric_by_seed, paired_by_seed  # noqa: E402
@@ -180,6 +183,42 @@ def example_lines(records: Sequence[Mapping[str, Any]], test_refs: Sequence[tupl
     return lines
 
 
+def sweep_lines(sweep: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Each swept row's grid: a line per point (selection loss by step, best, wall), the chosen point marked once
+    every point of the row's grid is in, with a note when it lies on the grid's edge (the grid may not hold the
+    optimum)."""
+    rows = e2e.table_rows()
+    lines = []
+    for name in [r for r in ROW_ORDER if any(x["row"] == r for x in sweep)]:
+        row, points = rows[name], [x for x in sweep if x["row"] == name]
+        complete = {(x["rate"], x["knob"]) for x in points} >= {(a, k) for a in row.rates for k in row.knob_values}
+        chosen = min(points, key=lambda x: x["selection_loss"]) if complete else None
+        status = "complete" if complete else f"{len(points)} of {len(row.rates) * len(row.knob_values)} points"
+        lines += [
+            "",
+            f"**{name}** ({status}; rate {', '.join(f'{a:g}' for a in row.rates)} × {row.knob} "
+            f"{', '.join(f'{k:g}' for k in row.knob_values)}; seed 0, {points[0]['steps']} steps)",
+            "",
+            "| rate | knob | selection loss by step | best (step) | wall s | chosen |",
+            "|---|---|---|---|---|---|",
+        ]
+        for x in points:
+            trace = ", ".join(f"{step}: {loss:.3f}" for step, loss in x.get("selection_trace", [])) or "-"
+            mark = ""
+            if x is chosen:
+                edge = x["rate"] in (min(row.rates), max(row.rates)) or x["knob"] in (
+                    min(row.knob_values), max(row.knob_values),
+                )  # fmt: skip
+                mark = "yes, on the grid's edge" if edge else "yes"
+            lines.append(
+                f"| {x['rate']:g} | {x['knob']:g} | {trace} | {x['selection_loss']:.3f} ({x['best_step']}) | "
+                f"{x['wall_s']:.0f} | {mark} |"
+            )
+    if lines:
+        lines = ["", "Sweeps (e2e_sweep.jsonl): the response loss on the selection slice, lower is better.", *lines]
+    return lines
+
+
 def render(results: pathlib.Path, test_refs: Sequence[tuple[str, str]], repo: pathlib.Path = REPO) -> str:
     """e2e_table.md (returned too) and e2e_table.png from the JSONL files in ``results``."""
     runs = read_records(results / "e2e_runs.jsonl")
@@ -201,6 +240,7 @@ def render(results: pathlib.Path, test_refs: Sequence[tuple[str, str]], repo: pa
         *comparison_lines(records),
         *quantized_lines(records),
         *example_lines(records, test_refs, repo),
+        *sweep_lines(sweep),
         "",
         f"Compute on the 2-core CPU: {len(runs)} table runs, {hours:.1f} h; {len(sweep)} sweep points, "
         f"{sweep_hours:.1f} h.",
