@@ -343,3 +343,37 @@ def test_loader_errors_name_the_problem(path, tmp_path):
         QuantizedArray.from_gguf_blocks("Q5_0", np.zeros((1, 22), np.uint8), (1, 32))
     with pytest.raises(ValueError, match="corrupt or mislabelled"):
         QuantizedArray.from_gguf_blocks("Q4_K", np.zeros((1, 143), np.uint8), (1, 256))
+
+
+def _tiny_gguf(path, architecture: str) -> None:
+    writer = gguf.GGUFWriter(str(path), architecture)
+    writer.add_tensor("token_embd.weight", np.zeros((4, 32), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_a_gguf_file_is_parsed_once_per_version(path, tmp_path, monkeypatch):
+    from fourier_flax.models.llama import loading
+
+    parses = []
+    real_reader = gguf.GGUFReader
+    monkeypatch.setattr(gguf, "GGUFReader", lambda *args, **kw: parses.append(args[0]) or real_reader(*args, **kw))
+    loading._parsed_gguf.cache_clear()
+    _, first = llama.read_gguf(path, num_hidden_layers=1)
+    _, second = llama.read_gguf(path, num_hidden_layers=1)
+    assert len(parses) == 1
+    # float tensors are views of the shared read-only map: no load can change another's
+    assert not first["model.norm.weight"].flags.writeable
+    np.testing.assert_array_equal(first["model.norm.weight"], second["model.norm.weight"])
+    edited = tmp_path / "edited.gguf"
+    _tiny_gguf(edited, "gpt2")
+    for _ in range(2):
+        with pytest.raises(llama.CheckpointError, match="architecture 'gpt2'"):
+            llama.read_gguf(edited)
+    assert len(parses) == 2
+    _tiny_gguf(edited, "bloom")  # rewritten in place: the new contents are read
+    with pytest.raises(llama.CheckpointError, match="architecture 'bloom'"):
+        llama.read_gguf(edited)
+    assert len(parses) == 3

@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 from collections.abc import Mapping
@@ -158,6 +159,18 @@ def _rotary_row_order(rows: int, heads: int) -> np.ndarray:
     return np.arange(rows).reshape(heads, half, 2).swapaxes(1, 2).reshape(rows)
 
 
+@functools.lru_cache(maxsize=2)
+def _parsed_gguf(path: str, identity: tuple[int, int, int]) -> Any:
+    """A ``gguf.GGUFReader`` of ``path``, parsed once per file version (``identity``: inode, size, mtime in ns).
+
+    Parsing the metadata (49,152 vocabulary strings for SmolLM2) takes seconds; the reader maps the tensors
+    read-only, so sharing one between loads cannot leak a change from one model into another.
+    """
+    import gguf
+
+    return gguf.GGUFReader(path)
+
+
 def read_gguf(
     path: str | pathlib.Path, *, quantized: bool = False, num_hidden_layers: int | None = None
 ) -> tuple[LlamaConfig, dict[str, Tensor]]:
@@ -170,6 +183,8 @@ def read_gguf(
       num_hidden_layers: keep only the first this many decoder layers (as transformers'
         ``from_pretrained(..., num_hidden_layers=k)``): a real, smaller model for tests.
 
+    The file's metadata is parsed once per process and file version (a rewritten file is parsed again).
+
     Raises:
       FileNotFoundError: no such file.
       CheckpointError: not a readable GGUF, an architecture other than Llama/Qwen2, an unknown tensor, or (with
@@ -180,8 +195,9 @@ def read_gguf(
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such GGUF file.")
+    stat = path.stat()
     try:
-        reader = gguf.GGUFReader(str(path))
+        reader = _parsed_gguf(str(path.resolve()), (stat.st_ino, stat.st_size, stat.st_mtime_ns))
     except Exception as error:  # the reader raises ValueError, struct.error, IndexError... on a damaged file
         raise CheckpointError(f"{path} is not a readable GGUF file ({type(error).__name__}: {error}).") from error
     arch_field = reader.fields.get("general.architecture")
