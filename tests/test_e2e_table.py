@@ -22,8 +22,8 @@ def run(row, seed, bleu, tmp_path):
     test = {"BLEU": bleu, "NIST": 8.0 + bleu, "METEOR": bleu / 2, "ROUGE_L": 0.7, "CIDEr": 2.0}
     return {
         "row": row, "method": row.split("-")[0], "seed": seed, "base": "float", "test": test, "rate": 1e-2,
-        "knob_name": "scaling", "knob": 50.0, "trainable_params": 30000, "outputs": outputs.name, "wall_s": 1800.0,
-        "decoding": {"num_beams": 10},
+        "knob_name": "scaling", "knob": 50.0, "trainable_params": 30000, "steps": 300, "outputs": outputs.name,
+        "wall_s": 1800.0, "decoding": {"num_beams": 10},
     }  # fmt: skip
 
 
@@ -58,6 +58,7 @@ def test_the_table_pairs_by_seed_and_holm_adjusts_the_family(tmp_path):
     assert "BLEU -1.17 (not within 1 point); METEOR -0.58 (within 1 point)" in text
     assert "**MR 6**: name[R6]" in text and "- fourierft-n1000: fourierft-n1000 says 6" in text
     assert "9 table runs, 4.5 h; 1 sweep points, 1.0 h" in text
+    assert "every trained row and sweep point: 300 AdamW steps of batch 8" in text
     assert (tmp_path / "e2e_table.png").stat().st_size > 0
 
 

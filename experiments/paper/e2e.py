@@ -53,6 +53,7 @@ from experiment_paths import REPO, RESULTS  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "e2e" / "original"
 TARGETS = ["q_proj", "v_proj"]
+BATCH = 8  # training and selection batch size, every row
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,7 +140,7 @@ class Experiment:
         self.train_examples = encode_chat(self.tokenizer, training_pairs(self.train), system=SYSTEM)
         first_refs = [(mr_prompt(m.mr), m.refs[0]) for m in self.select]
         self.select_batches = list(
-            encode_batches(encode_chat(self.tokenizer, first_refs, system=SYSTEM), 8, shuffle=False)
+            encode_batches(encode_chat(self.tokenizer, first_refs, system=SYSTEM), BATCH, shuffle=False)
         )
         self.encode_batches = encode_batches
 
@@ -153,7 +154,7 @@ class Experiment:
         """Training batches for ``--steps`` steps (epochs reshuffled by seed)."""
         for epoch in itertools.count():
             yield from self.encode_batches(
-                self.train_examples, 8, shuffle=True, seed=seed, epoch=epoch, drop_remainder=True
+                self.train_examples, BATCH, shuffle=True, seed=seed, epoch=epoch, drop_remainder=True
             )
 
     def selection_loss(self, trainer) -> float:

@@ -31,8 +31,10 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # experiments/: experiment_paths
-import e2e  # noqa: E402  (experiments/paper/e2e.py: the rows and their grids)
 from experiment_paths import REPO, RESULTS  # noqa: E402
+
+# isort: split
+import e2e  # noqa: E402  (experiments/paper/e2e.py: the rows and their grids)
 
 from fourier_flax.finetune.compare import PairedDifference, holm_adjust, metric_by_seed, paired_by_seed  # noqa: E402
 from fourier_flax.finetune.records import read_records  # noqa: E402
@@ -219,6 +221,18 @@ def sweep_lines(sweep: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+def budget(runs: Sequence[Mapping[str, Any]], sweep: Sequence[Mapping[str, Any]]) -> str:
+    """The training budget the records share (each distinct step count is named if they differ)."""
+    steps = sorted({r["steps"] for r in [*runs, *sweep] if r.get("steps")})
+    if not steps:
+        return "no trained runs yet"
+    shown_steps = " or ".join(f"{s:,d}" for s in steps) + (" (the records differ!)" if len(steps) > 1 else "")
+    return (
+        f"{shown_steps} AdamW steps of batch {e2e.BATCH} (linear warmup 10%, linear decay), the adapter of the step "
+        "with the lowest selection loss kept"
+    )
+
+
 def render(results: pathlib.Path, test_refs: Sequence[tuple[str, str]], repo: pathlib.Path = REPO) -> str:
     """e2e_table.md (returned too) and e2e_table.png from the JSONL files in ``results``."""
     runs = read_records(results / "e2e_runs.jsonl")
@@ -235,6 +249,7 @@ def render(results: pathlib.Path, test_refs: Sequence[tuple[str, str]], repo: pa
         "stopping step and hyperparameters chosen on the selection slice (e2e_sweep.jsonl). Cells: median [min, max] "
         "over seeds;",
         "BLEU, METEOR, ROUGE-L x100. Decoding: " + str(first.get("decoding", "-")) + ".",
+        f"Budget, the same for every trained row and sweep point: {budget(runs, sweep)}.",
         "",
         *table_lines(records),
         *comparison_lines(records),
