@@ -67,7 +67,7 @@ def test_four_bit_rows_train_at_their_float_twins_chosen_point(tmp_path):
 
     e2e = load_experiment("e2e")
     rows = e2e.table_rows()
-    exp = argparse.Namespace(args=argparse.Namespace(results=tmp_path, steps=300))
+    exp = argparse.Namespace(args=argparse.Namespace(results=tmp_path, steps=300, smoke=False))
     twin = rows["fourierft-n1000"]
     points = [(rate, knob) for rate in twin.rates for knob in twin.knob_values]
     for k, (rate, knob) in enumerate(points):
@@ -101,8 +101,47 @@ def test_the_sweep_section_marks_the_chosen_point_once_the_grid_is_complete():
     assert "**fourierft-n1000** (complete;" in text
     assert "| 0.01 | 50 | 0: 3.000, 250: 1.400, 300: 1.410 | 1.400 (250) | 1000 | yes |" in text
     assert "| 0.003 | 25 | - | 2.000 (250) | 1000 |  |" in text  # a point recorded without its trace
-    losses[(3e-2, 100.0)] = 1.3  # now the best point is a corner of the grid
+    losses[(3e-2, 100.0)] = 1.3  # now the best point is a corner: the grid grows one value past both ends
     points = [sweep_point(*point, losses[point]) for point in grid]
-    assert "| 0.03 | 100 | 0: 3.000, 250: 1.300, 300: 1.310 | 1.300 (250) | 1000 | yes, on the grid's edge |" in (
-        "\n".join(table.sweep_lines(points))
+    text = "\n".join(table.sweep_lines(points))
+    assert (
+        "(9 of 16 points, grown past the ends where its best point lay; rate 0.003, 0.01, 0.03, 0.09 × scaling"
+        in (text)
+        and "25, 50, 100, 200;" in text
     )
+    assert "| yes" not in text
+    grown = [(rate, knob) for rate in (3e-3, 1e-2, 3e-2, 0.09) for knob in (25.0, 50.0, 100.0, 200.0)]
+    points += [sweep_point(*point, 1.2 if point == (0.09, 200.0) else 1.9) for point in grown if point not in losses]
+    text = "\n".join(table.sweep_lines(points))  # best at the grown corner: no further growth (one value per end)
+    assert "**fourierft-n1000** (complete, grown past" in text
+    assert "| 0.09 | 200 | 0: 3.000, 250: 1.200, 300: 1.210 | 1.200 (250) | 1000 | yes, on the grid's edge |" in text
+
+
+def test_the_sweep_runs_the_grid_then_grows_it_past_the_end_where_its_best_point_lies(tmp_path):
+    """The sweep loop against a stub trainer: the 3 x 3 grid, then (best at the highest rate, middle scaling) the
+    3 points of rate 0.09 (= 0.03 x 0.03 / 0.01); the table's chosen point waits for them."""
+    import argparse
+
+    e2e = load_experiment("e2e")
+    row = e2e.table_rows()["fourierft-n1000"]
+    ran = []
+
+    def loss_at(rate, knob):  # falls with the rate up to 0.09, best at scaling 50
+        return 2.0 - rate - (0.1 if knob == 50.0 else 0.0)
+
+    exp = argparse.Namespace(args=argparse.Namespace(results=tmp_path, steps=300, smoke=False))
+
+    def train_point(row, rate, knob, seed, trainer=None):
+        ran.append((rate, knob))
+        if len(ran) == 10:  # the first grown point: the table must not choose before the grown grid is in
+            assert e2e.chosen_point(exp, "fourierft-n1000", row) is None
+        return "trainer", loss_at(rate, knob), 300, None, [[0, 3.0], [300, loss_at(rate, knob)]]
+
+    exp.train_point = train_point
+    e2e.sweep(exp, ["fourierft-n1000"])
+    base = [(rate, knob) for rate in (3e-3, 1e-2, 3e-2) for knob in (25.0, 50.0, 100.0)]
+    assert ran == base + [(0.09, 25.0), (0.09, 50.0), (0.09, 100.0)]
+    assert e2e.chosen_point(exp, "fourierft-n1000", row) == (0.09, 50.0)
+    assert e2e.chosen_point(exp, "fourierft-n1000-4bit", e2e.table_rows()["fourierft-n1000-4bit"]) == (0.09, 50.0)
+    e2e.sweep(exp, ["fourierft-n1000"])  # resumes: nothing left (0.09 is the one value allowed past the end)
+    assert len(ran) == 12

@@ -19,21 +19,21 @@ every ``--eval-every`` steps; the adapter with the lowest selection loss is the 
 (beam search, ``--beams`` beams, length penalty 0.9, no-repeat 4-grams, at most ``--max-new-tokens`` tokens).
 
 Sweeps (``--sweep``): each row's grid — its rate × its scaling knob (FourierFT's ``scaling``, LoRA's
-``lora_alpha``, VeRA's ``d_initial``), 3 × 3 for every method — trained at that same schedule (seed 0) and scored by
-the best selection loss; ``e2e_sweep.jsonl`` holds one record per point (with its ``selection_trace``: the
-selection loss at step 0 and every evaluation). Table runs use each row's best point and
-refuse to start without a finished sweep. The 4-bit rows are not swept: they train at their float twin's point
+``lora_alpha``, VeRA's ``d_initial``), 3 × 3 for every method, grown by one value past an end of an axis where the
+best point lies (:func:`sweep_grid`: the same rule for every method) — trained at that same schedule (seed 0) and
+scored by the best selection loss; ``e2e_sweep.jsonl`` holds one record per point (with its ``selection_trace``:
+the selection loss at step 0 and at every evaluation). Table runs use each row's best point and refuse to start
+before its grid is complete. The 4-bit rows are not swept: they train at their float twin's point
 (``Row.sweep_row``), so their difference from the float rows is the base's alone.
 
 Writes ``experiments/results/e2e_runs.jsonl`` (one record per finished run: row, method, seed, base, the five
 test metrics, selection loss and step, trainable parameters, hyperparameters, decoding settings, steps, wall_s,
 the outputs file) and keeps every test output in ``experiments/results/e2e_outputs/``. Runtime on this 2-core
 CPU: a train step 2.7 s quiet on E2E's own batches (float base, batch 8; the output layer runs only on the loss
-tokens: experiments/results/bench_e2e_step.md), so a 300-step run with its selection evaluations is ~15 min
-quiet; the first sweep point took 61 min wall beside other jobs (``wall_s`` in e2e_sweep.jsonl), and the
-zero-shot test decode 36 min. Budget: 5 swept rows × 9 points + 7
-trained rows × 3 seeds = 66 runs, 25-60 CPU-hours with the test decodes: the resumable runner carries it across
-sittings.
+tokens: experiments/results/bench_e2e_step.md), so a 300-step run with its selection evaluations takes ~17 min
+quiet (``wall_s`` in e2e_sweep.jsonl; the first point took 61 min beside other jobs), and the zero-shot test
+decode 36 min. Budget: 5 swept rows × 9 points (3 to 7 more per grown grid) + 7 trained rows × 3 seeds, 25-60
+CPU-hours with the test decodes: the resumable runner carries it across sittings.
 """
 
 from __future__ import annotations
@@ -100,6 +100,43 @@ def _rows() -> dict[str, Row]:
         ),
         "lora-r4-4bit": Row("lora", lora(4), **grid_lora(4), base="4bit", sweep_row="lora-r4"),
     }
+
+
+EXTENSIONS = 1  # how far a grid may grow past each end of each axis (see sweep_grid)
+
+
+def _beyond(values: tuple[float, ...], high: bool) -> tuple[float, ...]:
+    """``values`` with one more at the high or low end, the same ratio from its neighbour (3 significant digits)."""
+    edge, neighbour = (values[-1], values[-2]) if high else (values[0], values[1])
+    new = float(f"{edge * edge / neighbour:.3g}")
+    return (*values, new) if high else (new, *values)
+
+
+def sweep_grid(row: Row, losses: dict[tuple[float, float], float]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The row's (rates, knob values) given the finished points' selection ``losses``: its own 3 × 3 grid, grown
+    by one value past an end of an axis whenever the grid is complete and its best point lies at that end (the
+    optimum may lie outside), at most :data:`EXTENSIONS` values past each end. The same rule for every row, so
+    grids keep equal density; the grid is complete when every point of the returned grid has a loss.
+
+    Example: FourierFT's rates (3e-3, 1e-2, 3e-2) × scalings (25, 50, 100) with the best loss at (3e-2, 50) grow to
+    rates (3e-3, 1e-2, 3e-2, 0.09): three more points to run.
+    """
+    axes = (row.rates, row.knob_values)
+    while True:
+        points = list(itertools.product(*axes))
+        if len(points) == 1 or any(point not in losses for point in points):
+            return axes
+        best = min(points, key=losses.__getitem__)
+        grown = []
+        for values, own, at in zip(axes, (row.rates, row.knob_values), best, strict=True):
+            if at == values[-1] and sum(v > max(own) for v in values) < EXTENSIONS:
+                values = _beyond(values, high=True)
+            elif at == values[0] and sum(v < min(own) for v in values) < EXTENSIONS:
+                values = _beyond(values, high=False)
+            grown.append(values)
+        if tuple(grown) == axes:
+            return axes
+        axes = tuple(grown)
 
 
 def table_rows(*, one_point: bool = False) -> dict[str, Row]:
@@ -207,7 +244,7 @@ class Experiment:
 
 
 def sweep(exp: Experiment, names: list[str]) -> None:
-    from fourier_flax.finetune.records import append_record, finished_keys
+    from fourier_flax.finetune.records import append_record
 
     path = exp.args.results / "e2e_sweep.jsonl"
     rows = table_rows(one_point=exp.args.smoke)
@@ -217,9 +254,12 @@ def sweep(exp: Experiment, names: list[str]) -> None:
             print(f"{name} takes {row.sweep_row}'s chosen point: sweep {row.sweep_row} instead.", flush=True)
             continue
         trainer = None
-        for rate, knob in itertools.product(row.rates, row.knob_values):
-            if (name, rate, knob, exp.args.steps) in finished_keys(path, ("row", "rate", "knob", "steps")):
-                continue
+        while True:
+            losses = swept_losses(exp.args.results, name, exp.args.steps)
+            missing = [point for point in itertools.product(*sweep_grid(row, losses)) if point not in losses]
+            if not missing:
+                break
+            rate, knob = missing[0]
             print(f"sweep {name}: rate {rate}, {row.knob} {knob}", flush=True)
             start = time.time()
             trainer, loss, step, _, trace = exp.train_point(row, rate, knob, seed=0, trainer=trainer)
@@ -231,20 +271,26 @@ def sweep(exp: Experiment, names: list[str]) -> None:
             )  # fmt: skip
 
 
-def chosen_point(exp: Experiment, name: str, row: Row) -> tuple[float, float] | None:
-    """The (rate, knob) with the lowest selection loss in the sweep of ``row.sweep_row or name``, once complete."""
+def swept_losses(results: pathlib.Path, name: str, steps: int) -> dict[tuple[float, float], float]:
+    """``{(rate, knob): selection loss}`` of row ``name``'s finished sweep points at ``steps`` steps."""
     from fourier_flax.finetune.records import read_records
 
+    return {
+        (r["rate"], r["knob"]): r["selection_loss"]
+        for r in read_records(results / "e2e_sweep.jsonl")
+        if r["row"] == name and r["steps"] == steps
+    }
+
+
+def chosen_point(exp: Experiment, name: str, row: Row) -> tuple[float, float] | None:
+    """The (rate, knob) with the lowest selection loss in the sweep of ``row.sweep_row or name``, once its grid
+    (:func:`sweep_grid`, grown past an end where the best point lay) is complete; None before."""
     swept = row.sweep_row or name
-    points = [
-        r
-        for r in read_records(exp.args.results / "e2e_sweep.jsonl")
-        if r["row"] == swept and r["steps"] == exp.args.steps
-    ]
-    if len(points) < len(row.rates) * len(row.knob_values):
+    losses = swept_losses(exp.args.results, swept, exp.args.steps)
+    points = list(itertools.product(*sweep_grid(table_rows(one_point=exp.args.smoke)[swept], losses)))
+    if any(point not in losses for point in points):
         return None
-    best = min(points, key=lambda r: r["selection_loss"])
-    return best["rate"], best["knob"]
+    return min(points, key=losses.__getitem__)
 
 
 def table_runs(exp: Experiment, names: list[str], seeds: list[int]) -> None:

@@ -193,13 +193,18 @@ def sweep_lines(sweep: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = []
     for name in [r for r in ROW_ORDER if any(x["row"] == r for x in sweep)]:
         row, points = rows[name], [x for x in sweep if x["row"] == name]
-        complete = {(x["rate"], x["knob"]) for x in points} >= {(a, k) for a in row.rates for k in row.knob_values}
+        losses = {(x["rate"], x["knob"]): x["selection_loss"] for x in points}
+        rates, knobs = e2e.sweep_grid(row, losses)
+        grid = [(rate, knob) for rate in rates for knob in knobs]
+        complete = all(point in losses for point in grid)
         chosen = min(points, key=lambda x: x["selection_loss"]) if complete else None
-        status = "complete" if complete else f"{len(points)} of {len(row.rates) * len(row.knob_values)} points"
+        status = "complete" if complete else f"{len(points)} of {len(grid)} points"
+        if (rates, knobs) != (row.rates, row.knob_values):
+            status += ", grown past the ends where its best point lay"
         lines += [
             "",
-            f"**{name}** ({status}; rate {', '.join(f'{a:g}' for a in row.rates)} × {row.knob} "
-            f"{', '.join(f'{k:g}' for k in row.knob_values)}; seed 0, {points[0]['steps']} steps)",
+            f"**{name}** ({status}; rate {', '.join(f'{a:g}' for a in rates)} × {row.knob} "
+            f"{', '.join(f'{k:g}' for k in knobs)}; seed 0, {points[0]['steps']} steps)",
             "",
             "| rate | knob | selection loss by step | best (step) | wall s | chosen |",
             "|---|---|---|---|---|---|",
@@ -208,9 +213,7 @@ def sweep_lines(sweep: Sequence[Mapping[str, Any]]) -> list[str]:
             trace = ", ".join(f"{step}: {loss:.3f}" for step, loss in x.get("selection_trace", [])) or "-"
             mark = ""
             if x is chosen:
-                edge = x["rate"] in (min(row.rates), max(row.rates)) or x["knob"] in (
-                    min(row.knob_values), max(row.knob_values),
-                )  # fmt: skip
+                edge = x["rate"] in (rates[0], rates[-1]) or x["knob"] in (knobs[0], knobs[-1])
                 mark = "yes, on the grid's edge" if edge else "yes"
             lines.append(
                 f"| {x['rate']:g} | {x['knob']:g} | {trace} | {x['selection_loss']:.3f} ({x['best_step']}) | "
