@@ -16,26 +16,56 @@ pytestmark = [
 ]
 
 
-def test_e2e_runner_smoke(tmp_path):
+def test_e2e_runner_smoke(tmp_path, monkeypatch, capsys):
     pytest.importorskip("gguf")
     e2e = load_experiment("e2e")
     if not (e2e.DATA / "devset.csv").is_file():
         pytest.skip("E2E data not found")
-    args = ["--smoke", "--results", str(tmp_path), "--rows", "zero-shot,fourierft-n1000", "--seeds", "0"]
-    e2e.main([*args[:-4], "--sweep", "--rows", "fourierft-n1000"])
+    from fourier_flax.finetune.causal_lm import CausalLMTrainer
+
+    state = tmp_path / "state"
+    args = ["--smoke", "--results", str(tmp_path), "--state-dir", str(state), "--rows", "zero-shot,fourierft-n1000"]
+    steps_run = []
+    real_step = CausalLMTrainer.step
+
+    def step(trainer, batch, kill_at=None):
+        if trainer.steps_taken == kill_at:
+            raise KeyboardInterrupt("killed")
+        steps_run.append(trainer.steps_taken)
+        return real_step(trainer, batch)
+
+    # the sweep point is killed before its second step: its state after step 1 is on disk, and the rerun resumes
+    monkeypatch.setattr(CausalLMTrainer, "step", lambda trainer, batch: step(trainer, batch, kill_at=1))
+    with pytest.raises(KeyboardInterrupt):
+        e2e.main([*args[:-2], "--sweep", "--rows", "fourierft-n1000"])
+    assert [p.name for p in state.iterdir()] == ["fourierft-n1000-rate0.003-knob25-seed0-steps2-every1"]
+    monkeypatch.setattr(CausalLMTrainer, "step", step)
+    e2e.main([*args[:-2], "--sweep", "--rows", "fourierft-n1000"])
+    assert steps_run == [0, 1] and "resumed at step 1" in capsys.readouterr().out
+    assert list(state.iterdir()) == []  # the finished point's state is removed
     sweep = [json.loads(line) for line in (tmp_path / "e2e_sweep.jsonl").read_text().splitlines()]
     assert [(r["row"], r["rate"], r["knob"]) for r in sweep] == [("fourierft-n1000", 3e-3, 25.0)]
     trace = sweep[0]["selection_trace"]  # step 0, then every step (the smoke run evaluates each of its 2)
     assert [step for step, _ in trace] == [0, 1, 2]
     assert min(loss for _, loss in trace) == sweep[0]["selection_loss"]
     assert dict(trace)[sweep[0]["best_step"]] == sweep[0]["selection_loss"]
-    e2e.main(args)
+    # the table run is killed while decoding: the rerun decodes its saved best adapter without training again
+    real_decode = e2e.Experiment.decode_test
+    monkeypatch.setattr(e2e.Experiment, "decode_test", lambda exp, model: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        e2e.main([*args[:-1], "fourierft-n1000", "--seeds", "0"])
+    monkeypatch.setattr(e2e.Experiment, "decode_test", real_decode)
+    steps_run.clear()
+    e2e.main([*args, "--seeds", "0"])
+    assert steps_run == []
     runs = [json.loads(line) for line in (tmp_path / "e2e_runs.jsonl").read_text().splitlines()]
     assert [(r["row"], r["seed"]) for r in runs] == [("zero-shot", 0), ("fourierft-n1000", 0)]
     trained = runs[1]
     assert trained["trainable_params"] == 2 * 2 * 1000  # q and v of 2 layers, n = 1000
+    assert [step for step, _ in trained["selection_trace"]] == [0, 1, 2]  # kept from the killed process
     assert set(trained["test"]) == {"BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr"}
     assert not trained["outputs"].startswith("/")
     assert len((tmp_path / "e2e_outputs" / "fourierft-n1000-seed0.txt").read_text().splitlines()) == 3
-    e2e.main(args)  # resumes: nothing left to do
+    assert list(state.iterdir()) == []
+    e2e.main([*args, "--seeds", "0"])  # resumes: nothing left to do
     assert len((tmp_path / "e2e_runs.jsonl").read_text().splitlines()) == 2

@@ -131,13 +131,13 @@ def test_the_sweep_runs_the_grid_then_grows_it_past_the_end_where_its_best_point
 
     exp = argparse.Namespace(args=argparse.Namespace(results=tmp_path, steps=300, smoke=False))
 
-    def train_point(row, rate, knob, seed, trainer=None):
+    def train_point(name, row, rate, knob, seed, trainer=None):
         ran.append((rate, knob))
         if len(ran) == 10:  # the first grown point: the table must not choose before the grown grid is in
             assert e2e.chosen_point(exp, "fourierft-n1000", row) is None
-        return "trainer", loss_at(rate, knob), 300, None, [[0, 3.0], [300, loss_at(rate, knob)]]
+        return e2e.Point("trainer", loss_at(rate, knob), 300, None, [[0, 3.0], [300, loss_at(rate, knob)]], 0.0)
 
-    exp.train_point = train_point
+    exp.train_point, exp.forget = train_point, lambda *args, **kw: None
     e2e.sweep(exp, ["fourierft-n1000"])
     base = [(rate, knob) for rate in (3e-3, 1e-2, 3e-2) for knob in (25.0, 50.0, 100.0)]
     assert ran == base + [(0.09, 25.0), (0.09, 50.0), (0.09, 100.0)]

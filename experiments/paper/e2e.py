@@ -42,6 +42,7 @@ import argparse
 import dataclasses
 import itertools
 import pathlib
+import shutil
 import sys
 import time
 from typing import Any
@@ -49,7 +50,7 @@ from typing import Any
 import jax
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # experiments/: experiment_paths
-from experiment_paths import REPO, RESULTS  # noqa: E402
+from experiment_paths import REPO, RESULTS, RUNS  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "e2e" / "original"
 TARGETS = ["q_proj", "v_proj"]
@@ -68,6 +69,20 @@ class Row:
     base: str = "float"
     scaling: Any = None  # knob -> the traced scaling the layers use (None: the knob only shapes the init)
     sweep_row: str | None = None  # the row whose sweep chooses this row's point (None: its own)
+
+
+@dataclasses.dataclass
+class Point:
+    """A trained point: the trainer holding its best adapter, that adapter's selection loss and step, the adapter
+    config, the trace ``[[step, selection loss], ...]`` (step 0 included), and the wall seconds spent on it by
+    earlier, killed processes (0 unless resumed)."""
+
+    trainer: Any
+    loss: float
+    step: int
+    config: Any
+    trace: list[list[float]]
+    earlier_wall_s: float
 
 
 def _rows() -> dict[str, Row]:
@@ -199,15 +214,17 @@ class Experiment:
         weights = [float(batch["loss_mask"].sum()) for batch in self.select_batches]
         return sum(loss * w for loss, w in zip(losses, weights, strict=True)) / sum(weights)
 
-    def train_point(self, row: Row, rate: float, knob: float, seed: int, trainer=None):
-        """Trains one (rate, knob) point; returns (trainer, best selection loss, its step, config, trace), the
-        trace holding ``[step, selection loss]`` of every evaluation (step 0 included). Given the ``trainer`` of
-        an earlier point of the same row, it restarts that one (rate and scaling are traced, so the step is not
-        compiled again)."""
+    def train_point(self, name: str, row: Row, rate: float, knob: float, seed: int, trainer=None) -> Point:
+        """Trains row ``name``'s (rate, knob) point at ``seed`` and keeps the adapter of its best selection step.
+        Given the ``trainer`` of an earlier point of the same row, it restarts that one (rate and scaling are
+        traced, so the step is not compiled again). The trainer's state is saved at every evaluation (under
+        ``--state-dir``), so a killed run resumes from its last evaluation; :meth:`forget` removes it once the
+        run's record is written."""
         from flax import nnx
 
         from fourier_flax import nnx as ffnnx
         from fourier_flax.finetune.causal_lm import CausalLMTrainer
+        from fourier_flax.finetune.trainer_state import restore_trainer_state, save_trainer_state
 
         config = row.config(knob)
         model = self.model(row.base)
@@ -220,9 +237,19 @@ class Experiment:
             )
         else:
             trainer.restart(nnx.state(model, ffnnx.AdapterParam), learning_rate=rate, scaling=scaling)
-        best = (self.selection_loss(trainer), 0, trainer.snapshot())
-        trace = [[0, best[0]]]
-        for step, batch in zip(range(1, steps + 1), self.batches(seed), strict=False):
+        start, state = time.time(), self.state_dir(name, rate, knob, seed)
+        restored = restore_trainer_state(state, trainer, arrays_like={"best": trainer.snapshot()})
+        if restored is None:
+            best = (self.selection_loss(trainer), 0, trainer.snapshot())
+            trace, earlier_wall_s = [[0, best[0]]], 0.0
+        else:
+            arrays, meta = restored
+            best = (meta["best_loss"], meta["best_step"], arrays["best"])
+            trace, earlier_wall_s = meta["trace"], meta["wall_s"]
+            print(f"  resumed at step {trainer.steps_taken} from {state}", flush=True)
+        done = trainer.steps_taken
+        batches = itertools.islice(self.batches(seed), done, None)  # the data order of an uninterrupted run
+        for step, batch in zip(range(done + 1, steps + 1), batches, strict=False):
             trainer.step(batch)
             if step % self.args.eval_every == 0 or step == steps:
                 loss = self.selection_loss(trainer)
@@ -230,8 +257,20 @@ class Experiment:
                 print(f"  step {step}: selection loss {loss:.4f}", flush=True)
                 if loss < best[0]:
                     best = (loss, step, trainer.snapshot())
+                meta = {"best_loss": best[0], "best_step": best[1], "trace": trace,
+                        "wall_s": earlier_wall_s + time.time() - start}  # fmt: skip
+                save_trainer_state(state, trainer, arrays={"best": best[2]}, meta=meta)
         trainer.restart(best[2])
-        return trainer, best[0], best[1], config, trace
+        return Point(trainer, best[0], best[1], config, trace, earlier_wall_s)
+
+    def state_dir(self, name: str, rate: float, knob: float, seed: int) -> pathlib.Path:
+        """Where run ``(name, rate, knob, seed)`` at this invocation's steps and evaluation period keeps its state."""
+        args = self.args
+        return args.state_dir / f"{name}-rate{rate:g}-knob{knob:g}-seed{seed}-steps{args.steps}-every{args.eval_every}"
+
+    def forget(self, name: str, rate: float, knob: float, seed: int) -> None:
+        """Removes a finished run's saved state (its record is written)."""
+        shutil.rmtree(self.state_dir(name, rate, knob, seed), ignore_errors=True)
 
     def decode_test(self, model) -> list[str]:
         from fourier_flax.finetune.causal_lm import decode
@@ -262,13 +301,16 @@ def sweep(exp: Experiment, names: list[str]) -> None:
             rate, knob = missing[0]
             print(f"sweep {name}: rate {rate}, {row.knob} {knob}", flush=True)
             start = time.time()
-            trainer, loss, step, _, trace = exp.train_point(row, rate, knob, seed=0, trainer=trainer)
+            point = exp.train_point(name, row, rate, knob, seed=0, trainer=trainer)
+            trainer = point.trainer
             append_record(
                 path,
                 {"row": name, "method": row.method, "base": row.base, "rate": rate, "knob": knob,
-                 "knob_name": row.knob, "steps": exp.args.steps, "selection_loss": loss, "best_step": step,
-                 "selection_trace": trace, "wall_s": round(time.time() - start, 1)},
+                 "knob_name": row.knob, "steps": exp.args.steps, "selection_loss": point.loss,
+                 "best_step": point.step, "selection_trace": point.trace,
+                 "wall_s": round(point.earlier_wall_s + time.time() - start, 1)},
             )  # fmt: skip
+            exp.forget(name, rate, knob, seed=0)
 
 
 def swept_losses(results: pathlib.Path, name: str, steps: int) -> dict[tuple[float, float], float]:
@@ -308,7 +350,7 @@ def table_runs(exp: Experiment, names: list[str], seeds: list[int]) -> None:
         for seed in [0] if row.config is None else seeds:
             if (name, seed) in finished_keys(path, ("row", "seed")):
                 continue
-            start = time.time()
+            start, earlier_wall_s = time.time(), 0.0
             record: dict[str, Any] = {"row": name, "method": row.method, "seed": seed, "base": row.base}
             if row.config is None:
                 model = exp.model(row.base)
@@ -321,22 +363,24 @@ def table_runs(exp: Experiment, names: list[str], seeds: list[int]) -> None:
                     continue
                 rate, knob = point
                 print(f"run {name} seed {seed}: rate {rate}, {row.knob} {knob}", flush=True)
-                trainer, loss, step, config, trace = exp.train_point(row, rate, knob, seed)
-                model = trainer.model
-                leaves = jax.tree.leaves(trainer.params)
+                trained = exp.train_point(name, row, rate, knob, seed)
+                model, earlier_wall_s = trained.trainer.model, trained.earlier_wall_s
+                leaves = jax.tree.leaves(trained.trainer.params)
                 record.update(
-                    rate=rate, knob_name=row.knob, knob=knob, steps=exp.args.steps, selection_loss=loss,
-                    best_step=step, selection_trace=trace, trainable_params=sum(int(x.size) for x in leaves),
-                    config=repr(config),
+                    rate=rate, knob_name=row.knob, knob=knob, steps=exp.args.steps, selection_loss=trained.loss,
+                    best_step=trained.step, selection_trace=trained.trace,
+                    trainable_params=sum(int(x.size) for x in leaves), config=repr(trained.config),
                 )  # fmt: skip
             outputs = exp.decode_test(model)
             out_file = outputs_dir / f"{name}-seed{seed}.txt"
             out_file.write_text("\n".join(outputs) + "\n")
             record.update(
                 test=e2e_scores(exp.test, outputs), decoding=decoding, outputs=_relative(out_file),
-                wall_s=round(time.time() - start, 1),
+                wall_s=round(earlier_wall_s + time.time() - start, 1),
             )  # fmt: skip
             append_record(path, record)
+            if row.config is not None:
+                exp.forget(name, record["rate"], record["knob"], seed)
             print(f"{name} seed {seed}: {record['test']}", flush=True)
 
 
@@ -356,6 +400,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--decode-batch", type=int, default=8)
     parser.add_argument("--results", type=pathlib.Path, default=RESULTS)
+    parser.add_argument(
+        "--state-dir", type=pathlib.Path, default=RUNS / "e2e_state", help="unfinished runs' saved trainer states"
+    )
     parser.add_argument("--smoke", action="store_true", help="2 layers, a few MRs, 2 steps: checks the pipeline")
     args = parser.parse_args(argv)
     if args.smoke:
