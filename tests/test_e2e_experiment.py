@@ -42,30 +42,35 @@ def test_e2e_runner_smoke(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(CausalLMTrainer, "step", step)
     e2e.main([*args[:-2], "--sweep", "--rows", "fourierft-n1000"])
     assert steps_run == [0, 1] and "resumed at step 1" in capsys.readouterr().out
-    assert list(state.iterdir()) == []  # the finished point's state is removed
     sweep = [json.loads(line) for line in (tmp_path / "e2e_sweep.jsonl").read_text().splitlines()]
     assert [(r["row"], r["rate"], r["knob"]) for r in sweep] == [("fourierft-n1000", 3e-3, 25.0)]
     trace = sweep[0]["selection_trace"]  # step 0, then every step (the smoke run evaluates each of its 2)
     assert [step for step, _ in trace] == [0, 1, 2]
     assert min(loss for _, loss in trace) == sweep[0]["selection_loss"]
     assert dict(trace)[sweep[0]["best_step"]] == sweep[0]["selection_loss"]
-    # the table run is killed while decoding: the rerun decodes its saved best adapter without training again
+    # the sweep's chosen point keeps its state: the table's seed-0 run decodes that adapter, training nothing
+    assert [p.name for p in state.iterdir()] == ["fourierft-n1000-rate0.003-knob25-seed0-steps2-every1"]
+    steps_run.clear()
+    e2e.main([*args, "--seeds", "0"])
+    assert steps_run == [] and list(state.iterdir()) == []
+    # seed 1 is killed while decoding: the rerun decodes its saved best adapter without training again
     real_decode = e2e.Experiment.decode_test
     monkeypatch.setattr(e2e.Experiment, "decode_test", lambda exp, model: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
-        e2e.main([*args[:-1], "fourierft-n1000", "--seeds", "0"])
+        e2e.main([*args[:-1], "fourierft-n1000", "--seeds", "1"])
+    assert steps_run == [0, 1]
     monkeypatch.setattr(e2e.Experiment, "decode_test", real_decode)
-    steps_run.clear()
-    e2e.main([*args, "--seeds", "0"])
-    assert steps_run == []
+    e2e.main([*args[:-1], "fourierft-n1000", "--seeds", "1"])
+    assert steps_run == [0, 1] and list(state.iterdir()) == []
     runs = [json.loads(line) for line in (tmp_path / "e2e_runs.jsonl").read_text().splitlines()]
-    assert [(r["row"], r["seed"]) for r in runs] == [("zero-shot", 0), ("fourierft-n1000", 0)]
-    trained = runs[1]
-    assert trained["trainable_params"] == 2 * 2 * 1000  # q and v of 2 layers, n = 1000
+    assert [(r["row"], r["seed"]) for r in runs] == [("zero-shot", 0), ("fourierft-n1000", 0), ("fourierft-n1000", 1)]
+    reused, trained = runs[1], runs[2]
+    assert reused["reused_from"] == "e2e_sweep.jsonl" and "reused_from" not in trained
+    assert reused["selection_trace"] == sweep[0]["selection_trace"]  # the sweep's own run
     assert [step for step, _ in trained["selection_trace"]] == [0, 1, 2]  # kept from the killed process
+    assert trained["trainable_params"] == 2 * 2 * 1000  # q and v of 2 layers, n = 1000
     assert set(trained["test"]) == {"BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr"}
     assert not trained["outputs"].startswith("/")
-    assert len((tmp_path / "e2e_outputs" / "fourierft-n1000-seed0.txt").read_text().splitlines()) == 3
-    assert list(state.iterdir()) == []
-    e2e.main([*args, "--seeds", "0"])  # resumes: nothing left to do
-    assert len((tmp_path / "e2e_runs.jsonl").read_text().splitlines()) == 2
+    assert len((tmp_path / "e2e_outputs" / "fourierft-n1000-seed1.txt").read_text().splitlines()) == 3
+    e2e.main([*args, "--seeds", "0,1"])  # resumes: nothing left to do
+    assert len((tmp_path / "e2e_runs.jsonl").read_text().splitlines()) == 3

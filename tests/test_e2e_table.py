@@ -131,11 +131,12 @@ def test_the_sweep_runs_the_grid_then_grows_it_past_the_end_where_its_best_point
 
     exp = argparse.Namespace(args=argparse.Namespace(results=tmp_path, steps=300, smoke=False))
 
-    def train_point(name, row, rate, knob, seed, trainer=None):
+    def train_point(name, row, rate, knob, seed, *, role, trainer=None):
         ran.append((rate, knob))
         if len(ran) == 10:  # the first grown point: the table must not choose before the grown grid is in
             assert e2e.chosen_point(exp, "fourierft-n1000", row) is None
-        return e2e.Point("trainer", loss_at(rate, knob), 300, None, [[0, 3.0], [300, loss_at(rate, knob)]], 0.0)
+        trace = [[0, 3.0], [300, loss_at(rate, knob)]]
+        return e2e.Point("trainer", loss_at(rate, knob), 300, None, trace, 0.0, role)
 
     exp.train_point, exp.forget = train_point, lambda *args, **kw: None
     e2e.sweep(exp, ["fourierft-n1000"])

@@ -23,7 +23,10 @@ Sweeps (``--sweep``): each row's grid — its rate × its scaling knob (FourierF
 best point lies (:func:`sweep_grid`: the same rule for every method) — trained at that same schedule (seed 0) and
 scored by the best selection loss; ``e2e_sweep.jsonl`` holds one record per point (with its ``selection_trace``:
 the selection loss at step 0 and at every evaluation). Table runs use each row's best point and refuse to start
-before its grid is complete. The 4-bit rows are not swept: they train at their float twin's point
+before its grid is complete; the seed-0 run of a row is its sweep's run at that point (same seed, data and
+schedule), decoded from the state the sweep kept (``reused_from`` in its record; its training time counts once,
+in the sweep). Every run saves its trainer's state at each evaluation under ``--state-dir``: a killed run
+resumes from its last evaluation. The 4-bit rows are not swept: they train at their float twin's point
 (``Row.sweep_row``), so their difference from the float rows is the base's alone.
 
 Writes ``experiments/results/e2e_runs.jsonl`` (one record per finished run: row, method, seed, base, the five
@@ -74,8 +77,9 @@ class Row:
 @dataclasses.dataclass
 class Point:
     """A trained point: the trainer holding its best adapter, that adapter's selection loss and step, the adapter
-    config, the trace ``[[step, selection loss], ...]`` (step 0 included), and the wall seconds spent on it by
-    earlier, killed processes (0 unless resumed)."""
+    config, the trace ``[[step, selection loss], ...]`` (step 0 included), the wall seconds spent on it by
+    earlier, killed processes (0 unless resumed), and who trained it: ``"sweep"`` or ``"table"`` (a table run at
+    seed 0 finds the sweep's finished state of its point and decodes that adapter instead of training again)."""
 
     trainer: Any
     loss: float
@@ -83,6 +87,7 @@ class Point:
     config: Any
     trace: list[list[float]]
     earlier_wall_s: float
+    trained_by: str
 
 
 def _rows() -> dict[str, Row]:
@@ -214,7 +219,9 @@ class Experiment:
         weights = [float(batch["loss_mask"].sum()) for batch in self.select_batches]
         return sum(loss * w for loss, w in zip(losses, weights, strict=True)) / sum(weights)
 
-    def train_point(self, name: str, row: Row, rate: float, knob: float, seed: int, trainer=None) -> Point:
+    def train_point(
+        self, name: str, row: Row, rate: float, knob: float, seed: int, *, role: str, trainer=None
+    ) -> Point:
         """Trains row ``name``'s (rate, knob) point at ``seed`` and keeps the adapter of its best selection step.
         Given the ``trainer`` of an earlier point of the same row, it restarts that one (rate and scaling are
         traced, so the step is not compiled again). The trainer's state is saved at every evaluation (under
@@ -241,11 +248,11 @@ class Experiment:
         restored = restore_trainer_state(state, trainer, arrays_like={"best": trainer.snapshot()})
         if restored is None:
             best = (self.selection_loss(trainer), 0, trainer.snapshot())
-            trace, earlier_wall_s = [[0, best[0]]], 0.0
+            trace, earlier_wall_s, trained_by = [[0, best[0]]], 0.0, role
         else:
             arrays, meta = restored
             best = (meta["best_loss"], meta["best_step"], arrays["best"])
-            trace, earlier_wall_s = meta["trace"], meta["wall_s"]
+            trace, earlier_wall_s, trained_by = meta["trace"], meta["wall_s"], meta["trained_by"]
             print(f"  resumed at step {trainer.steps_taken} from {state}", flush=True)
         done = trainer.steps_taken
         batches = itertools.islice(self.batches(seed), done, None)  # the data order of an uninterrupted run
@@ -257,11 +264,11 @@ class Experiment:
                 print(f"  step {step}: selection loss {loss:.4f}", flush=True)
                 if loss < best[0]:
                     best = (loss, step, trainer.snapshot())
-                meta = {"best_loss": best[0], "best_step": best[1], "trace": trace,
+                meta = {"best_loss": best[0], "best_step": best[1], "trace": trace, "trained_by": trained_by,
                         "wall_s": earlier_wall_s + time.time() - start}  # fmt: skip
                 save_trainer_state(state, trainer, arrays={"best": best[2]}, meta=meta)
         trainer.restart(best[2])
-        return Point(trainer, best[0], best[1], config, trace, earlier_wall_s)
+        return Point(trainer, best[0], best[1], config, trace, earlier_wall_s, trained_by)
 
     def state_dir(self, name: str, rate: float, knob: float, seed: int) -> pathlib.Path:
         """Where run ``(name, rate, knob, seed)`` at this invocation's steps and evaluation period keeps its state."""
@@ -301,7 +308,7 @@ def sweep(exp: Experiment, names: list[str]) -> None:
             rate, knob = missing[0]
             print(f"sweep {name}: rate {rate}, {row.knob} {knob}", flush=True)
             start = time.time()
-            point = exp.train_point(name, row, rate, knob, seed=0, trainer=trainer)
+            point = exp.train_point(name, row, rate, knob, seed=0, role="sweep", trainer=trainer)
             trainer = point.trainer
             append_record(
                 path,
@@ -310,7 +317,10 @@ def sweep(exp: Experiment, names: list[str]) -> None:
                  "best_step": point.step, "selection_trace": point.trace,
                  "wall_s": round(point.earlier_wall_s + time.time() - start, 1)},
             )  # fmt: skip
-            exp.forget(name, rate, knob, seed=0)
+        chosen = chosen_point(exp, name, row)
+        for rate, knob in losses:  # the chosen point's state stays: the table's seed-0 run decodes it
+            if (rate, knob) != chosen:
+                exp.forget(name, rate, knob, seed=0)
 
 
 def swept_losses(results: pathlib.Path, name: str, steps: int) -> dict[tuple[float, float], float]:
@@ -363,8 +373,10 @@ def table_runs(exp: Experiment, names: list[str], seeds: list[int]) -> None:
                     continue
                 rate, knob = point
                 print(f"run {name} seed {seed}: rate {rate}, {row.knob} {knob}", flush=True)
-                trained = exp.train_point(name, row, rate, knob, seed)
+                trained = exp.train_point(name, row, rate, knob, seed, role="table")
                 model, earlier_wall_s = trained.trainer.model, trained.earlier_wall_s
+                if trained.trained_by == "sweep":  # its training time is the sweep point's wall_s already
+                    record["reused_from"], earlier_wall_s = "e2e_sweep.jsonl", 0.0
                 leaves = jax.tree.leaves(trained.trainer.params)
                 record.update(
                     rate=rate, knob_name=row.knob, knob=knob, steps=exp.args.steps, selection_loss=trained.loss,
