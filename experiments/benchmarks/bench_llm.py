@@ -30,6 +30,8 @@ state ≤ 0.3× float32's.
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import json
 import pathlib
 import statistics
@@ -80,19 +82,26 @@ class Ours:
         return time.perf_counter() - start
 
 
+@functools.cache
+def hf_model(layers: int):
+    """transformers' ``LlamaForCausalLM`` from the GGUF by its own loader (loaded once: it parses the file twice)."""
+    import transformers
+
+    from fourier_flax.models import smollm2_path
+
+    path = smollm2_path()
+    return transformers.AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, num_hidden_layers=layers
+    )
+
+
 class Peft:
     def __init__(self, layers: int, batch: int, length: int):
         import peft
         import torch
-        import transformers
-
-        from fourier_flax.models import smollm2_path
 
         torch.set_num_threads(2)
-        path = smollm2_path()
-        base = transformers.AutoModelForCausalLM.from_pretrained(
-            str(path.parent), gguf_file=path.name, num_hidden_layers=layers
-        )
+        base = copy.deepcopy(hf_model(layers))  # get_peft_model adapts the model in place
         config = peft.FourierFTConfig(n_frequency=1000, scaling=150.0, target_modules=["q_proj", "v_proj"])
         self.model = peft.get_peft_model(base, config).train()
         self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=1e-3)
@@ -143,15 +152,9 @@ class OursDecode:
 class HfDecode:
     def __init__(self, layers: int, batch: int, new_tokens: int):
         import torch
-        import transformers
-
-        from fourier_flax.models import smollm2_path
 
         torch.set_num_threads(2)
-        path = smollm2_path()
-        self.model = transformers.AutoModelForCausalLM.from_pretrained(
-            str(path.parent), gguf_file=path.name, num_hidden_layers=layers
-        ).eval()
+        self.model = hf_model(layers).eval()
         enc = prompt_batch(batch)
         self.ids, self.mask = torch.tensor(enc["input_ids"]), torch.tensor(enc["attention_mask"])
         self.new_tokens, self.torch = new_tokens, torch
