@@ -22,11 +22,14 @@ Example::
 from __future__ import annotations
 
 import pathlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+if TYPE_CHECKING:
+    from fourier_flax.finetune.causal_lm import CausalLMTrainer
 
 STATE_ITEM, META_ITEM = "state", "meta"
 
@@ -43,7 +46,7 @@ def _host(tree: Any) -> Any:
 
 
 def save_trainer_state(
-    path: str | pathlib.Path, trainer: Any, *, arrays: Any = None, meta: dict[str, Any] | None = None
+    path: str | pathlib.Path, trainer: CausalLMTrainer, *, arrays: Any = None, meta: dict[str, Any] | None = None
 ) -> None:
     """Writes ``trainer``'s adapter leaves, optimizer state, step count, rate and scaling to ``path`` (one orbax
     step numbered by the step count; the previous one is removed once this one is complete).
@@ -69,7 +72,9 @@ def save_trainer_state(
     manager.close()
 
 
-def restore_trainer_state(path: str | pathlib.Path, trainer: Any, *, arrays_like: Any = None) -> Any:
+def restore_trainer_state(
+    path: str | pathlib.Path, trainer: CausalLMTrainer, *, arrays_like: Any = None
+) -> tuple[Any, dict[str, Any]] | None:
     """Puts the state saved at ``path`` back into ``trainer``; returns ``(arrays, meta)`` or None when ``path``
     holds no saved state.
 
