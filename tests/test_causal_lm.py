@@ -198,6 +198,41 @@ def test_traced_rate_and_scaling_do_not_recompile(path, examples):
     assert trainer.loss(batch) != pytest.approx(with_half)
 
 
+def _adapted_with_random_b(path, config):
+    """A one-layer model adapted with ``config`` whose LoRA factors ``lora_b`` are N(0, 0.1), not PEFT's zeros."""
+    model = llama.from_gguf(path, num_hidden_layers=1)
+    ffnnx.apply_adapter(model, config, jax.random.key(0))
+    state = nnx.state(model, ffnnx.AdapterParam)
+    keys = iter(jax.random.split(jax.random.key(1), 64))
+    randomise = lambda p, x: 0.1 * jax.random.normal(next(keys), x.shape) if "lora_b" in str(p) else x  # noqa: E731
+    nnx.update(model, jax.tree_util.tree_map_with_path(randomise, state))
+    return model
+
+
+@pytest.mark.parametrize("config_type", [ff.LoraConfig, ff.DoraConfig])
+def test_traced_scaling_stands_for_lora_alpha_over_r(path, examples, config_type):
+    batch = next(encode_batches(examples, 4, shuffle=False))
+    targets = ["q_proj", "v_proj"]
+    alpha_8 = CausalLMTrainer(_adapted_with_random_b(path, config_type(target_modules=targets, r=4, lora_alpha=8.0)),
+                              learning_rate=1e-2)  # fmt: skip
+    alpha_4 = _adapted_with_random_b(path, config_type(target_modules=targets, r=4, lora_alpha=4.0))
+    assert CausalLMTrainer(alpha_4, learning_rate=1e-2).loss(batch) != pytest.approx(alpha_8.loss(batch), rel=1e-3)
+    traced = CausalLMTrainer(alpha_4, learning_rate=1e-2, scaling=2.0)  # lora_alpha / r = 8 / 4
+    assert traced.loss(batch) == pytest.approx(alpha_8.loss(batch), rel=1e-6)
+    assert traced.step(batch) == pytest.approx(alpha_8.step(batch), rel=1e-6)
+    assert traced.loss(batch) == pytest.approx(alpha_8.loss(batch), rel=1e-5)  # the same update was taken
+
+
+def test_scaling_is_refused_for_a_method_without_a_scale_factor(path):
+    model = llama.from_gguf(path, num_hidden_layers=1)
+    ffnnx.apply_adapter(model, ff.VeraConfig(target_modules=["q_proj", "v_proj"], r=8), jax.random.key(0))
+    with pytest.raises(ValueError, match="VeraConfig has no scale factor"):
+        CausalLMTrainer(model, learning_rate=1e-2, scaling=2.0)
+    trainer = CausalLMTrainer(model, learning_rate=1e-2)
+    with pytest.raises(ValueError, match="pass scaling=None"):
+        trainer.restart(trainer.snapshot(), scaling=2.0)
+
+
 @pytest.mark.torch
 @pytest.mark.parametrize("method", ["fourierft", "lora"])
 def test_peft_loads_our_llm_adapter_and_computes_our_logits(path, examples, tmp_path, method):

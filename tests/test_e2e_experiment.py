@@ -74,3 +74,20 @@ def test_e2e_runner_smoke(tmp_path, monkeypatch, capsys):
     assert len((tmp_path / "e2e_outputs" / "fourierft-n1000-seed1.txt").read_text().splitlines()) == 3
     e2e.main([*args, "--seeds", "0,1"])  # resumes: nothing left to do
     assert len((tmp_path / "e2e_runs.jsonl").read_text().splitlines()) == 3
+
+
+def test_every_method_row_sweeps_at_smoke_size(tmp_path):
+    """Each method's row trains its first grid point with its own knob (LoRA's traced alpha / r, VeRA's config
+    field): the sweep of one row cannot break the others."""
+    pytest.importorskip("gguf")
+    e2e = load_experiment("e2e")
+    if not (e2e.DATA / "devset.csv").is_file():
+        pytest.skip("E2E data not found")
+    rows = "lora-r4,vera"
+    e2e.main(["--smoke", "--results", str(tmp_path), "--state-dir", str(tmp_path / "state"), "--sweep", "--rows", rows])
+    sweep = [json.loads(line) for line in (tmp_path / "e2e_sweep.jsonl").read_text().splitlines()]
+    assert [(r["row"], r["knob_name"], r["knob"]) for r in sweep] == [
+        ("lora-r4", "lora_alpha", 4.0),
+        ("vera", "d_initial", 0.05),
+    ]
+    assert all(r["selection_loss"] < r["selection_trace"][0][1] for r in sweep)  # both trained

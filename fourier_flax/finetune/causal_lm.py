@@ -9,8 +9,9 @@ cross-entropy in token chunks, and a jitted adapter train step with traced rates
   exist at once (:func:`logits_bytes` says how much that is); the loss tokens are gathered first and chunks
   without one are skipped, so the output layer runs on the response tokens, not on the prompt and padding;
 * :class:`CausalLMTrainer` trains the adapter leaves (:class:`fourier_flax.nnx.AdapterParam`) of a model adapted
-  with :func:`fourier_flax.nnx.apply_adapter`; the learning rate and FourierFT's scaling are traced inputs of one
-  compiled step (changing them does not recompile), as in the GLUE :class:`~fourier_flax.finetune.Trainer`.
+  with :func:`fourier_flax.nnx.apply_adapter`; the learning rate and the update's scale (FourierFT's scaling,
+  LoRA's alpha / r) are traced inputs of one compiled step (changing them does not recompile), as in the GLUE
+  :class:`~fourier_flax.finetune.Trainer`.
 
 Example::
 
@@ -34,6 +35,7 @@ import optax
 from flax import nnx
 
 from fourier_flax.data.bucketing import bucket_lengths, bucketed_batches
+from fourier_flax.methods import method_of
 from fourier_flax.nnx import AdapterParam, adapted_layers
 
 Example = tuple[np.ndarray, np.ndarray]  # token ids (L,) int32, loss mask (L,) bool (True: predict this token)
@@ -182,7 +184,8 @@ class CausalLMTrainer:
     Args:
       model: a model adapted with :func:`fourier_flax.nnx.apply_adapter` (float or 4-bit base).
       learning_rate: AdamW's peak rate.
-      scaling: FourierFT's alpha in place of ``config.scaling`` (traced; None keeps the config's).
+      scaling: the update's scale factor in place of the config's (traced; None keeps the config's): FourierFT's
+        ``scaling``, LoRA's, DoRA's and FLoRA's ``lora_alpha / r``. VeRA and SVFT have none (ValueError).
       weight_decay: AdamW's decay on the adapter leaves.
       chunk: tokens per cross-entropy chunk.
       warmup_steps / total_steps: linear warmup, then linear decay to 0 at ``total_steps`` (None: constant).
@@ -203,7 +206,7 @@ class CausalLMTrainer:
             raise ValueError("the model has no adapter: call fourier_flax.nnx.apply_adapter(model, config, key) first.")
         self._model = model
         self.graphdef, self.params, self.frozen = nnx.split(model, AdapterParam, ...)
-        self.scaling = None if scaling is None else jnp.float32(scaling)
+        self.scaling = self._traced_scaling(scaling)
         self.tx = optax.inject_hyperparams(optax.adamw)(learning_rate=learning_rate, weight_decay=weight_decay)
         self.opt_state = self.tx.init(self.params)
         self.base_rate, self.warmup_steps, self.total_steps = float(learning_rate), warmup_steps, total_steps
@@ -221,8 +224,20 @@ class CausalLMTrainer:
         self.params = jax.tree.map(jnp.asarray, params)
         self.opt_state = self.tx.init(self.params)
         self.base_rate = self.base_rate if learning_rate is None else float(learning_rate)
-        self.scaling = self.scaling if scaling is None else jnp.float32(scaling)
+        self.scaling = self.scaling if scaling is None else self._traced_scaling(scaling)
         self.steps_taken = 0
+
+    def _traced_scaling(self, scaling: float | None) -> jax.Array | None:
+        if scaling is None:
+            return None
+        unscaled = sorted({type(layer.config).__name__ for layer in adapted_layers(self._model).values()
+                           if not method_of(layer.config).scaled})  # fmt: skip
+        if unscaled:
+            raise ValueError(
+                f"scaling={scaling} was given, but {', '.join(unscaled)} has no scale factor to override: "
+                "pass scaling=None (tune its own fields, e.g. VeRA's d_initial, through the config)."
+            )
+        return jnp.float32(scaling)
 
     @property
     def model(self) -> nnx.Module:

@@ -71,6 +71,9 @@ class UpdateRule(abc.ABC):
     # The update is defined on the kernel's 2-D view (so the view must be the layer's (in, out)); False for
     # FLoRA, which works on the kernel's own modes.
     uses_view: ClassVar[bool] = True
+    # ΔW carries a scale factor (FourierFT's ``scaling``, LoRA's ``lora_alpha / r``) that the ``scaling`` argument
+    # of :meth:`delta_w` overrides; False for VeRA and SVFT, which have none.
+    scaled: ClassVar[bool] = True
 
     def leaves_for(self, config: Any) -> tuple[str, ...]:
         """The leaves a module adapted with ``config`` carries (a subset of :attr:`leaf_names`)."""

@@ -82,10 +82,10 @@ def init_lora_leaves(
     return lora_a, jnp.zeros((*stack_shape, r, d2), jnp.float32)
 
 
-def lora_delta_w(lora_a: jax.Array, lora_b: jax.Array, scale: float) -> jax.Array:
-    """``scale · A B`` in float32: ``(..., d1, r) × (..., r, d2) → (..., d1, d2)``."""
+def lora_delta_w(lora_a: jax.Array, lora_b: jax.Array, scale: float | jax.Array) -> jax.Array:
+    """``scale · A B`` in float32: ``(..., d1, r) × (..., r, d2) → (..., d1, d2)``; ``scale`` may be traced."""
     product = jnp.matmul(lora_a.astype(jnp.float32), lora_b.astype(jnp.float32))
-    return product * np.float32(scale)
+    return product * jnp.asarray(scale, jnp.float32)
 
 
 class LoraMethod(AdapterMethod):

@@ -127,6 +127,7 @@ class SvftMethod(AdapterMethod):
     config_type: ClassVar[type] = SvftConfig
     leaf_names: ClassVar[tuple[str, ...]] = (M, GATE, U, V, TOP_K)
     leaf_ndim: ClassVar[int] = 1
+    scaled: ClassVar[bool] = False
     frozen_leaf_names: ClassVar[tuple[str, ...]] = (U, V, TOP_K)
 
     def _positions(self, config, path, module) -> jax.Array | np.ndarray:

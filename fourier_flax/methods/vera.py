@@ -80,6 +80,7 @@ class VeraMethod(AdapterMethod):
     config_type: ClassVar[type] = VeraConfig
     leaf_names: ClassVar[tuple[str, ...]] = (LAMBDA_D, LAMBDA_B, VERA_A, VERA_B)
     leaf_ndim: ClassVar[int] = 1
+    scaled: ClassVar[bool] = False
     frozen_leaf_names: ClassVar[tuple[str, ...]] = (VERA_A, VERA_B)
 
     def prepare(self, config, views):
