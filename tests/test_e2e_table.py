@@ -89,51 +89,54 @@ def sweep_point(rate, knob, loss, trace=True):
     return record
 
 
-def test_the_sweep_section_marks_the_chosen_point_once_the_grid_is_complete():
+def test_the_sweep_section_marks_the_chosen_point_once_the_walk_ends():
     table = load_experiment("e2e_table")
     grid = [(rate, knob) for rate in (3e-3, 1e-2, 3e-2) for knob in (25.0, 50.0, 100.0)]
     losses = {point: 2.0 + k / 100 for k, point in enumerate(grid)}
-    losses[(1e-2, 50.0)] = 1.4  # the interior point is best
+    losses[(1e-2, 50.0)] = 1.4  # the interior point is best: its neighbourhood is the grid, the sweep is done
     points = [sweep_point(*point, losses[point], trace=k > 0) for k, point in enumerate(grid)]
     partial = "\n".join(table.sweep_lines(points[:8]))
-    assert "8 of 9 points" in partial and "| yes" not in partial
+    assert "8 of 9 points so far" in partial and "| yes" not in partial
     text = "\n".join(table.sweep_lines(points))
-    assert "**fourierft-n1000** (complete;" in text
+    assert "**fourierft-n1000** (complete; 9 points run" in text
     assert "| 0.01 | 50 | 0: 3.000, 250: 1.400, 300: 1.410 | 1.400 (250) | 1000 | yes |" in text
     assert "| 0.003 | 25 | - | 2.000 (250) | 1000 |  |" in text  # a point recorded without its trace
-    losses[(3e-2, 100.0)] = 1.3  # now the best point is a corner: the grid grows one value past both ends
+    losses[(3e-2, 100.0)] = 1.3  # now a corner is best: its 5 neighbours outside the grid come next
     points = [sweep_point(*point, losses[point]) for point in grid]
     text = "\n".join(table.sweep_lines(points))
-    assert (
-        "(9 of 16 points, grown past the ends where its best point lay; rate 0.003, 0.01, 0.03, 0.09 × scaling"
-        in (text)
-        and "25, 50, 100, 200;" in text
-    )
-    assert "| yes" not in text
-    grown = [(rate, knob) for rate in (3e-3, 1e-2, 3e-2, 0.09) for knob in (25.0, 50.0, 100.0, 200.0)]
-    points += [sweep_point(*point, 1.2 if point == (0.09, 200.0) else 1.9) for point in grown if point not in losses]
-    text = "\n".join(table.sweep_lines(points))  # best at the grown corner: no further growth (one value per end)
-    assert "**fourierft-n1000** (complete, grown past" in text
-    assert "| 0.09 | 200 | 0: 3.000, 250: 1.200, 300: 1.210 | 1.200 (250) | 1000 | yes, on the grid's edge |" in text
+    assert "9 of 14 points so far" in text and "| yes" not in text
+    walk = [(1e-2, 200.0), (3e-2, 200.0), (0.09, 50.0), (0.09, 100.0), (0.09, 200.0)]
+    points += [sweep_point(*point, 1.2 if point == (0.09, 200.0) else 1.9) for point in walk]
+    text = "\n".join(table.sweep_lines(points))  # the best moved to (0.09, 200): its new neighbours next
+    assert "14 of 19 points so far" in text and "| yes" not in text
+    beyond = [(0.03, 400.0), (0.09, 400.0), (0.27, 100.0), (0.27, 200.0), (0.27, 400.0)]
+    text = "\n".join(table.sweep_lines(points + [sweep_point(*point, 1.9) for point in beyond]))
+    assert "**fourierft-n1000** (complete; 19 points run, rate 0.003, 0.01, 0.03, 0.09, 0.27 × scaling" in text
+    assert "| 0.09 | 200 | 0: 3.000, 250: 1.200, 300: 1.210 | 1.200 (250) | 1000 | yes |" in text
+    at_reach = [sweep_point(*point, 1.1 if point == (0.27, 400.0) else 1.9) for point in beyond]
+    text = "\n".join(table.sweep_lines(points + at_reach))  # 0.27 and 400 are 2 values past the grid's ends
+    assert "| 0.27 | 400 | 0: 3.000, 250: 1.100, 300: 1.110 | 1.100 (250) | 1000 | yes, at the sweep's reach |" in text
 
 
-def test_the_sweep_runs_the_grid_then_grows_it_past_the_end_where_its_best_point_lies(tmp_path):
-    """The sweep loop against a stub trainer: the 3 x 3 grid, then (best at the highest rate, middle scaling) the
-    3 points of rate 0.09 (= 0.03 x 0.03 / 0.01); the table's chosen point waits for them."""
+def test_the_sweep_walks_from_the_grid_to_a_point_better_than_its_neighbours(tmp_path):
+    """The sweep loop against a stub trainer whose loss is lowest at rate 0.09, scaling 50: the 3 x 3 grid (best
+    (0.03, 50)), then rate 0.09 x 25, 50, 100 (= 0.03 x 0.03 / 0.01), then the neighbours of (0.09, 50) at rate
+    0.27; all worse, so the walk ends there. The table's chosen point waits for the walk."""
     import argparse
+    import math
 
     e2e = load_experiment("e2e")
     row = e2e.table_rows()["fourierft-n1000"]
     ran = []
 
-    def loss_at(rate, knob):  # falls with the rate up to 0.09, best at scaling 50
-        return 2.0 - rate - (0.1 if knob == 50.0 else 0.0)
+    def loss_at(rate, knob):
+        return 2.0 + abs(math.log(rate / 0.09)) - (0.1 if knob == 50.0 else 0.0)
 
     exp = argparse.Namespace(args=argparse.Namespace(results=tmp_path, steps=300, smoke=False))
 
     def train_point(name, row, rate, knob, seed, *, role, trainer=None):
         ran.append((rate, knob))
-        if len(ran) == 10:  # the first grown point: the table must not choose before the grown grid is in
+        if len(ran) == 10:  # the first point past the grid: the table must not choose before the walk ends
             assert e2e.chosen_point(exp, "fourierft-n1000", row) is None
         trace = [[0, 3.0], [300, loss_at(rate, knob)]]
         return e2e.Point("trainer", loss_at(rate, knob), 300, None, trace, 0.0, role)
@@ -141,8 +144,21 @@ def test_the_sweep_runs_the_grid_then_grows_it_past_the_end_where_its_best_point
     exp.train_point, exp.forget = train_point, lambda *args, **kw: None
     e2e.sweep(exp, ["fourierft-n1000"])
     base = [(rate, knob) for rate in (3e-3, 1e-2, 3e-2) for knob in (25.0, 50.0, 100.0)]
-    assert ran == base + [(0.09, 25.0), (0.09, 50.0), (0.09, 100.0)]
+    assert ran == base + [(0.09, 25.0), (0.09, 50.0), (0.09, 100.0), (0.27, 25.0), (0.27, 50.0), (0.27, 100.0)]
     assert e2e.chosen_point(exp, "fourierft-n1000", row) == (0.09, 50.0)
+    assert not e2e.at_reach(row, (0.09, 50.0)) and e2e.at_reach(row, (0.27, 50.0))
     assert e2e.chosen_point(exp, "fourierft-n1000-4bit", e2e.table_rows()["fourierft-n1000-4bit"]) == (0.09, 50.0)
-    e2e.sweep(exp, ["fourierft-n1000"])  # resumes: nothing left (0.09 is the one value allowed past the end)
-    assert len(ran) == 12
+    e2e.sweep(exp, ["fourierft-n1000"])  # resumes: nothing left
+    assert len(ran) == 15
+
+
+def test_the_walk_stops_at_the_sweep_s_reach():
+    """A loss that keeps falling with the rate: the walk goes 2 values past the grid's top rate and stops."""
+    e2e = load_experiment("e2e")
+    row = e2e.table_rows()["lora-r4"]
+    losses = {}
+    while missing := [p for p in e2e.sweep_points(row, losses) if p not in losses]:
+        losses.update({(rate, alpha): 1.0 - rate - alpha / 1000 for rate, alpha in missing})
+    assert min(losses, key=losses.get) == (0.027, 64.0)  # 3e-3 x 3 x 3 and alpha 16 x 2 x 2: both reaches
+    assert e2e.at_reach(row, (0.027, 64.0))
+    assert len(losses) == 9 + 5 + 5  # the grid, then two corner steps of 5 new neighbours each

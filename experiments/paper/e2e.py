@@ -19,13 +19,13 @@ every ``--eval-every`` steps; the adapter with the lowest selection loss is the 
 (beam search, ``--beams`` beams, length penalty 0.9, no-repeat 4-grams, at most ``--max-new-tokens`` tokens).
 
 Sweeps (``--sweep``): each row's grid — its rate × its scaling knob (FourierFT's ``scaling``, LoRA's
-``lora_alpha``, VeRA's ``d_initial``), 3 × 3 for every method, grown by one value past an end of an axis where the
-best point lies (:func:`sweep_grid`: the same rule for every method) — trained at that same schedule (seed 0) and
-scored by the best selection loss; ``e2e_sweep.jsonl`` holds one record per point (with its ``selection_trace``:
-the selection loss at step 0 and at every evaluation). Table runs use each row's best point and refuse to start
-before its grid is complete; the seed-0 run of a row is its sweep's run at that point (same seed, data and
-schedule), decoded from the state the sweep kept (``reused_from`` in its record; its training time counts once,
-in the sweep). Every run saves its trainer's state at each evaluation under ``--state-dir``: a killed run
+``lora_alpha``, VeRA's ``d_initial``), 3 × 3 for every method, then walked on the grid's log spacing to a point
+better than all its neighbours (:func:`sweep_points`: the same rule for every method) — trained at that same
+schedule (seed 0) and scored by the best selection loss; ``e2e_sweep.jsonl`` holds one record per point (with its
+``selection_trace``: the selection loss at step 0 and at every evaluation). Table runs use each row's best point
+and refuse to start before its walk has ended; the seed-0 run of a row is its sweep's run at that point (same
+seed, data and schedule), decoded from the state the sweep kept (``reused_from`` in its record; its training time
+counts once, in the sweep). Every run saves its trainer's state at each evaluation under ``--state-dir``: a killed run
 resumes from its last evaluation. The 4-bit rows are not swept: they train at their float twin's point
 (``Row.sweep_row``), so their difference from the float rows is the base's alone.
 
@@ -35,7 +35,7 @@ the outputs file) and keeps every test output in ``experiments/results/e2e_outpu
 CPU: a train step 2.7 s quiet on E2E's own batches (float base, batch 8; the output layer runs only on the loss
 tokens: experiments/results/bench_e2e_step.md), so a 300-step run with its selection evaluations takes ~17 min
 quiet (``wall_s`` in e2e_sweep.jsonl; the first point took 61 min beside other jobs), and the zero-shot test
-decode 36 min. Budget: 5 swept rows × 9 points (3 to 7 more per grown grid) + 7 trained rows × 3 seeds, 25-60
+decode 36 min. Budget: 5 swept rows × 9 points (3 to ~15 more per walk) + 7 trained rows × 3 seeds, 25-60
 CPU-hours with the test decodes: the resumable runner carries it across sittings.
 """
 
@@ -122,41 +122,57 @@ def _rows() -> dict[str, Row]:
     }
 
 
-EXTENSIONS = 1  # how far a grid may grow past each end of each axis (see sweep_grid)
+REACH = 2  # how many values a sweep may go past each end of each axis of a row's own grid (see sweep_points)
 
 
-def _beyond(values: tuple[float, ...], high: bool) -> tuple[float, ...]:
-    """``values`` with one more at the high or low end, the same ratio from its neighbour (3 significant digits)."""
-    edge, neighbour = (values[-1], values[-2]) if high else (values[0], values[1])
-    new = float(f"{edge * edge / neighbour:.3g}")
-    return (*values, new) if high else (new, *values)
+def _reach(values: tuple[float, ...]) -> tuple[float, ...]:
+    """``values`` with :data:`REACH` more past each end, each at its end's ratio (3 significant digits).
 
-
-def sweep_grid(row: Row, losses: dict[tuple[float, float], float]) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The row's (rates, knob values) given the finished points' selection ``losses``: its own 3 × 3 grid, grown
-    by one value past an end of an axis whenever the grid is complete and its best point lies at that end (the
-    optimum may lie outside), at most :data:`EXTENSIONS` values past each end. The same rule for every row, so
-    grids keep equal density; the grid is complete when every point of the returned grid has a loss.
-
-    Example: FourierFT's rates (3e-3, 1e-2, 3e-2) × scalings (25, 50, 100) with the best loss at (3e-2, 50) grow to
-    rates (3e-3, 1e-2, 3e-2, 0.09): three more points to run.
+    Example: rates (3e-3, 1e-2, 3e-2) reach (2.7e-4, 9e-4, 3e-3, 1e-2, 3e-2, 0.09, 0.27).
     """
-    axes = (row.rates, row.knob_values)
-    while True:
-        points = list(itertools.product(*axes))
-        if len(points) == 1 or any(point not in losses for point in points):
-            return axes
+    if len(values) < 2:  # no ratio to extend by (the smoke run's one-point grids)
+        return values
+    low, high = list(values[:2]), list(values[-2:])
+    for _ in range(REACH):
+        low.insert(0, float(f"{low[0] * low[0] / low[1]:.3g}"))
+        high.append(float(f"{high[-1] * high[-1] / high[-2]:.3g}"))
+    return (*low[:REACH], *values, *high[-REACH:])
+
+
+def sweep_points(row: Row, losses: dict[tuple[float, float], float]) -> list[tuple[float, float]]:
+    """The (rate, knob) points row ``row``'s sweep must run, given the finished points' selection ``losses``.
+
+    First its own 3 × 3 grid; once those are in, the grid neighbours (one value along either axis or both, at the
+    axis's own ratio) of the best of them; once those are in too, the neighbours of the best point so far, and so
+    on while that point has a neighbour not yet run: a walk to a point whose whole neighbourhood is worse, or to
+    :data:`REACH` values past an end of an axis, where the optimum may lie beyond (:func:`at_reach`). The walk
+    waits for each neighbourhood to finish, so the points do not depend on the order they ran in. The same rule
+    for every row, so every method's sweep has the same density around its optimum; the sweep is complete when
+    every returned point has a loss (points an older rule ran that are not returned take no part).
+
+    Example: FourierFT's rates (3e-3, 1e-2, 3e-2) × scalings (25, 50, 100) with the best loss at (3e-2, 50) add
+    rate 0.09 × scalings 25, 50, 100; if (0.09, 25) is then best, (0.27, 25), (0.27, 50) and the scaling 12.5
+    points of rates 0.03 to 0.27 follow.
+    """
+    axes = (_reach(row.rates), _reach(row.knob_values))
+    points = list(itertools.product(row.rates, row.knob_values))
+    while len(points) > 1 and all(point in losses for point in points):
         best = min(points, key=losses.__getitem__)
-        grown = []
-        for values, own, at in zip(axes, (row.rates, row.knob_values), best, strict=True):
-            if at == values[-1] and sum(v > max(own) for v in values) < EXTENSIONS:
-                values = _beyond(values, high=True)
-            elif at == values[0] and sum(v < min(own) for v in values) < EXTENSIONS:
-                values = _beyond(values, high=False)
-            grown.append(values)
-        if tuple(grown) == axes:
-            return axes
-        axes = tuple(grown)
+        at = [values.index(value) for values, value in zip(axes, best, strict=True)]
+        near = [values[max(0, i - 1) : i + 2] for values, i in zip(axes, at, strict=True)]
+        new = [point for point in itertools.product(*near) if point not in points]
+        if not new:
+            break
+        points += new
+    return points
+
+
+def at_reach(row: Row, point: tuple[float, float]) -> bool:
+    """Whether ``point`` lies at the end of the sweep's reach on either axis (the optimum may lie beyond)."""
+    return any(
+        value in (values[0], values[-1])
+        for values, value in zip((_reach(row.rates), _reach(row.knob_values)), point, strict=True)
+    )
 
 
 def table_rows(*, one_point: bool = False) -> dict[str, Row]:
@@ -302,7 +318,7 @@ def sweep(exp: Experiment, names: list[str]) -> None:
         trainer = None
         while True:
             losses = swept_losses(exp.args.results, name, exp.args.steps)
-            missing = [point for point in itertools.product(*sweep_grid(row, losses)) if point not in losses]
+            missing = [point for point in sweep_points(row, losses) if point not in losses]
             if not missing:
                 break
             rate, knob = missing[0]
@@ -335,11 +351,11 @@ def swept_losses(results: pathlib.Path, name: str, steps: int) -> dict[tuple[flo
 
 
 def chosen_point(exp: Experiment, name: str, row: Row) -> tuple[float, float] | None:
-    """The (rate, knob) with the lowest selection loss in the sweep of ``row.sweep_row or name``, once its grid
-    (:func:`sweep_grid`, grown past an end where the best point lay) is complete; None before."""
+    """The (rate, knob) with the lowest selection loss in the sweep of ``row.sweep_row or name``, once every point
+    of :func:`sweep_points` is in; None before."""
     swept = row.sweep_row or name
     losses = swept_losses(exp.args.results, swept, exp.args.steps)
-    points = list(itertools.product(*sweep_grid(table_rows(one_point=exp.args.smoke)[swept], losses)))
+    points = sweep_points(table_rows(one_point=exp.args.smoke)[swept], losses)
     if any(point not in losses for point in points):
         return None
     return min(points, key=losses.__getitem__)

@@ -186,24 +186,23 @@ def example_lines(records: Sequence[Mapping[str, Any]], test_refs: Sequence[tupl
 
 
 def sweep_lines(sweep: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Each swept row's grid: a line per point (selection loss by step, best, wall), the chosen point marked once
-    every point of the row's grid is in, with a note when it lies on the grid's edge (the grid may not hold the
-    optimum)."""
+    """Each swept row's points: a line per point (selection loss by step, best, wall), the chosen point marked once
+    every point :func:`e2e.sweep_points` asks for is in, with a note when it lies at the limit of the sweep's reach
+    (the optimum may lie beyond)."""
     rows = e2e.table_rows()
     lines = []
     for name in [r for r in ROW_ORDER if any(x["row"] == r for x in sweep)]:
-        row, points = rows[name], [x for x in sweep if x["row"] == name]
+        row, points = rows[name], sorted((x for x in sweep if x["row"] == name), key=lambda x: (x["rate"], x["knob"]))
         losses = {(x["rate"], x["knob"]): x["selection_loss"] for x in points}
-        rates, knobs = e2e.sweep_grid(row, losses)
-        grid = [(rate, knob) for rate in rates for knob in knobs]
-        complete = all(point in losses for point in grid)
-        chosen = min(points, key=lambda x: x["selection_loss"]) if complete else None
-        status = "complete" if complete else f"{len(points)} of {len(grid)} points"
-        if (rates, knobs) != (row.rates, row.knob_values):
-            status += ", grown past the ends where its best point lay"
+        wanted = e2e.sweep_points(row, losses)
+        complete = all(point in losses for point in wanted)
+        walked = [x for x in points if (x["rate"], x["knob"]) in wanted]  # not points an older rule ran
+        chosen = min(walked, key=lambda x: x["selection_loss"]) if complete else None
+        status = "complete" if complete else f"{sum(p in losses for p in wanted)} of {len(wanted)} points so far"
+        rates, knobs = sorted({x["rate"] for x in points}), sorted({x["knob"] for x in points})
         lines += [
             "",
-            f"**{name}** ({status}; rate {', '.join(f'{a:g}' for a in rates)} × {row.knob} "
+            f"**{name}** ({status}; {len(points)} points run, rate {', '.join(f'{a:g}' for a in rates)} × {row.knob} "
             f"{', '.join(f'{k:g}' for k in knobs)}; seed 0, {points[0]['steps']} steps)",
             "",
             "| rate | knob | selection loss by step | best (step) | wall s | chosen |",
@@ -213,14 +212,18 @@ def sweep_lines(sweep: Sequence[Mapping[str, Any]]) -> list[str]:
             trace = ", ".join(f"{step}: {loss:.3f}" for step, loss in x.get("selection_trace", [])) or "-"
             mark = ""
             if x is chosen:
-                edge = x["rate"] in (rates[0], rates[-1]) or x["knob"] in (knobs[0], knobs[-1])
-                mark = "yes, on the grid's edge" if edge else "yes"
+                mark = "yes, at the sweep's reach" if e2e.at_reach(row, (x["rate"], x["knob"])) else "yes"
             lines.append(
                 f"| {x['rate']:g} | {x['knob']:g} | {trace} | {x['selection_loss']:.3f} ({x['best_step']}) | "
                 f"{x['wall_s']:.0f} | {mark} |"
             )
     if lines:
-        lines = ["", "Sweeps (e2e_sweep.jsonl): the response loss on the selection slice, lower is better.", *lines]
+        rule = (
+            f"each row's own 3 × 3 grid, then the grid neighbours of its best point until that point beats all its "
+            f"neighbours or lies {e2e.REACH} values past an end of an axis; the same rule for every method"
+        )
+        lines = ["", f"Sweeps (e2e_sweep.jsonl; {rule}): the response loss on the selection slice, lower is better.",
+                 *lines]  # fmt: skip
     return lines
 
 
