@@ -91,3 +91,16 @@ def test_every_method_row_sweeps_at_smoke_size(tmp_path):
         ("vera", "d_initial", 0.05),
     ]
     assert all(r["selection_loss"] < r["selection_trace"][0][1] for r in sweep)  # both trained
+
+
+def test_the_run_all_script_names_only_known_rows():
+    import re
+    import subprocess
+
+    e2e = load_experiment("e2e")
+    script = e2e.REPO / "experiments" / "paper" / "e2e_all.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    named = {row for arg in re.findall(r"--rows (\S+)", script.read_text()) for row in arg.strip('"').split(",")}
+    named.discard("$row")
+    loop = re.search(r"for row in ([^;]+);", script.read_text()).group(1).split()
+    assert set(loop) | named == set(e2e.table_rows())  # every row of the table, each a known one

@@ -5,6 +5,7 @@ Commands (from the repo root; every command resumes: finished runs are read back
     nice -n 19 .venv/bin/python experiments/paper/e2e.py --sweep --rows fourierft-n1000   # rate × scaling grid
     nice -n 19 .venv/bin/python experiments/paper/e2e.py --rows zero-shot,fourierft-n1000 --seeds 0,1,2
     .venv/bin/python experiments/paper/e2e.py --smoke                                       # tiny end-to-end check
+    nohup bash experiments/paper/e2e_all.sh > /dev/null 2>&1 &                           # every run, in order
     .venv/bin/python experiments/paper/e2e_table.py         # -> e2e_table.md, e2e_table.png from the JSONL files
 
 Data (``../shared/data/e2e/original``): the challenge's training split is not reachable, so training data is its
