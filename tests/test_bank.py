@@ -177,6 +177,20 @@ def test_members_with_other_scalings_are_folded_in():
     np.testing.assert_allclose(out[0], run_member(lora_configs[1], lora_trees[1], X[:1])[0], atol=2e-5, rtol=1e-5)
 
 
+def test_a_lora_bank_takes_the_layer_s_scale_override():
+    """An NNX layer's ``scaling`` (the trainer's traced scale) reaches a LoRA bank's matmul, as it does a FourierFT
+    bank's: scale 2 · (lora_alpha / r) equals B doubled."""
+    from fourier_flax.methods import method_of
+
+    params, bank = stack_adapters(members(LORA, 2), [LORA, LORA])
+    leaves = {name: params["q"][name] for name in ("kernel", "lora_a", "lora_b")}
+    ids = jnp.array([1, 0, 1, 0])
+    run = lambda alpha, tree: method_of(LORA).bank_matmul(LORA, alpha, "q", tree, X, ids, precision=None, dtype=None)  # noqa: E731
+    doubled = {**leaves, "lora_b": 2 * leaves["lora_b"]}
+    np.testing.assert_allclose(run(jnp.float32(2 * LORA.scale), leaves), run(None, doubled), atol=1e-5, rtol=1e-5)
+    assert np.abs(np.asarray(run(None, leaves) - run(None, doubled))).max() > 1e-2
+
+
 def test_stacking_refuses_adapters_that_do_not_fit():
     trees = members(FOURIER, 2)
     other_n = ff.init_adapter(BASE, dataclasses.replace(FOURIER, n_frequency=40), jax.random.key(0))

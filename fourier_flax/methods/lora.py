@@ -116,13 +116,15 @@ class LoraMethod(AdapterMethod):
     bank_scale: ClassVar[tuple[str, str]] = ("lora_alpha", LORA_B)
 
     def bank_matmul(self, config, alpha, path, params, x, ids, *, precision, dtype):
-        """``x @ W0`` plus each example's ``scale · (x A_b) B_b`` with its gathered factors (Punica-style)."""
+        """``x @ W0`` plus each example's ``scale · (x A_b) B_b`` with its gathered factors (Punica-style);
+        ``alpha`` (a layer's scale override, possibly traced) replaces ``lora_alpha / r`` unless None."""
         y = base_matmul(x, params["kernel"], precision=precision, dtype=dtype)
         lora_a = selected_rows(params[LORA_A], ids).astype(jnp.float32)  # (B, d1, r)
         lora_b = selected_rows(params[LORA_B], ids).astype(jnp.float32)  # (B, r, d2)
         rows = x.astype(jnp.float32).reshape(x.shape[0], -1, x.shape[-1])  # (B, T, d1)
         low = jnp.einsum("btd,bdr->btr", rows, lora_a, precision=precision)
-        update = jnp.einsum("btr,bro->bto", low, lora_b, precision=precision) * np.float32(config.scale)
+        scale = jnp.asarray(config.scale if alpha is None else alpha, jnp.float32)
+        update = jnp.einsum("btr,bro->bto", low, lora_b, precision=precision) * scale
         return y + update.reshape(y.shape).astype(y.dtype)
 
     def parameter_count(self, config, path, view):

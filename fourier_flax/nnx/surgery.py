@@ -162,7 +162,7 @@ class AdaptedModule(nnx.Module):
             }
         )
         self.merged = False
-        self.scaling = None  # FourierFT's alpha in place of config.scaling (possibly traced: :func:`install_leaves`)
+        self.scaling = None  # the update's scale in place of the config's (possibly traced: :func:`install_leaves`)
 
     def _axes(self, kernel: jax.Array, perm: tuple[int, ...]) -> tuple[int, ...]:
         """``perm`` behind the stacked axes when ``kernel`` still has them (outside ``nnx.scan``)."""
