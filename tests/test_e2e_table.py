@@ -59,6 +59,7 @@ def test_the_table_pairs_by_seed_and_holm_adjusts_the_family(tmp_path):
     assert "**MR 6**: name[R6]" in text and "- fourierft-n1000: fourierft-n1000 says 6" in text
     assert "9 table runs, 4.5 h; 1 sweep points, 1.0 h" in text
     assert "every trained row and sweep point: 300 AdamW steps of batch 8" in text
+    assert "Not a row: full fine-tuning" in text
     assert (tmp_path / "e2e_table.png").stat().st_size > 0
 
 

@@ -256,6 +256,8 @@ def render(results: pathlib.Path, test_refs: Sequence[tuple[str, str]], repo: pa
         "over seeds;",
         "BLEU, METEOR, ROUGE-L x100. Decoding: " + str(first.get("decoding", "-")) + ".",
         f"Budget, the same for every trained row and sweep point: {budget(runs, sweep)}.",
+        "Not a row: full fine-tuning (the issue's 'if the budget allows'; this 2-core CPU's hours go to the adapter "
+        "rows' sweeps and seeds first).",
         "",
         *table_lines(records),
         *comparison_lines(records),
