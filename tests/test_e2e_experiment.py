@@ -76,21 +76,27 @@ def test_e2e_runner_smoke(tmp_path, monkeypatch, capsys):
     assert len((tmp_path / "e2e_runs.jsonl").read_text().splitlines()) == 3
 
 
-def test_every_method_row_sweeps_at_smoke_size(tmp_path):
+def test_every_method_row_sweeps_and_runs_at_smoke_size(tmp_path):
     """Each method's row trains its first grid point with its own knob (LoRA's traced alpha / r, VeRA's config
-    field): the sweep of one row cannot break the others."""
+    field), and its table run, as the 4-bit LoRA row's at its float twin's point, trains, decodes and scores: the
+    runs of one row cannot break the others hours into the table."""
     pytest.importorskip("gguf")
     e2e = load_experiment("e2e")
     if not (e2e.DATA / "devset.csv").is_file():
         pytest.skip("E2E data not found")
-    rows = "lora-r4,vera"
-    e2e.main(["--smoke", "--results", str(tmp_path), "--state-dir", str(tmp_path / "state"), "--sweep", "--rows", rows])
+    args = ["--smoke", "--results", str(tmp_path), "--state-dir", str(tmp_path / "state")]
+    e2e.main([*args, "--sweep", "--rows", "lora-r4,vera"])
     sweep = [json.loads(line) for line in (tmp_path / "e2e_sweep.jsonl").read_text().splitlines()]
     assert [(r["row"], r["knob_name"], r["knob"]) for r in sweep] == [
         ("lora-r4", "lora_alpha", 4.0),
         ("vera", "d_initial", 0.05),
     ]
     assert all(r["selection_loss"] < r["selection_trace"][0][1] for r in sweep)  # both trained
+    e2e.main([*args, "--rows", "lora-r4-4bit,vera", "--seeds", "1"])
+    runs = [json.loads(line) for line in (tmp_path / "e2e_runs.jsonl").read_text().splitlines()]
+    assert [(r["row"], r["base"], r["knob"]) for r in runs] == [("lora-r4-4bit", "4bit", 4.0), ("vera", "float", 0.05)]
+    assert runs[0]["trainable_params"] == 2 * 4 * (576 + 576) + 2 * 4 * (576 + 192)  # q, v of 2 layers, r = 4
+    assert all(set(r["test"]) == {"BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr"} for r in runs)
 
 
 def test_the_run_all_script_names_only_known_rows():
