@@ -355,8 +355,14 @@ def chosen_point(exp: Experiment, name: str, row: Row) -> tuple[float, float] | 
     """The (rate, knob) with the lowest selection loss in the sweep of ``row.sweep_row or name``, once every point
     of :func:`sweep_points` is in; None before."""
     swept = row.sweep_row or name
-    losses = swept_losses(exp.args.results, swept, exp.args.steps)
-    points = sweep_points(table_rows(one_point=exp.args.smoke)[swept], losses)
+    return sweep_choice(
+        table_rows(one_point=exp.args.smoke)[swept], swept_losses(exp.args.results, swept, exp.args.steps)
+    )
+
+
+def sweep_choice(row: Row, losses: dict[tuple[float, float], float]) -> tuple[float, float] | None:
+    """The best of the points :func:`sweep_points` asks for, once all are in ``losses``; None before."""
+    points = sweep_points(row, losses)
     if any(point not in losses for point in points):
         return None
     return min(points, key=losses.__getitem__)

@@ -194,11 +194,8 @@ def sweep_lines(sweep: Sequence[Mapping[str, Any]]) -> list[str]:
     for name in [r for r in ROW_ORDER if any(x["row"] == r for x in sweep)]:
         row, points = rows[name], sorted((x for x in sweep if x["row"] == name), key=lambda x: (x["rate"], x["knob"]))
         losses = {(x["rate"], x["knob"]): x["selection_loss"] for x in points}
-        wanted = e2e.sweep_points(row, losses)
-        complete = all(point in losses for point in wanted)
-        walked = [x for x in points if (x["rate"], x["knob"]) in wanted]  # not points an older rule ran
-        chosen = min(walked, key=lambda x: x["selection_loss"]) if complete else None
-        status = "complete" if complete else f"{sum(p in losses for p in wanted)} of {len(wanted)} points so far"
+        wanted, choice = e2e.sweep_points(row, losses), e2e.sweep_choice(row, losses)
+        status = "complete" if choice else f"{sum(p in losses for p in wanted)} of {len(wanted)} points so far"
         rates, knobs = sorted({x["rate"] for x in points}), sorted({x["knob"] for x in points})
         lines += [
             "",
@@ -211,7 +208,7 @@ def sweep_lines(sweep: Sequence[Mapping[str, Any]]) -> list[str]:
         for x in points:
             trace = ", ".join(f"{step}: {loss:.3f}" for step, loss in x.get("selection_trace", [])) or "-"
             mark = ""
-            if x is chosen:
+            if (x["rate"], x["knob"]) == choice:
                 mark = "yes, at the sweep's reach" if e2e.at_reach(row, (x["rate"], x["knob"])) else "yes"
             lines.append(
                 f"| {x['rate']:g} | {x['knob']:g} | {trace} | {x['selection_loss']:.3f} ({x['best_step']}) | "
