@@ -50,8 +50,7 @@ from fourier_flax.adapted_modules import (
     module_effective_kernel,
     stacked_layers,
 )
-from fourier_flax.methods import ADAPTER_LEAVES, AdapterConfig, method_of
-from fourier_flax.methods.fourierft import FourierFTConfig
+from fourier_flax.methods import ADAPTER_LEAVES, AdapterConfig, check_scale_override, method_of
 
 # Part of jax.jit's cache key: the stack of configs intercepting right now.
 _ACTIVE = jax.make_user_context(default_value=())
@@ -72,9 +71,10 @@ def intercept(config: AdapterConfig, *, scaling: jax.Array | float | None = None
     Args:
       config: the :class:`FourierFTConfig` or :class:`LoraConfig` the params were adapted with
         (:func:`fourier_flax.init_adapter`).
-      scaling: FourierFT only: ``alpha`` in place of ``config.scaling``, possibly a traced scalar, so a jitted
-        or vmapped sweep over the scaling compiles once (``config.scaling`` is static). Save the adapter with
-        ``dataclasses.replace(config, scaling=chosen)``.
+      scaling: the method's scale factor in place of the config's (FourierFT's ``scaling``, LoRA's
+        ``lora_alpha / r``), possibly a traced scalar, so a jitted or vmapped sweep over it compiles once (the
+        config is static). Save the adapter with the chosen value in the config, e.g.
+        ``dataclasses.replace(config, scaling=chosen)``. Refused for VeRA and SVFT, which have none.
 
     Raises (at the layer call):
       ValueError: a targeted layer has no adapter leaves (call ``init_adapter`` first), has a layout the config
@@ -82,8 +82,7 @@ def intercept(config: AdapterConfig, *, scaling: jax.Array | float | None = None
         FourierFT does not adapt.
     """
     adapter_leaf_names(config)  # rejects other config types
-    if scaling is not None and not isinstance(config, FourierFTConfig):
-        raise ValueError(f"scaling= overrides FourierFT's alpha; {type(config).__name__} has no such field.")
+    check_scale_override(config, scaling)
     alpha = scaling if scaling is not None else getattr(config, "scaling", None)
     interceptor = functools.partial(_intercept_call, config, alpha)
     token = _CONFIGS.set(_CONFIGS.get() + ((config, alpha),))

@@ -37,6 +37,8 @@ class Row:
     config: Any
     params_per_layer: dict[str, int]  # by hand, from the method's formula, for (12, 20) and (12, 8)
     identity_at_init: bool
+    # The config field a ``scaling=`` override stands for and its divisor (LoRA's lora_alpha / r); None: refused.
+    scale: tuple[str, int] | None
 
 
 def _svft_banded(k: int, d: int) -> int:
@@ -46,26 +48,28 @@ def _svft_banded(k: int, d: int) -> int:
 
 ROWS = {
     "fourierft": Row(
-        ff.FourierFTConfig(target_modules=TARGETS, n_frequency=30, scaling=20.0), {"query": 30, "value": 30}, False
+        ff.FourierFTConfig(target_modules=TARGETS, n_frequency=30, scaling=20.0), {"query": 30, "value": 30}, False, ("scaling", 1)
     ),
     "fourierft-zeros": Row(
         ff.FourierFTConfig(target_modules=TARGETS, n_frequency=30, scaling=20.0, init_weights=True),
         {"query": 30, "value": 30},
         True,
+        ("scaling", 1),
     ),
     # LoRA: r·(d1 + d2)
-    "lora": Row(ff.LoraConfig(target_modules=TARGETS, r=2, lora_alpha=4.0), {"query": 64, "value": 40}, True),
+    "lora": Row(ff.LoraConfig(target_modules=TARGETS, r=2, lora_alpha=4.0), {"query": 64, "value": 40}, True, ("lora_alpha", 2)),
     # DoRA: LoRA's plus one magnitude per output feature
-    "dora": Row(ff.DoraConfig(target_modules=TARGETS, r=2, lora_alpha=4.0), {"query": 84, "value": 48}, True),
+    "dora": Row(ff.DoraConfig(target_modules=TARGETS, r=2, lora_alpha=4.0), {"query": 84, "value": 48}, True, ("lora_alpha", 2)),
     # VeRA: r (λ_d) + d_out (λ_b); the shared projections are frozen
-    "vera": Row(ff.VeraConfig(target_modules=TARGETS, r=4), {"query": 24, "value": 12}, True),
+    "vera": Row(ff.VeraConfig(target_modules=TARGETS, r=4), {"query": 24, "value": 12}, True, None),
     # FLoRA on a 2-mode kernel: the r × r core plus d_k · r per mode
-    "flora": Row(ff.FloraConfig(target_modules=TARGETS, r=2), {"query": 4 + 24 + 40, "value": 4 + 24 + 16}, True),
+    "flora": Row(ff.FloraConfig(target_modules=TARGETS, r=2), {"query": 4 + 24 + 40, "value": 4 + 24 + 16}, True, ("scale", 1)),
     # SVFT banded, d = 2, on min(d1, d2) singular values
     "svft": Row(
         ff.SvftConfig(target_modules=TARGETS, pattern="banded", off_diag=2),
         {"query": _svft_banded(12, 2), "value": _svft_banded(8, 2)},
         True,
+        None,
     ),
 }
 
@@ -210,6 +214,43 @@ def test_nnx_surgery_equals_the_linen_interceptor(row):
     functional = NnxNet(base)  # the functional path: given leaves installed on a pretrained model
     ffnnx.install_leaves(functional, config, moved)
     np.testing.assert_allclose(functional(X), adapted_output(moved, config), rtol=0, atol=1e-5)
+
+
+def test_a_scaling_override_stands_for_the_scale_factor_or_is_refused(row):
+    """``scaling=`` (traced under jit) on the linen interceptor and on NNX leaves computes what the config with
+    that scale factor computes; a method without one (VeRA, SVFT) refuses it on both paths."""
+    config = row.config
+    base = base_params()
+    params = trained(ff.init_adapter(base, config, jax.random.key(3), check_scale=False), config)
+
+    @jax.jit
+    def linen_with(scaling):
+        with ff.intercept(config, scaling=scaling):
+            return LinenNet().apply({"params": params}, X)
+
+    if row.scale is None:
+        with pytest.raises(ValueError, match=f"{type(config).__name__} has no scale factor"):
+            linen_with(2.0)
+        with pytest.raises(ValueError, match="pass scaling=None"):
+            ffnnx.install_leaves(NnxNet(base), config, params, scaling=2.0)
+        return
+    field, divisor = row.scale
+    tripled = dataclasses.replace(config, **{field: 3 * getattr(config, field)})
+    want = adapted_output(params, tripled)
+    assert np.abs(np.asarray(want - adapted_output(params, config))).max() > 1e-3
+    override = 3 * getattr(config, field) / divisor
+    np.testing.assert_allclose(linen_with(override), want, rtol=0, atol=1e-5)
+    model = NnxNet(base)
+    ffnnx.install_leaves(model, config, params, scaling=jnp.float32(override))
+    np.testing.assert_allclose(model(X), want, rtol=0, atol=1e-5)
+
+    @jax.jit
+    def nnx_with(scaling):  # the functional loop: a fresh model, the leaves and a traced scale installed
+        model = NnxNet(base)
+        ffnnx.install_leaves(model, config, params, scaling=scaling)
+        return model(X)
+
+    np.testing.assert_allclose(nnx_with(override), want, rtol=0, atol=1e-5)
 
 
 def test_linen_and_nnx_layers_reach_the_method_matmul_through_the_same_call(monkeypatch):

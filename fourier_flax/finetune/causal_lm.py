@@ -35,7 +35,7 @@ import optax
 from flax import nnx
 
 from fourier_flax.data.bucketing import bucket_lengths, bucketed_batches
-from fourier_flax.methods import method_of
+from fourier_flax.methods import check_scale_override
 from fourier_flax.nnx import AdapterParam, adapted_layers
 
 Example = tuple[np.ndarray, np.ndarray]  # token ids (L,) int32, loss mask (L,) bool (True: predict this token)
@@ -230,13 +230,8 @@ class CausalLMTrainer:
     def _traced_scaling(self, scaling: float | None) -> jax.Array | None:
         if scaling is None:
             return None
-        unscaled = sorted({type(layer.config).__name__ for layer in adapted_layers(self._model).values()
-                           if not method_of(layer.config).scaled})  # fmt: skip
-        if unscaled:
-            raise ValueError(
-                f"scaling={scaling} was given, but {', '.join(unscaled)} has no scale factor to override: "
-                "pass scaling=None (tune its own fields, e.g. VeRA's d_initial, through the config)."
-            )
+        for config in {id(layer.config): layer.config for layer in adapted_layers(self._model).values()}.values():
+            check_scale_override(config, scaling)
         return jnp.float32(scaling)
 
     @property

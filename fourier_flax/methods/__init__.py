@@ -56,6 +56,23 @@ def _bank_of(inner: AdapterMethod) -> BankMethod:
     return BankMethod(inner)
 
 
+def check_scale_override(config: Any, scaling: Any) -> None:
+    """Refuses a ``scaling=`` override (of :func:`fourier_flax.intercept`, :func:`fourier_flax.nnx.install_leaves`
+    or :class:`~fourier_flax.finetune.causal_lm.CausalLMTrainer`) for a method whose update has no scale factor.
+
+    The override stands for the method's whole scale factor (FourierFT's ``scaling``, LoRA's and DoRA's
+    ``lora_alpha / r``, FLoRA's ``scale``), possibly traced so a sweep over it compiles once.
+
+    Raises:
+      ValueError: ``scaling`` is given and ``config``'s method (VeRA, SVFT) has no scale factor.
+    """
+    if scaling is not None and not method_of(config).scaled:
+        raise ValueError(
+            f"scaling= was given, but {type(config).__name__} has no scale factor to override: pass scaling=None "
+            "(tune its own fields, e.g. VeRA's d_initial, through the config)."
+        )
+
+
 def method_for_peft(peft_config: Mapping[str, Any]) -> AdapterMethod:
     """The method of a PEFT ``adapter_config.json`` (``LORA`` with ``use_dora`` is DoRA).
 

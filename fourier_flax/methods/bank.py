@@ -128,6 +128,7 @@ class BankMethod(AdapterMethod):
         self.leaf_names = inner.leaf_names
         self.leaf_ndim = inner.leaf_ndim + 1
         self.frozen_leaf_names = inner.frozen_leaf_names
+        self.scaled = inner.scaled
 
     def leaves_for(self, config):
         return self.inner.leaves_for(config.adapter)

@@ -16,7 +16,7 @@ from fourier_flax import targeting
 from fourier_flax.adapted_modules import adapted_matmul_call, module_delta_w, module_effective_kernel
 from fourier_flax.adapter import init_adapter
 from fourier_flax.layer_kinds import matmul_layer
-from fourier_flax.methods import method_of
+from fourier_flax.methods import check_scale_override, method_of
 from fourier_flax.models.quantized import QuantizedLinear
 
 SUPPORTED = (nnx.Linear, nnx.LinearGeneral, nnx.Einsum, nnx.Conv, QuantizedLinear)
@@ -289,6 +289,8 @@ def _targets(
 
 def _install(model: nnx.Module, config: Any, layers, layouts, tree: Mapping, stacks=None, scaling=None) -> list[str]:
     method = method_of(config)
+    if scaling is not None and not isinstance(scaling, jax.core.Tracer):
+        scaling = float(scaling)  # a concrete array would be an nnx data attribute; a tracer (under jit) stays
     flat = traverse_util.flatten_dict(tree)
     for path, layer in layers.items():
         key = tuple(path.split("."))
@@ -333,7 +335,9 @@ def install_leaves(
     """Adapts ``model`` in place with the leaves already in a linen-style ``params`` tree (from
     :func:`fourier_flax.init_adapter` on the model's paths, or a loader), possibly traced — how a functional
     training loop runs an NNX model: merge the base state, install the leaves, call. ``scaling`` overrides
-    FourierFT's alpha (a traced sweep axis)."""
+    the method's scale factor (FourierFT's ``scaling``, LoRA's ``lora_alpha / r``; a traced sweep axis) and is
+    refused for methods without one (:func:`fourier_flax.methods.check_scale_override`)."""
+    check_scale_override(config, scaling)
     layers, layouts = _targets(model, config)
     return _install(model, config, layers, layouts, params, scaling=scaling)
 
