@@ -48,7 +48,10 @@ def _svft_banded(k: int, d: int) -> int:
 
 ROWS = {
     "fourierft": Row(
-        ff.FourierFTConfig(target_modules=TARGETS, n_frequency=30, scaling=20.0), {"query": 30, "value": 30}, False, ("scaling", 1)
+        ff.FourierFTConfig(target_modules=TARGETS, n_frequency=30, scaling=20.0),
+        {"query": 30, "value": 30},
+        False,
+        ("scaling", 1),
     ),
     "fourierft-zeros": Row(
         ff.FourierFTConfig(target_modules=TARGETS, n_frequency=30, scaling=20.0, init_weights=True),
@@ -57,13 +60,19 @@ ROWS = {
         ("scaling", 1),
     ),
     # LoRA: r·(d1 + d2)
-    "lora": Row(ff.LoraConfig(target_modules=TARGETS, r=2, lora_alpha=4.0), {"query": 64, "value": 40}, True, ("lora_alpha", 2)),
+    "lora": Row(
+        ff.LoraConfig(target_modules=TARGETS, r=2, lora_alpha=4.0), {"query": 64, "value": 40}, True, ("lora_alpha", 2)
+    ),
     # DoRA: LoRA's plus one magnitude per output feature
-    "dora": Row(ff.DoraConfig(target_modules=TARGETS, r=2, lora_alpha=4.0), {"query": 84, "value": 48}, True, ("lora_alpha", 2)),
+    "dora": Row(
+        ff.DoraConfig(target_modules=TARGETS, r=2, lora_alpha=4.0), {"query": 84, "value": 48}, True, ("lora_alpha", 2)
+    ),
     # VeRA: r (λ_d) + d_out (λ_b); the shared projections are frozen
     "vera": Row(ff.VeraConfig(target_modules=TARGETS, r=4), {"query": 24, "value": 12}, True, None),
     # FLoRA on a 2-mode kernel: the r × r core plus d_k · r per mode
-    "flora": Row(ff.FloraConfig(target_modules=TARGETS, r=2), {"query": 4 + 24 + 40, "value": 4 + 24 + 16}, True, ("scale", 1)),
+    "flora": Row(
+        ff.FloraConfig(target_modules=TARGETS, r=2), {"query": 4 + 24 + 40, "value": 4 + 24 + 16}, True, ("scale", 1)
+    ),
     # SVFT banded, d = 2, on min(d1, d2) singular values
     "svft": Row(
         ff.SvftConfig(target_modules=TARGETS, pattern="banded", off_diag=2),
