@@ -106,7 +106,10 @@ def test_the_run_all_script_names_only_known_rows():
     e2e = load_experiment("e2e")
     script = e2e.REPO / "experiments" / "paper" / "e2e_all.sh"
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
-    named = {row for arg in re.findall(r"--rows (\S+)", script.read_text()) for row in arg.strip('"').split(",")}
-    named.discard("$row")
-    loop = re.search(r"for row in ([^;]+);", script.read_text()).group(1).split()
-    assert set(loop) | named == set(e2e.table_rows())  # every row of the table, each a known one
+    text = script.read_text()
+    named = {row for arg in re.findall(r"--rows (\S+)", text) for row in arg.strip('"').split(",")}
+    named -= {"$row", "$1"}
+    looped = {row for loop in re.findall(r"for row in ([^;]+);", text) for row in loop.split()}
+    assert looped | named == set(e2e.table_rows())  # every row of the table, each a known one
+    swept = {row for loop in re.findall(r"for row in ([^;]+); do swept", text) for row in loop.split()}
+    assert swept == {name for name, row in e2e.table_rows().items() if row.config and not row.sweep_row}

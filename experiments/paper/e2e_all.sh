@@ -2,17 +2,19 @@
 # The whole E2E table in the order that answers the issue's goal first (FourierFT n = 500 against LoRA r = 4),
 # at nice 19. Every command resumes from the JSONL records and saved trainer states, so rerunning this script
 # after a kill continues where it stopped. Logs: logs/e2e_sweep.log, logs/e2e_runs.log.
+# Each row's seed-0 table run follows its sweep at once: it decodes the adapter the sweep kept under runs/, which
+# a fresh checkout does not have (it would train that point again).
 #   nohup bash experiments/paper/e2e_all.sh > /dev/null 2>&1 &
 set -u
 cd "$(dirname "$0")/../.."
 mkdir -p logs
 e2e() { nice -n 19 .venv/bin/python experiments/paper/e2e.py "$@"; }
+swept() { e2e --sweep --rows "$1" >> logs/e2e_sweep.log 2>&1 && e2e --rows "$1" --seeds 0 >> logs/e2e_runs.log 2>&1; }
 e2e --rows zero-shot >> logs/e2e_runs.log 2>&1
-e2e --sweep --rows fourierft-n500 >> logs/e2e_sweep.log 2>&1
-e2e --sweep --rows lora-r4 >> logs/e2e_sweep.log 2>&1
-e2e --rows fourierft-n500,lora-r4 --seeds 0,1,2 >> logs/e2e_runs.log 2>&1
-e2e --sweep --rows fourierft-n1000 >> logs/e2e_sweep.log 2>&1
+for row in fourierft-n500 lora-r4; do swept "$row"; done
+e2e --rows fourierft-n500,lora-r4 --seeds 1,2 >> logs/e2e_runs.log 2>&1
+for row in fourierft-n1000; do swept "$row"; done
 e2e --rows fourierft-n1000,fourierft-n1000-4bit,lora-r4-4bit --seeds 0,1,2 >> logs/e2e_runs.log 2>&1
-for row in lora-r8 vera; do e2e --sweep --rows "$row" >> logs/e2e_sweep.log 2>&1; done
-e2e --rows lora-r8,vera --seeds 0,1,2 >> logs/e2e_runs.log 2>&1
+for row in lora-r8 vera; do swept "$row"; done
+e2e --rows lora-r8,vera --seeds 1,2 >> logs/e2e_runs.log 2>&1
 .venv/bin/python experiments/paper/e2e_table.py > /dev/null
