@@ -61,6 +61,7 @@ def test_the_table_pairs_by_seed_and_holm_adjusts_the_family(tmp_path):
     assert "every trained row and sweep point: 300 AdamW steps of batch 8" in text
     assert "Not a row: full fine-tuning" in text
     assert (tmp_path / "e2e_table.png").stat().st_size > 0
+    assert (tmp_path / "e2e_sweep.png").stat().st_size > 0  # the one lora-r4 point
 
 
 def test_four_bit_rows_train_at_their_float_twins_chosen_point(tmp_path):

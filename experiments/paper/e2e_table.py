@@ -1,6 +1,7 @@
 """The E2E table (the paper's Table 3 on SmolLM2-135M-Instruct) from the runs of ``experiments/paper/e2e.py``.
 
-Command (reads e2e_runs.jsonl, e2e_sweep.jsonl and the test outputs they name; writes e2e_table.md, .png)::
+Command (reads e2e_runs.jsonl, e2e_sweep.jsonl and the test outputs they name; writes e2e_table.md, .png and
+e2e_sweep.png)::
 
     .venv/bin/python experiments/paper/e2e_table.py
 
@@ -16,7 +17,8 @@ What it shows:
 * the 4-bit base against the float base for FourierFT and LoRA, paired by seed;
 * five test MRs (evenly spaced through the test set) with the first reference and every row's seed-0 output;
 * each swept row's grid: every point's selection loss by step, its best, the chosen point (once the grid is
-  complete) and whether it lies on the grid's edge;
+  complete) and whether it lies on the grid's edge; e2e_sweep.png draws every row's points on log rate × log knob
+  axes, coloured and labelled by selection loss;
 * the compute: wall time of the table runs and of the sweeps.
 """
 
@@ -237,7 +239,7 @@ def budget(runs: Sequence[Mapping[str, Any]], sweep: Sequence[Mapping[str, Any]]
 
 
 def render(results: pathlib.Path, test_refs: Sequence[tuple[str, str]], repo: pathlib.Path = REPO) -> str:
-    """e2e_table.md (returned too) and e2e_table.png from the JSONL files in ``results``."""
+    """e2e_table.md (returned too), e2e_table.png and e2e_sweep.png from the JSONL files in ``results``."""
     runs = read_records(results / "e2e_runs.jsonl")
     sweep = read_records(results / "e2e_sweep.jsonl")
     records = flat_records(runs)
@@ -268,6 +270,7 @@ def render(results: pathlib.Path, test_refs: Sequence[tuple[str, str]], repo: pa
     text = "\n".join(lines) + "\n"
     (results / "e2e_table.md").write_text(text)
     _plot(records, results / "e2e_table.png")
+    _plot_sweeps(sweep, results / "e2e_sweep.png")
     return text
 
 
@@ -290,6 +293,42 @@ def _plot(records: Sequence[Mapping[str, Any]], out: pathlib.Path) -> None:
     fig.suptitle("E2E test set, SmolLM2-135M-Instruct: median and min-max over seeds", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def _plot_sweeps(sweep: Sequence[Mapping[str, Any]], out: pathlib.Path) -> None:
+    """One panel per swept row: its points on log rate × log knob axes, coloured and labelled by selection loss
+    (one colour scale for all panels), the chosen point ringed once the walk has ended."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r for r in ROW_ORDER if any(x["row"] == r for x in sweep)]
+    if not names:
+        return
+    rows, losses = e2e.table_rows(), [x["selection_loss"] for x in sweep]
+    norm = matplotlib.colors.Normalize(min(losses), max(losses))
+    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 3.8), squeeze=False)
+    fig.subplots_adjust(wspace=0.35)
+    for ax, name in zip(axes[0], names, strict=True):
+        points = {(x["rate"], x["knob"]): x["selection_loss"] for x in sweep if x["row"] == name}
+        (rates, knobs), values = zip(*points, strict=True), list(points.values())
+        ax.scatter(rates, knobs, c=values, cmap="viridis_r", norm=norm, s=160)
+        for (rate, knob), loss in points.items():
+            ax.annotate(f"{loss:.3f}", (rate, knob), textcoords="offset points", xytext=(0, 9), ha="center", fontsize=7)
+        choice = e2e.sweep_choice(rows[name], points)
+        if choice is not None:
+            ax.scatter(*choice, s=420, facecolors="none", edgecolors="r", linewidths=1.5, label="chosen")
+            ax.legend(fontsize=7, loc="lower left")
+        ax.set(xscale="log", yscale="log", xlabel="rate", ylabel=rows[name].knob, title=name)
+        for axis, ticks in ((ax.xaxis, sorted(set(rates))), (ax.yaxis, sorted(set(knobs)))):
+            axis.set_ticks(ticks, [f"{t:g}" for t in ticks], fontsize=7)
+            axis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.margins(0.15)
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis_r"), ax=axes[0].tolist(), label="selection loss")
+    fig.suptitle(f"E2E sweeps: selection loss after {sweep[0]['steps']} steps (seed 0)", fontsize=9)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
