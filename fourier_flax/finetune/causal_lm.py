@@ -241,7 +241,9 @@ class CausalLMTrainer:
         return self._model
 
     def rate_at(self, step: int) -> float:
-        """The learning rate of step ``step`` (0-based) under the warmup/decay schedule."""
+        """The learning rate of step ``step`` (0-based): ``base · (s + 1) / w`` for ``s < w`` warmup steps, then
+        ``base · max(0, (T - s) / (T - w))``. Unlike Hugging Face's schedule
+        (:func:`fourier_flax.finetune.training.linear_warmup_decay`), step 0 already moves (``base / w``)."""
         warmup, total = self.warmup_steps, self.total_steps
         if warmup and step < warmup:
             return self.base_rate * (step + 1) / warmup
