@@ -43,6 +43,16 @@ def test_bench_e2e_step_smoke(tmp_path):
     assert configs["mult16-all-tokens"]["loss_tokens"] > configs["mult16"]["loss_tokens"] > 0
 
 
+def test_bench_e2e_decode_smoke(tmp_path):
+    pytest.importorskip("gguf")
+    out = tmp_path / "bench_e2e_decode.md"
+    run("bench_e2e_decode.py", "--layers", "1", "--batches", "1", "--batch", "2", "--beams", "2",
+        "--max-new-tokens", "4", "--rounds", "1", "--out", str(out))  # fmt: skip
+    assert all(f"| {name} |" in out.read_text() for name in ("unmerged", "merged"))
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert isinstance(result["same_outputs"], bool) and result["configs"]["merged"]["s_per_batch"] > 0
+
+
 def test_bench_spectral_matmul_smoke(tmp_path):
     out = tmp_path / "bench_spectral_matmul.md"
     run(

@@ -35,8 +35,9 @@ test metrics, selection loss and step, trainable parameters, hyperparameters, de
 the outputs file) and keeps every test output in ``experiments/results/e2e_outputs/``. Runtime on this 2-core
 CPU: a train step 2.7 s quiet on E2E's own batches (float base, batch 8; the output layer runs only on the loss
 tokens: experiments/results/bench_e2e_step.md), so a 300-step run with its selection evaluations takes ~17 min
-quiet (``wall_s`` in e2e_sweep.jsonl; the first point took 61 min beside other jobs), and the zero-shot test
-decode 36 min. Budget: 5 swept rows × 9 points (3 to ~15 more per walk) + 7 trained rows × 3 seeds, 25-60
+quiet (``wall_s`` in e2e_sweep.jsonl; the first point took 61 min beside other jobs), and a test decode ~15 min
+quiet (11 s per batch of 8 MRs: experiments/results/bench_e2e_decode.md; the zero-shot one took 36 min beside
+other jobs). Budget: 5 swept rows × 9 points (3 to ~15 more per walk) + 7 trained rows × 3 seeds, 25-60
 CPU-hours with the test decodes: the resumable runner carries it across sittings.
 """
 
