@@ -25,7 +25,6 @@ batch, the projected minutes for the 630 test MRs, and whether both configuratio
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import pathlib
 import statistics
@@ -36,7 +35,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # experime
 from experiment_paths import REPO, RESULTS  # noqa: E402
 
 # isort: split
-from bench_machine import machine_summary, others_running  # noqa: E402
+from bench_machine import machine_summary, timed_rounds, write_results  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "e2e" / "original" / "testset_w_refs.csv"
 CONFIGS = ("unmerged", "merged")
@@ -89,14 +88,13 @@ def main() -> None:
         start = time.perf_counter()
         outputs[name] = decode(model, tokenizer, prompts, **settings)
         compile_s[name] = time.perf_counter() - start
-    times: dict[str, list[tuple[float, int]]] = {name: [] for name in CONFIGS}
-    for round_index in range(args.rounds):
-        for name in CONFIGS if round_index % 2 == 0 else reversed(CONFIGS):
-            time.sleep(0.3)  # let our own thread pools go idle before sampling the machine's load
-            load = others_running()
-            start = time.perf_counter()
-            decode(built[name], tokenizer, prompts, **settings)
-            times[name].append(((time.perf_counter() - start) / args.batches, load))
+
+    def timed(name: str) -> float:
+        start = time.perf_counter()
+        decode(built[name], tokenizer, prompts, **settings)
+        return (time.perf_counter() - start) / args.batches
+
+    times = timed_rounds(CONFIGS, timed, args.rounds)
     result = {
         "machine": machine_summary(("jax", "jaxlib", "flax")),
         "layers": args.layers,
@@ -115,10 +113,7 @@ def main() -> None:
             for name in CONFIGS
         },
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    args.out.write_text(report(result, " ".join(sys.argv[1:])))
-    print(args.out.read_text())
+    write_results(args.out, result, report(result, " ".join(sys.argv[1:])))
 
 
 def report(result: dict, command: str) -> str:

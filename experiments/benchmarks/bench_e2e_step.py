@@ -28,7 +28,6 @@ steps), tokens per step (B × T, padding included), padding and loss-token fract
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import statistics
 import sys
@@ -40,7 +39,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # experime
 from experiment_paths import REPO, RESULTS  # noqa: E402
 
 # isort: split
-from bench_machine import machine_summary, others_running  # noqa: E402
+from bench_machine import machine_summary, timed_rounds, write_results  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "e2e" / "original" / "devset.csv"
 CONFIGS = ("pow2", "mult16", "mult16-all-tokens")
@@ -105,15 +104,14 @@ def main() -> None:
     streams = e2e_batches(args.steps, args.batch, args.mrs)
     train = trainer(args.layers)
     compile_s = {name: compile_shapes(train.step, streams[name]) for name in CONFIGS}
-    times: dict[str, list[tuple[float, int]]] = {name: [] for name in CONFIGS}
-    for round_index in range(args.rounds):
-        for name in CONFIGS if round_index % 2 == 0 else reversed(CONFIGS):
-            time.sleep(0.3)  # let our own thread pools go idle before sampling the machine's load
-            load = others_running()
-            start = time.perf_counter()
-            for batch in streams[name]:
-                train.step(batch)
-            times[name].append(((time.perf_counter() - start) / len(streams[name]), load))
+
+    def timed(name: str) -> float:
+        start = time.perf_counter()
+        for batch in streams[name]:
+            train.step(batch)
+        return (time.perf_counter() - start) / len(streams[name])
+
+    times = timed_rounds(CONFIGS, timed, args.rounds)
     result = {
         "machine": machine_summary(("jax", "jaxlib", "flax")),
         "layers": args.layers,
@@ -132,10 +130,7 @@ def main() -> None:
             "shapes": sorted({b["input_ids"].shape[1] for b in batches}),
             "compile_s": compile_s[name],
         }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    args.out.write_text(report(result, " ".join(sys.argv[1:])))
-    print(args.out.read_text())
+    write_results(args.out, result, report(result, " ".join(sys.argv[1:])))
 
 
 def report(result: dict, command: str) -> str:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import pathlib
 import platform
+import time
+from collections.abc import Callable, Sequence
 
 
 def cpu_model() -> str:
@@ -42,3 +45,23 @@ def others_running() -> int:
         except OSError:
             continue
     return max(running - own, 0)
+
+
+def timed_rounds(names: Sequence[str], run: Callable[[str], float], rounds: int) -> dict[str, list[tuple[float, int]]]:
+    """``rounds`` rounds of ``run(name)`` for every name in turn (the order reversed on odd rounds), each after
+    sampling :func:`others_running`: ``{name: [(run's return value, others running), ...]}``."""
+    times: dict[str, list[tuple[float, int]]] = {name: [] for name in names}
+    for round_index in range(rounds):
+        for name in names if round_index % 2 == 0 else reversed(names):
+            time.sleep(0.3)  # let our own thread pools go idle before sampling the machine's load
+            load = others_running()
+            times[name].append((run(name), load))
+    return times
+
+
+def write_results(out: pathlib.Path, result: dict, report: str) -> None:
+    """Writes ``report`` to ``out`` (markdown) and ``result`` beside it as ``.json``, and prints the report."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    out.write_text(report)
+    print(report)
