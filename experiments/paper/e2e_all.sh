@@ -11,10 +11,12 @@ mkdir -p logs
 e2e() { nice -n 19 .venv/bin/python experiments/paper/e2e.py "$@"; }
 swept() { e2e --sweep --rows "$1" >> logs/e2e_sweep.log 2>&1 && e2e --rows "$1" --seeds 0 >> logs/e2e_runs.log 2>&1; }
 e2e --rows zero-shot >> logs/e2e_runs.log 2>&1
-for row in fourierft-n500 lora-r4; do swept "$row"; done
+swept fourierft-n500
+swept lora-r4
 e2e --rows fourierft-n500,lora-r4 --seeds 1,2 >> logs/e2e_runs.log 2>&1
-for row in fourierft-n1000; do swept "$row"; done
+swept fourierft-n1000
 e2e --rows fourierft-n1000,fourierft-n1000-4bit,lora-r4-4bit --seeds 0,1,2 >> logs/e2e_runs.log 2>&1
-for row in lora-r8 vera; do swept "$row"; done
+swept lora-r8
+swept vera
 e2e --rows lora-r8,vera --seeds 1,2 >> logs/e2e_runs.log 2>&1
 .venv/bin/python experiments/paper/e2e_table.py > /dev/null

@@ -230,8 +230,8 @@ class CausalLMTrainer:
     def _traced_scaling(self, scaling: float | None) -> jax.Array | None:
         if scaling is None:
             return None
-        for config in {id(layer.config): layer.config for layer in adapted_layers(self._model).values()}.values():
-            check_scale_override(config, scaling)
+        for layer in adapted_layers(self._model).values():
+            check_scale_override(layer.config, scaling)
         return jnp.float32(scaling)
 
     @property
