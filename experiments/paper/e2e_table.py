@@ -298,7 +298,8 @@ def _plot(records: Sequence[Mapping[str, Any]], out: pathlib.Path) -> None:
 
 def _plot_sweeps(sweep: Sequence[Mapping[str, Any]], out: pathlib.Path) -> None:
     """One panel per swept row: its points on log rate × log knob axes, coloured and labelled by selection loss
-    (one colour scale for all panels), the chosen point ringed once the walk has ended."""
+    (one colour scale for all panels), the chosen point ringed once the walk has ended (each panel's title says
+    whether it has)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -319,15 +320,17 @@ def _plot_sweeps(sweep: Sequence[Mapping[str, Any]], out: pathlib.Path) -> None:
             ax.annotate(f"{loss:.3f}", (rate, knob), textcoords="offset points", xytext=(0, 9), ha="center", fontsize=7)
         choice = e2e.sweep_choice(rows[name], points)
         if choice is not None:
-            ax.scatter(*choice, s=420, facecolors="none", edgecolors="r", linewidths=1.5, label="chosen")
-            ax.legend(fontsize=7, loc="lower left")
-        ax.set(xscale="log", yscale="log", xlabel="rate", ylabel=rows[name].knob, title=name)
+            ax.scatter(*choice, s=420, facecolors="none", edgecolors="r", linewidths=1.5)
+        status = "complete" if choice is not None else "under way"
+        ax.set(xscale="log", yscale="log", xlabel="rate", ylabel=rows[name].knob, title=f"{name} ({status})")
         for axis, ticks in ((ax.xaxis, sorted(set(rates))), (ax.yaxis, sorted(set(knobs)))):
             axis.set_ticks(ticks, [f"{t:g}" for t in ticks], fontsize=7)
             axis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.margins(0.15)
     fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis_r"), ax=axes[0].tolist(), label="selection loss")
-    fig.suptitle(f"E2E sweeps: selection loss after {sweep[0]['steps']} steps (seed 0)", fontsize=9)
+    fig.suptitle(
+        f"E2E sweeps: best selection loss in {sweep[0]['steps']} steps (seed 0); red ring: the chosen point", fontsize=9
+    )
     fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
