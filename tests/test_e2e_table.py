@@ -70,16 +70,16 @@ def test_four_bit_rows_train_at_their_float_twins_chosen_point(tmp_path):
     e2e = load_experiment("e2e")
     rows = e2e.table_rows()
     exp = argparse.Namespace(args=argparse.Namespace(results=tmp_path, steps=300, smoke=False))
-    twin = rows["fourierft-n1000"]
+    twin = rows["fourierft-n500"]
     points = [(rate, knob) for rate in twin.rates for knob in twin.knob_values]
     for k, (rate, knob) in enumerate(points):
         loss = 1.5 if (rate, knob) == (1e-2, 50.0) else 2.0 + k / 100
-        record = {"row": "fourierft-n1000", "rate": rate, "knob": knob, "steps": 300, "selection_loss": loss}
+        record = {"row": "fourierft-n500", "rate": rate, "knob": knob, "steps": 300, "selection_loss": loss}
         append_record(tmp_path / "e2e_sweep.jsonl", record)
         if k == len(points) - 2:  # one point short: no choice yet, for the twin or the 4-bit row
-            assert e2e.chosen_point(exp, "fourierft-n1000-4bit", rows["fourierft-n1000-4bit"]) is None
-    assert e2e.chosen_point(exp, "fourierft-n1000", twin) == (1e-2, 50.0)
-    assert e2e.chosen_point(exp, "fourierft-n1000-4bit", rows["fourierft-n1000-4bit"]) == (1e-2, 50.0)
+            assert e2e.chosen_point(exp, "fourierft-n500-4bit", rows["fourierft-n500-4bit"]) is None
+    assert e2e.chosen_point(exp, "fourierft-n500", twin) == (1e-2, 50.0)
+    assert e2e.chosen_point(exp, "fourierft-n500-4bit", rows["fourierft-n500-4bit"]) == (1e-2, 50.0)
     assert e2e.chosen_point(exp, "lora-r4-4bit", rows["lora-r4-4bit"]) is None  # its twin lora-r4 is not swept
 
 
@@ -128,7 +128,7 @@ def test_the_sweep_walks_from_the_grid_to_a_point_better_than_its_neighbours(tmp
     import math
 
     e2e = load_experiment("e2e")
-    row = e2e.table_rows()["fourierft-n1000"]
+    row = e2e.table_rows()["fourierft-n500"]
     ran = []
 
     def loss_at(rate, knob):
@@ -139,18 +139,18 @@ def test_the_sweep_walks_from_the_grid_to_a_point_better_than_its_neighbours(tmp
     def train_point(name, row, rate, knob, seed, *, role, trainer=None):
         ran.append((rate, knob))
         if len(ran) == 10:  # the first point past the grid: the table must not choose before the walk ends
-            assert e2e.chosen_point(exp, "fourierft-n1000", row) is None
+            assert e2e.chosen_point(exp, "fourierft-n500", row) is None
         trace = [[0, 3.0], [300, loss_at(rate, knob)]]
         return e2e.Point("trainer", loss_at(rate, knob), 300, None, trace, 0.0, role)
 
     exp.train_point, exp.forget = train_point, lambda *args, **kw: None
-    e2e.sweep(exp, ["fourierft-n1000"])
+    e2e.sweep(exp, ["fourierft-n500"])
     base = [(rate, knob) for rate in (3e-3, 1e-2, 3e-2) for knob in (25.0, 50.0, 100.0)]
     assert ran == base + [(0.09, 25.0), (0.09, 50.0), (0.09, 100.0), (0.27, 25.0), (0.27, 50.0), (0.27, 100.0)]
-    assert e2e.chosen_point(exp, "fourierft-n1000", row) == (0.09, 50.0)
+    assert e2e.chosen_point(exp, "fourierft-n500", row) == (0.09, 50.0)
     assert not e2e.at_reach(row, (0.09, 50.0)) and e2e.at_reach(row, (0.27, 50.0))
-    assert e2e.chosen_point(exp, "fourierft-n1000-4bit", e2e.table_rows()["fourierft-n1000-4bit"]) == (0.09, 50.0)
-    e2e.sweep(exp, ["fourierft-n1000"])  # resumes: nothing left
+    assert e2e.chosen_point(exp, "fourierft-n500-4bit", e2e.table_rows()["fourierft-n500-4bit"]) == (0.09, 50.0)
+    e2e.sweep(exp, ["fourierft-n500"])  # resumes: nothing left
     assert len(ran) == 15
 
 

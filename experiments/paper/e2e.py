@@ -117,8 +117,8 @@ def _rows() -> dict[str, Row]:
         "lora-r8": Row("lora", lora(8), **grid_lora(8)),
         "vera": Row("vera", vera, rates=(1e-3, 3e-3, 1e-2), knob="d_initial", knob_values=(0.05, 0.1, 0.2)),
         # the 4-bit rows train at their float twin's chosen point: the difference is the base's alone
-        "fourierft-n1000-4bit": Row(
-            "fourierft", fourierft(1000), **grid_fourierft, base="4bit", sweep_row="fourierft-n1000"
+        "fourierft-n500-4bit": Row(
+            "fourierft", fourierft(500), **grid_fourierft, base="4bit", sweep_row="fourierft-n500"
         ),
         "lora-r4-4bit": Row("lora", lora(4), **grid_lora(4), base="4bit", sweep_row="lora-r4"),
     }

@@ -14,8 +14,9 @@ e2e --rows zero-shot >> logs/e2e_runs.log 2>&1
 swept fourierft-n500
 swept lora-r4
 e2e --rows fourierft-n500,lora-r4 --seeds 1,2 >> logs/e2e_runs.log 2>&1
+e2e --rows fourierft-n500-4bit,lora-r4-4bit --seeds 0,1,2 >> logs/e2e_runs.log 2>&1
 swept fourierft-n1000
-e2e --rows fourierft-n1000,fourierft-n1000-4bit,lora-r4-4bit --seeds 0,1,2 >> logs/e2e_runs.log 2>&1
+e2e --rows fourierft-n1000 --seeds 1,2 >> logs/e2e_runs.log 2>&1
 swept lora-r8
 swept vera
 e2e --rows lora-r8,vera --seeds 1,2 >> logs/e2e_runs.log 2>&1

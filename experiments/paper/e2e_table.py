@@ -48,7 +48,7 @@ ROW_ORDER = (
     "lora-r4",
     "lora-r8",
     "vera",
-    "fourierft-n1000-4bit",
+    "fourierft-n500-4bit",
     "lora-r4-4bit",
 )
 METRICS = ("BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr")
@@ -62,7 +62,7 @@ COMPARISONS = (
 )
 COMPARED_METRICS = ("BLEU", "METEOR")
 GOAL = ("fourierft-n500", "lora-r4", 1.0)  # within 1 point (x100) on BLEU and METEOR
-QUANTIZED = (("fourierft-n1000-4bit", "fourierft-n1000"), ("lora-r4-4bit", "lora-r4"))
+QUANTIZED = (("fourierft-n500-4bit", "fourierft-n500"), ("lora-r4-4bit", "lora-r4"))
 EXAMPLES = 5
 
 
