@@ -62,7 +62,6 @@ COMPARISONS = (
 )
 COMPARED_METRICS = ("BLEU", "METEOR")
 GOAL = ("fourierft-n500", "lora-r4", 1.0)  # within 1 point (x100) on BLEU and METEOR
-QUANTIZED = (("fourierft-n500-4bit", "fourierft-n500"), ("lora-r4-4bit", "lora-r4"))
 EXAMPLES = 5
 
 
@@ -154,7 +153,8 @@ def comparison_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
 def quantized_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
     """The 4-bit base minus the float base, per method, paired by seed, every metric."""
     lines = []
-    for four_bit, float_row in QUANTIZED:
+    twins = [(name, row.sweep_row) for name, row in e2e.table_rows().items() if row.base == "4bit"]
+    for four_bit, float_row in twins:
         diffs = {
             m: paired_by_seed(metric_by_seed(records, m, row=four_bit), metric_by_seed(records, m, row=float_row))
             for m in METRICS
