@@ -15,7 +15,7 @@ swept fourierft-n500
 swept lora-r4
 e2e --rows fourierft-n500,lora-r4 --seeds 1,2 >> logs/e2e_runs.log 2>&1
 # The only SmolLM2 weights here are the GGUF's Q4_1 blocks: the float base is those blocks dequantized, so a 4-bit
-# run equals its float twin (fourierft-n500-4bit seed 0 did, output for output); one seed per row shows it.
+# run equals its float twin (both 4-bit rows did at seed 0, output for output); one seed per row shows it.
 e2e --rows fourierft-n500-4bit,lora-r4-4bit --seeds 0 >> logs/e2e_runs.log 2>&1
 swept fourierft-n1000
 e2e --rows fourierft-n1000 --seeds 1,2 >> logs/e2e_runs.log 2>&1
