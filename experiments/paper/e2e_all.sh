@@ -20,6 +20,7 @@ e2e --rows fourierft-n500-4bit,lora-r4-4bit --seeds 0 >> logs/e2e_runs.log 2>&1
 swept fourierft-n1000
 e2e --rows fourierft-n1000 --seeds 1,2 >> logs/e2e_runs.log 2>&1
 swept lora-r8
+e2e --rows lora-r8 --seeds 1,2 >> logs/e2e_runs.log 2>&1
 swept vera
-e2e --rows lora-r8,vera --seeds 1,2 >> logs/e2e_runs.log 2>&1
+e2e --rows vera --seeds 1,2 >> logs/e2e_runs.log 2>&1
 .venv/bin/python experiments/paper/e2e_table.py > /dev/null
