@@ -3,11 +3,13 @@ which sweep chooses each E2E row's point."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
-from experiment_scripts import load_experiment
+from experiment_scripts import EXPERIMENTS, load_experiment
 from scipy import stats
 
-from fourier_flax.finetune.records import append_record
+from fourier_flax.finetune.records import append_record, read_records
 
 BLEU = {  # official scale (0-1), per row and seed
     "fourierft-n500": [0.600, 0.610, 0.580],
@@ -164,3 +166,42 @@ def test_the_walk_stops_at_the_sweep_s_reach():
     assert min(losses, key=losses.get) == (0.027, 64.0)  # 3e-3 x 3 x 3 and alpha 16 x 2 x 2: both reaches
     assert e2e.at_reach(row, (0.027, 64.0))
     assert len(losses) == 9 + 5 + 5  # the grid, then two corner steps of 5 new neighbours each
+
+
+def readme_e2e_rows() -> dict[str, tuple[str, list[str]]]:
+    """The README's E2E results table: row id -> (its label, [params, BLEU, NIST, METEOR, ROUGE-L, CIDEr])."""
+    readme = (EXPERIMENTS.parent / "README.md").read_text().splitlines()
+    start = readme.index("  | row | trainable params | BLEU | NIST | METEOR | ROUGE-L | CIDEr |")
+    rows = {}
+    for line in readme[start + 2 :]:
+        if not line.strip():
+            break
+        label, *cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        named = re.match(r"(zero-shot|VeRA|FourierFT n = (\d+)|LoRA r = (\d+))", label)
+        assert named, f"README E2E row {label!r} names no table row"
+        row = {"zero-shot": "zero-shot", "VeRA": "vera"}.get(named[1]) or (
+            f"fourierft-n{named[2]}" if named[2] else f"lora-r{named[3]}"
+        )
+        rows[row] = (label, cells)
+    return rows
+
+
+def test_the_readme_e2e_table_quotes_the_committed_runs():
+    """Every row of the README's E2E table carries the cells e2e_table.py computes from the committed
+    e2e_runs.jsonl, and the rate and knob of its label are the row's chosen point."""
+    table = load_experiment("e2e_table")
+    records = table.flat_records(read_records(EXPERIMENTS / "results" / "e2e_runs.jsonl"))
+    computed = {}
+    for line in table.table_lines(records)[2:]:
+        row, base, params, rate, knob, *cells = [c.strip() for c in line.strip("|").split("|")]
+        if base == "float":
+            computed[row] = (rate, knob, [params] + [re.sub(r" \(n=\d+\)$", "", c) for c in cells])
+    quoted = readme_e2e_rows()
+    assert {"zero-shot", "fourierft-n500", "lora-r4"} <= quoted.keys()
+    for row, (label, cells) in quoted.items():
+        rate, knob, expected = computed[row]
+        assert [c.replace("−", "-") for c in cells] == expected, row
+        if row != "zero-shot":
+            stated = re.search(r"rate ([\d.e-]+), (?:scaling|alpha|d_initial) ([\d.]+)", label)
+            assert stated, label
+            assert float(stated[1]) == float(rate) and float(stated[2]) == float(knob.split()[-1]), (label, rate, knob)
