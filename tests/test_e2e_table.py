@@ -205,3 +205,18 @@ def test_the_readme_e2e_table_quotes_the_committed_runs():
             stated = re.search(r"rate ([\d.e-]+), (?:scaling|alpha|d_initial) ([\d.]+)", label)
             assert stated, label
             assert float(stated[1]) == float(rate) and float(stated[2]) == float(knob.split()[-1]), (label, rate, knob)
+
+
+def test_the_readme_e2e_paired_differences_are_the_computed_ones():
+    """Every "difference METRIC [low, high]" the README's E2E entry quotes is a paired difference that
+    e2e_table.py computes from the committed e2e_runs.jsonl."""
+    table = load_experiment("e2e_table")
+    records = table.flat_records(read_records(EXPERIMENTS / "results" / "e2e_runs.jsonl"))
+    computed = "\n".join(table.comparison_lines(records))
+    readme = (EXPERIMENTS.parent / "README.md").read_text()
+    entry = readme[readme.index("- E2E (`experiments/paper/e2e.py`") :]
+    quoted = re.findall(r"([+−]\d+\.\d\d) (BLEU|METEOR) \[([+−]\d+\.\d\d), ([+−]\d+\.\d\d)\]", " ".join(entry.split()))
+    assert len(quoted) >= 4
+    for diff, metric, low, high in quoted:
+        cell = f"| {metric} | {diff} [{low}, {high}]".replace("−", "-")
+        assert cell in computed, cell
