@@ -168,9 +168,25 @@ def test_the_walk_stops_at_the_sweep_s_reach():
     assert len(losses) == 9 + 5 + 5  # the grid, then two corner steps of 5 new neighbours each
 
 
+README = EXPERIMENTS.parent / "README.md"
+
+
+def committed_records() -> list[dict]:
+    """The committed e2e_runs.jsonl, one flat record per table run, as e2e_table.py reads it."""
+    return load_experiment("e2e_table").flat_records(read_records(EXPERIMENTS / "results" / "e2e_runs.jsonl"))
+
+
+def readme_e2e_entry() -> str:
+    """The README's E2E results entry (its bullet up to the next bullet or heading), whitespace collapsed."""
+    lines = README.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("- E2E (`experiments/paper/e2e.py`"))
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith(("- ", "#"))), len(lines))
+    return " ".join(" ".join(lines[start:end]).split())
+
+
 def readme_e2e_rows() -> dict[str, tuple[str, list[str]]]:
     """The README's E2E results table: row id -> (its label, [params, BLEU, NIST, METEOR, ROUGE-L, CIDEr])."""
-    readme = (EXPERIMENTS.parent / "README.md").read_text().splitlines()
+    readme = README.read_text().splitlines()
     start = readme.index("  | row | trainable params | BLEU | NIST | METEOR | ROUGE-L | CIDEr |")
     rows = {}
     for line in readme[start + 2 :]:
@@ -189,10 +205,8 @@ def readme_e2e_rows() -> dict[str, tuple[str, list[str]]]:
 def test_the_readme_e2e_table_quotes_the_committed_runs():
     """Every row of the README's E2E table carries the cells e2e_table.py computes from the committed
     e2e_runs.jsonl, and the rate and knob of its label are the row's chosen point."""
-    table = load_experiment("e2e_table")
-    records = table.flat_records(read_records(EXPERIMENTS / "results" / "e2e_runs.jsonl"))
     computed = {}
-    for line in table.table_lines(records)[2:]:
+    for line in load_experiment("e2e_table").table_lines(committed_records())[2:]:
         row, base, params, rate, knob, *cells = [c.strip() for c in line.strip("|").split("|")]
         if base == "float":
             computed[row] = (rate, knob, [params] + [re.sub(r" \(n=\d+\)$", "", c) for c in cells])
@@ -210,12 +224,8 @@ def test_the_readme_e2e_table_quotes_the_committed_runs():
 def test_the_readme_e2e_paired_differences_are_the_computed_ones():
     """Every "difference METRIC [low, high]" the README's E2E entry quotes is a paired difference that
     e2e_table.py computes from the committed e2e_runs.jsonl."""
-    table = load_experiment("e2e_table")
-    records = table.flat_records(read_records(EXPERIMENTS / "results" / "e2e_runs.jsonl"))
-    computed = "\n".join(table.comparison_lines(records))
-    readme = (EXPERIMENTS.parent / "README.md").read_text()
-    entry = readme[readme.index("- E2E (`experiments/paper/e2e.py`") :]
-    quoted = re.findall(r"([+−]\d+\.\d\d) (BLEU|METEOR) \[([+−]\d+\.\d\d), ([+−]\d+\.\d\d)\]", " ".join(entry.split()))
+    computed = "\n".join(load_experiment("e2e_table").comparison_lines(committed_records()))
+    quoted = re.findall(r"([+−]\d+\.\d\d) (BLEU|METEOR) \[([+−]\d+\.\d\d), ([+−]\d+\.\d\d)\]", readme_e2e_entry())
     assert len(quoted) >= 4
     for diff, metric, low, high in quoted:
         cell = f"| {metric} | {diff} [{low}, {high}]".replace("−", "-")
