@@ -222,11 +222,22 @@ def test_the_readme_e2e_table_quotes_the_committed_runs():
 
 
 def test_the_readme_e2e_paired_differences_are_the_computed_ones():
-    """Every "difference METRIC [low, high]" the README's E2E entry quotes is a paired difference that
-    e2e_table.py computes from the committed e2e_runs.jsonl."""
+    """Every "difference METRIC [low, high] (p = P, Holm H" the README's E2E entry quotes is a paired difference,
+    p and Holm-adjusted p that e2e_table.py computes from the committed e2e_runs.jsonl, no difference is quoted
+    without its p values, and the family size it states is the computed one."""
     computed = "\n".join(load_experiment("e2e_table").comparison_lines(committed_records()))
-    quoted = re.findall(r"([+−]\d+\.\d\d) (BLEU|METEOR) \[([+−]\d+\.\d\d), ([+−]\d+\.\d\d)\]", readme_e2e_entry())
-    assert len(quoted) >= 4
-    for diff, metric, low, high in quoted:
-        cell = f"| {metric} | {diff} [{low}, {high}]".replace("−", "-")
-        assert cell in computed, cell
+    entry = readme_e2e_entry()
+    number = r"[+−]\d+\.\d\d"
+    quoted = re.findall(rf"({number}) (BLEU|METEOR) \[({number}), ({number})\]", entry)
+    with_p = re.findall(
+        rf"({number}) (BLEU|METEOR) \[({number}), ({number})\] \((?:paired t )?p = ([\d.e-]+), Holm ([\d.e-]+)",
+        entry,
+    )
+    assert len(quoted) >= 4 and len(with_p) == len(quoted), "a quoted difference lacks its (p = ..., Holm ...)"
+    for diff, metric, low, high, p, holm in with_p:
+        interval = re.escape(f"{diff} [{low}, {high}]".replace("−", "-"))
+        cell = rf"\| {metric} \| {interval} \(\d+ pairs\) \| {re.escape(p)} \| {re.escape(holm)} \|"
+        assert re.search(cell, computed), cell
+    family = re.search(r"over these (\d+) comparisons", computed)[1]
+    stated = re.findall(r"over the table's (\d+) comparisons", entry)
+    assert stated and set(stated) == {family}, (stated, family)
