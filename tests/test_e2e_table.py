@@ -66,6 +66,35 @@ def test_the_table_pairs_by_seed_and_holm_adjusts_the_family(tmp_path):
     assert (tmp_path / "e2e_sweep.png").stat().st_size > 0  # the one lora-r4 point
 
 
+def test_output_lengths_are_mean_words_per_line_by_row_and_seed(tmp_path):
+    table = load_experiment("e2e_table")
+    records = []
+    for seed, words in enumerate([(1, 2), (4, 5)]):  # seed 0: lines of 1 and 2 words; seed 1: 4 and 5
+        record = run("lora-r4", seed, 0.5, tmp_path)
+        (tmp_path / record["outputs"]).write_text("\n".join(" ".join(["w"] * n) for n in words) + "\n")
+        records.append(record)
+    missing = {**run("fourierft-n500", 1, 0.5, tmp_path), "outputs": "not-there.txt"}
+    lines = table.length_lines(records + [missing], [("mr", "a b c"), ("mr", "a")], tmp_path)
+    assert "| row | seed 0 | seed 1 |" in lines
+    assert "| lora-r4 | 1.5 | 4.5 |" in lines
+    assert not any(line.startswith("| fourierft-n500") for line in lines)  # its outputs file is absent
+    assert "The first references: 2.0 words." in lines
+    assert not any("correlation" in line for line in lines)  # two trained runs: too few to correlate
+    records.append(run("lora-r4", 2, 0.5, tmp_path))  # the helper's outputs: 3 words per line
+    words = [1.5, 4.5, 3.0]
+    metrics = {"BLEU": [0.2, 0.1, 0.3], "NIST": [7.0, 8.0, 9.0], "METEOR": [1.0, 3.0, 2.0],
+               "ROUGE_L": [5.0, 4.0, 3.0], "CIDEr": [0.0, 1.0, 0.0]}  # fmt: skip
+    for k, record in enumerate(records):
+        record.update({metric: values[k] for metric, values in metrics.items()})
+    line = table.length_lines(records, [], tmp_path)[-1]
+    expected = ", ".join(f"{m} {np.corrcoef(words, v)[0, 1]:+.2f}" for m, v in metrics.items())
+    assert line == f"Pearson correlation of mean words with each metric over the 3 trained float-base runs: {expected}."
+    records[2]["CIDEr"] = records[0]["CIDEr"] = 1.0  # a constant metric: r is undefined, shown as "-"
+    line = table.length_lines(records, [], tmp_path)[-1]
+    expected = expected.rsplit(", CIDEr", 1)[0] + ", CIDEr -"
+    assert line == f"Pearson correlation of mean words with each metric over the 3 trained float-base runs: {expected}."
+
+
 def test_four_bit_rows_train_at_their_float_twins_chosen_point(tmp_path):
     import argparse
 

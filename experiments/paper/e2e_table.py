@@ -16,6 +16,7 @@ What it shows:
   read off the same differences;
 * the 4-bit base against the float base for FourierFT and LoRA, paired by seed;
 * five test MRs (evenly spaced through the test set) with the first reference and every row's seed-0 output;
+* the mean length of every run's test outputs (words), beside the first references';
 * each swept row's grid: every point's selection loss by step, its best, the chosen point (once the grid is
   complete) and whether it lies on the grid's edge; e2e_sweep.png draws every row's points on log rate × log knob
   axes, coloured and labelled by selection loss;
@@ -187,6 +188,43 @@ def example_lines(records: Sequence[Mapping[str, Any]], test_refs: Sequence[tupl
     return lines
 
 
+def _pearson(x: Sequence[float], y: Sequence[float]) -> str:
+    """Pearson's r of two samples, or "-" where either is constant (r undefined)."""
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return "-"
+    return f"{np.corrcoef(x, y)[0, 1]:+.2f}"
+
+
+def length_lines(
+    records: Sequence[Mapping[str, Any]], test_refs: Sequence[tuple[str, str]], repo: pathlib.Path
+) -> list[str]:
+    """Mean words (whitespace-separated) per test output, per row and seed: BLEU's brevity penalty and NIST reward
+    length, so a seed that writes shorter sentences shows here first."""
+    seeds = sorted({r["seed"] for r in records})
+    lengths: dict[str, dict[int, float]] = {}
+    for r in records:
+        if (repo / r["outputs"]).is_file():
+            outputs = (repo / r["outputs"]).read_text().splitlines()
+            lengths.setdefault(r["row"], {})[r["seed"]] = np.mean([len(line.split()) for line in outputs])
+    if not lengths:
+        return []
+    lines = ["", "Mean words per test output, by seed:", ""]
+    lines += ["| row | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---" * (1 + len(seeds)) + "|"]
+    for row in [r for r in ROW_ORDER if r in lengths]:
+        cells = [f"{lengths[row][s]:.1f}" if s in lengths[row] else "-" for s in seeds]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    if test_refs:
+        lines += ["", f"The first references: {np.mean([len(ref.split()) for _, ref in test_refs]):.1f} words."]
+    trained = [r for r in records if r["row"] in lengths and r["seed"] in lengths[r["row"]] and "rate" in r]
+    trained = [r for r in trained if r["base"] == "float"]  # a 4-bit run repeats its float twin here
+    if len(trained) >= 3:
+        words = [lengths[r["row"]][r["seed"]] for r in trained]
+        correlations = ", ".join(f"{m} {_pearson(words, [r[m] for r in trained])}" for m in METRICS)
+        lines += ["", f"Pearson correlation of mean words with each metric over the {len(trained)} trained float-base "
+                  f"runs: {correlations}."]  # fmt: skip
+    return lines
+
+
 def sweep_lines(sweep: Sequence[Mapping[str, Any]]) -> list[str]:
     """Each swept row's points: a line per point (selection loss by step, best, wall), the chosen point marked once
     every point :func:`e2e.sweep_points` asks for is in, with a note when it lies at the limit of the sweep's reach
@@ -262,6 +300,7 @@ def render(results: pathlib.Path, test_refs: Sequence[tuple[str, str]], repo: pa
         *comparison_lines(records),
         *quantized_lines(records),
         *example_lines(records, test_refs, repo),
+        *length_lines(records, test_refs, repo),
         *sweep_lines(sweep),
         "",
         f"Compute on the 2-core CPU: {len(runs)} table runs, {hours:.1f} h; {len(sweep)} sweep points, "
