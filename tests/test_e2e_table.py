@@ -270,3 +270,20 @@ def test_the_readme_e2e_paired_differences_are_the_computed_ones():
     family = re.search(r"over these (\d+) comparisons", computed)[1]
     stated = re.findall(r"over the table's (\d+) comparisons", entry)
     assert stated and set(stated) == {family}, (stated, family)
+
+
+def test_the_readme_e2e_length_correlations_are_the_computed_ones():
+    """The README's correlations of output length with the metrics are the ones e2e_table.py computes from the
+    committed runs and their committed output files."""
+    computed = load_experiment("e2e_table").length_lines(committed_records(), [], EXPERIMENTS.parent)[-1]
+    signed = r"([+−]\d\.\d\d)"
+    quoted = re.search(
+        rf"over the (\d+) trained float-base runs NIST follows output length \(Pearson r {signed}; METEOR {signed}, "
+        rf"BLEU {signed}, ROUGE-L {signed}\)",
+        readme_e2e_entry(),
+    )
+    assert quoted, "the README's E2E entry no longer quotes the length correlations this test reads"
+    runs, nist, meteor, bleu, rouge = [g.replace("−", "-") for g in quoted.groups()]
+    assert f"over the {runs} trained float-base runs:" in computed, computed
+    for metric, value in (("NIST", nist), ("METEOR", meteor), ("BLEU", bleu), ("ROUGE_L", rouge)):
+        assert f"{metric} {value}" in computed, (metric, value, computed)
