@@ -74,7 +74,8 @@ def test_output_lengths_are_mean_words_per_line_by_row_and_seed(tmp_path):
         (tmp_path / record["outputs"]).write_text("\n".join(" ".join(["w"] * n) for n in words) + "\n")
         records.append(record)
     missing = {**run("fourierft-n500", 1, 0.5, tmp_path), "outputs": "not-there.txt"}
-    lines = table.length_lines(records + [missing], [("mr", "a b c"), ("mr", "a")], tmp_path)
+    with_missing = records + [missing]
+    lines = table.length_lines(with_missing, table.run_outputs(with_missing, tmp_path), [("mr", "a b c"), ("mr", "a")])
     assert "| row | seed 0 | seed 1 |" in lines
     assert "| lora-r4 | 1.5 | 4.5 |" in lines
     assert not any(line.startswith("| fourierft-n500") for line in lines)  # its outputs file is absent
@@ -86,11 +87,11 @@ def test_output_lengths_are_mean_words_per_line_by_row_and_seed(tmp_path):
                "ROUGE_L": [5.0, 4.0, 3.0], "CIDEr": [0.0, 1.0, 0.0]}  # fmt: skip
     for k, record in enumerate(records):
         record.update({metric: values[k] for metric, values in metrics.items()})
-    line = table.length_lines(records, [], tmp_path)[-1]
+    line = table.length_lines(records, table.run_outputs(records, tmp_path), [])[-1]
     expected = ", ".join(f"{m} {np.corrcoef(words, v)[0, 1]:+.2f}" for m, v in metrics.items())
     assert line == f"Pearson correlation of mean words with each metric over the 3 trained float-base runs: {expected}."
     records[2]["CIDEr"] = records[0]["CIDEr"] = 1.0  # a constant metric: r is undefined, shown as "-"
-    line = table.length_lines(records, [], tmp_path)[-1]
+    line = table.length_lines(records, table.run_outputs(records, tmp_path), [])[-1]
     expected = expected.rsplit(", CIDEr", 1)[0] + ", CIDEr -"
     assert line == f"Pearson correlation of mean words with each metric over the 3 trained float-base runs: {expected}."
 
@@ -275,7 +276,8 @@ def test_the_readme_e2e_paired_differences_are_the_computed_ones():
 def test_the_readme_e2e_length_correlations_are_the_computed_ones():
     """The README's correlations of output length with the metrics are the ones e2e_table.py computes from the
     committed runs and their committed output files."""
-    computed = load_experiment("e2e_table").length_lines(committed_records(), [], EXPERIMENTS.parent)[-1]
+    table, records = load_experiment("e2e_table"), committed_records()
+    computed = table.length_lines(records, table.run_outputs(records, EXPERIMENTS.parent), [])[-1]
     signed = r"([+−]\d\.\d\d)"
     quoted = re.search(
         rf"over the (\d+) trained float-base runs NIST follows output length \(Pearson r {signed}; METEOR {signed}, "

@@ -39,6 +39,8 @@ from experiment_paths import REPO, RESULTS  # noqa: E402
 # isort: split
 import e2e  # noqa: E402  (experiments/paper/e2e.py: the rows and their grids)
 
+from fourier_flax.data.e2e_metrics import read_outputs  # noqa: E402
+from fourier_flax.data.metrics import pearson  # noqa: E402
 from fourier_flax.finetune.compare import PairedDifference, holm_adjust, metric_by_seed, paired_by_seed  # noqa: E402
 from fourier_flax.finetune.records import read_records  # noqa: E402
 
@@ -170,59 +172,59 @@ def quantized_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
-def example_lines(records: Sequence[Mapping[str, Any]], test_refs: Sequence[tuple[str, str]], repo: pathlib.Path):
-    """Five test MRs with the first reference and each row's seed-0 output (from the outputs files)."""
-    outputs = {}
-    for r in records:
-        if r["seed"] == 0 and (repo / r["outputs"]).is_file():
-            outputs[r["row"]] = (repo / r["outputs"]).read_text().split("\n")
-    if not outputs or not test_refs:
+def run_outputs(records: Sequence[Mapping[str, Any]], repo: pathlib.Path) -> dict[tuple[str, int], list[str]]:
+    """Each run's test outputs by (row, seed), read as the scorer reads them; runs without their file are left out."""
+    return {
+        (r["row"], r["seed"]): read_outputs(repo / r["outputs"]) for r in records if (repo / r["outputs"]).is_file()
+    }
+
+
+def example_lines(outputs: Mapping[tuple[str, int], Sequence[str]], test_refs: Sequence[tuple[str, str]]) -> list[str]:
+    """Five test MRs with the first reference and each row's seed-0 output (``outputs``: :func:`run_outputs`)."""
+    seed0 = {row: lines for (row, seed), lines in outputs.items() if seed == 0}
+    if not seed0 or not test_refs:
         return []
     lines = ["", f"{EXAMPLES} test MRs (evenly spaced), the first reference and each row's seed-0 output:"]
     for index in np.linspace(0, len(test_refs) - 1, EXAMPLES).astype(int):
         mr, ref = test_refs[index]
         lines += ["", f"**MR {index}**: {mr}", "", f"- reference: {ref}"]
-        for row in [r for r in ROW_ORDER if r in outputs]:
-            text = outputs[row][index] if index < len(outputs[row]) else "(missing)"
+        for row in [r for r in ROW_ORDER if r in seed0]:
+            text = seed0[row][index] if index < len(seed0[row]) else "(missing)"
             lines.append(f"- {row}: {text}")
     return lines
 
 
-def _pearson(x: Sequence[float], y: Sequence[float]) -> str:
-    """Pearson's r of two samples, or "-" where either is constant (r undefined)."""
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
-        return "-"
-    return f"{np.corrcoef(x, y)[0, 1]:+.2f}"
-
-
 def length_lines(
-    records: Sequence[Mapping[str, Any]], test_refs: Sequence[tuple[str, str]], repo: pathlib.Path
+    records: Sequence[Mapping[str, Any]],
+    outputs: Mapping[tuple[str, int], Sequence[str]],
+    test_refs: Sequence[tuple[str, str]],
 ) -> list[str]:
-    """Mean words (whitespace-separated) per test output, per row and seed: BLEU's brevity penalty and NIST reward
-    length, so a seed that writes shorter sentences shows here first."""
-    seeds = sorted({r["seed"] for r in records})
-    lengths: dict[str, dict[int, float]] = {}
-    for r in records:
-        if (repo / r["outputs"]).is_file():
-            outputs = (repo / r["outputs"]).read_text().splitlines()
-            lengths.setdefault(r["row"], {})[r["seed"]] = np.mean([len(line.split()) for line in outputs])
+    """Mean words (whitespace-separated) per test output, per row and seed (``outputs``: :func:`run_outputs`):
+    BLEU's brevity penalty and NIST reward length, so a seed that writes shorter sentences shows here first."""
+    lengths = {run: np.mean([len(line.split()) for line in lines]) for run, lines in outputs.items()}
     if not lengths:
         return []
+    seeds = sorted({r["seed"] for r in records})
     lines = ["", "Mean words per test output, by seed:", ""]
     lines += ["| row | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---" * (1 + len(seeds)) + "|"]
-    for row in [r for r in ROW_ORDER if r in lengths]:
-        cells = [f"{lengths[row][s]:.1f}" if s in lengths[row] else "-" for s in seeds]
+    for row in [r for r in ROW_ORDER if any(run[0] == r for run in lengths)]:
+        cells = [f"{lengths[row, s]:.1f}" if (row, s) in lengths else "-" for s in seeds]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     if test_refs:
         lines += ["", f"The first references: {np.mean([len(ref.split()) for _, ref in test_refs]):.1f} words."]
-    trained = [r for r in records if r["row"] in lengths and r["seed"] in lengths[r["row"]] and "rate" in r]
-    trained = [r for r in trained if r["base"] == "float"]  # a 4-bit run repeats its float twin here
+    # trained runs only ("rate"), and a 4-bit run repeats its float twin here
+    trained = [r for r in records if (r["row"], r["seed"]) in lengths and "rate" in r and r["base"] == "float"]
     if len(trained) >= 3:
-        words = [lengths[r["row"]][r["seed"]] for r in trained]
-        correlations = ", ".join(f"{m} {_pearson(words, [r[m] for r in trained])}" for m in METRICS)
+        words = [lengths[r["row"], r["seed"]] for r in trained]
+        correlations = ", ".join(f"{m} {_signed(pearson(words, [r[m] for r in trained]))}" for m in METRICS)
         lines += ["", f"Pearson correlation of mean words with each metric over the {len(trained)} trained float-base "
                   f"runs: {correlations}."]  # fmt: skip
     return lines
+
+
+def _signed(r: float) -> str:
+    """A correlation with its sign, or "-" where it is undefined (nan: a constant sample)."""
+    return "-" if np.isnan(r) else f"{r:+.2f}"
 
 
 def sweep_lines(sweep: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -281,6 +283,7 @@ def render(results: pathlib.Path, test_refs: Sequence[tuple[str, str]], repo: pa
     runs = read_records(results / "e2e_runs.jsonl")
     sweep = read_records(results / "e2e_sweep.jsonl")
     records = flat_records(runs)
+    outputs = run_outputs(records, repo)
     hours = sum(r["wall_s"] for r in runs) / 3600
     sweep_hours = sum(r["wall_s"] for r in sweep) / 3600
     first = runs[0] if runs else {}
@@ -299,8 +302,8 @@ def render(results: pathlib.Path, test_refs: Sequence[tuple[str, str]], repo: pa
         *table_lines(records),
         *comparison_lines(records),
         *quantized_lines(records),
-        *example_lines(records, test_refs, repo),
-        *length_lines(records, test_refs, repo),
+        *example_lines(outputs, test_refs),
+        *length_lines(records, outputs, test_refs),
         *sweep_lines(sweep),
         "",
         f"Compute on the 2-core CPU: {len(runs)} table runs, {hours:.1f} h; {len(sweep)} sweep points, "
