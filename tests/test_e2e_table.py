@@ -34,6 +34,7 @@ def test_the_table_pairs_by_seed_and_holm_adjusts_the_family(tmp_path):
     for row, values in BLEU.items():
         for seed, bleu in enumerate(values):
             append_record(tmp_path / "e2e_runs.jsonl", run(row, seed, bleu, tmp_path))
+    append_record(tmp_path / "e2e_runs.jsonl", run("lora-r8", 0, 0.6, tmp_path))  # one pair with n1000: no p
     point = {"row": "lora-r4", "rate": 1e-3, "knob": 8.0, "steps": 300, "selection_loss": 1.5, "best_step": 300}
     append_record(tmp_path / "e2e_sweep.jsonl", {**point, "wall_s": 3600.0})
     refs = [(f"name[R{i}]", f"reference {i}") for i in range(7)]
@@ -55,11 +56,12 @@ def test_the_table_pairs_by_seed_and_holm_adjusts_the_family(tmp_path):
     half = stats.t.isf(0.025, 2) * 100 * stats.sem(np.subtract(BLEU["fourierft-n500"], BLEU["lora-r4"]))
     line = f"| fourierft-n500 | lora-r4 | BLEU | {mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}] (3 pairs) |"
     assert line + f" {p[('fourierft-n500', 'BLEU')]:.2g} | {holm[('fourierft-n500', 'BLEU')]:.2g} |" in text
-    assert f"over these {len(p)} comparisons" in text
+    assert f"over these {len(p)} comparisons (2 more with one pair have no p yet)." in text
+    assert "| fourierft-n1000 | lora-r8 | BLEU | +4.00 (1 pair) | - | - |" in text
     # BLEU: -1.17 points (not within 1); METEOR is half of it: -0.58 (within)
     assert "BLEU -1.17 (not within 1 point); METEOR -0.58 (within 1 point)" in text
     assert "**MR 6**: name[R6]" in text and "- fourierft-n1000: fourierft-n1000 says 6" in text
-    assert "9 table runs, 4.5 h; 1 sweep points, 1.0 h" in text
+    assert "10 table runs, 5.0 h; 1 sweep points, 1.0 h" in text
     assert "every trained row and sweep point: 300 AdamW steps of batch 8" in text
     assert "Not a row: full fine-tuning" in text
     assert (tmp_path / "e2e_table.png").stat().st_size > 0

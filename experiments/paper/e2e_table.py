@@ -125,11 +125,14 @@ def comparison_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
     if not family:
         return []
     adjusted = holm_adjust([d.p_value for *_, d in family])
+    tested = sum(not np.isnan(d.p_value) for *_, d in family)  # Holm's family: a single pair has no p yet
+    untested = len(family) - tested
     lines = [
         "",
         "FourierFT minus its baselines, paired by seed: mean difference (points, the table's scale) with its paired-t "
         "95% interval,",
-        f"the paired t-test p and the same p Holm-adjusted over these {len(family)} comparisons.",
+        f"the paired t-test p and the same p Holm-adjusted over these {tested} comparisons"
+        + (f" ({untested} more with one pair have no p yet)." if untested else "."),
         "",
         "| FourierFT row | minus | metric | difference [95% interval] | p | p (Holm) |",
         "|---|---|---|---|---|---|",
