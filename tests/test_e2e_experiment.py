@@ -112,3 +112,17 @@ def test_the_run_all_script_names_only_known_rows():
     swept = set(re.findall(r"^swept (\S+)$", text, re.MULTILINE))  # a sweep, then its seed-0 run at once
     assert swept | named == set(e2e.table_rows())  # every row of the table, each a known one
     assert swept == {name for name, row in e2e.table_rows().items() if row.config and not row.sweep_row}
+
+
+def test_the_reach_probe_script_walks_a_known_row_past_the_table_s_reach_in_its_own_results():
+    import re
+    import subprocess
+
+    e2e = load_experiment("e2e")
+    script = e2e.REPO / "experiments" / "paper" / "e2e_reach.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    text = script.read_text()
+    assert set(re.findall(r"--rows (\S+)", text)) <= set(e2e.table_rows())
+    assert int(re.search(r"--reach (\d+)", text)[1]) > e2e.REACH
+    results = re.search(r"--results (\S+)", text)[1]
+    assert results != "experiments/results" and results.startswith("experiments/results/")

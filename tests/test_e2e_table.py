@@ -103,7 +103,7 @@ def test_four_bit_rows_train_at_their_float_twins_chosen_point(tmp_path):
 
     e2e = load_experiment("e2e")
     rows = e2e.table_rows()
-    exp = argparse.Namespace(args=argparse.Namespace(results=tmp_path, steps=300, smoke=False))
+    exp = argparse.Namespace(args=argparse.Namespace(results=tmp_path, steps=300, smoke=False, reach=2))
     twin = rows["fourierft-n500"]
     points = [(rate, knob) for rate in twin.rates for knob in twin.knob_values]
     for k, (rate, knob) in enumerate(points):
@@ -168,7 +168,7 @@ def test_the_sweep_walks_from_the_grid_to_a_point_better_than_its_neighbours(tmp
     def loss_at(rate, knob):
         return 2.0 + abs(math.log(rate / 0.09)) - (0.1 if knob == 50.0 else 0.0)
 
-    exp = argparse.Namespace(args=argparse.Namespace(results=tmp_path, steps=300, smoke=False))
+    exp = argparse.Namespace(args=argparse.Namespace(results=tmp_path, steps=300, smoke=False, reach=2))
 
     def train_point(name, row, rate, knob, seed, *, role, trainer=None):
         ran.append((rate, knob))
@@ -198,6 +198,20 @@ def test_the_walk_stops_at_the_sweep_s_reach():
     assert min(losses, key=losses.get) == (0.027, 64.0)  # 3e-3 x 3 x 3 and alpha 16 x 2 x 2: both reaches
     assert e2e.at_reach(row, (0.027, 64.0))
     assert len(losses) == 9 + 5 + 5  # the grid, then two corner steps of 5 new neighbours each
+
+
+def test_the_reach_sets_how_far_past_the_grid_the_walk_may_go():
+    """The loss of the test above under reach 3 (one more step: rate 0.027 x 3, alpha 64 x 2) and reach 0 (the
+    grid alone); a point at the table's reach is inside a longer one."""
+    e2e = load_experiment("e2e")
+    row = e2e.table_rows()["lora-r4"]
+    for reach, best, runs in ((3, (0.081, 128.0), 9 + 5 + 5 + 5), (0, (3e-3, 16.0), 9)):
+        losses = {}
+        while missing := [p for p in e2e.sweep_points(row, losses, reach) if p not in losses]:
+            losses.update({(rate, alpha): 1.0 - rate - alpha / 1000 for rate, alpha in missing})
+        assert (min(losses, key=losses.get), len(losses)) == (best, runs)
+        assert e2e.at_reach(row, best, reach) and e2e.sweep_choice(row, losses, reach) == best
+    assert e2e.at_reach(row, (0.027, 64.0)) and not e2e.at_reach(row, (0.027, 64.0), reach=3)
 
 
 README = EXPERIMENTS.parent / "README.md"

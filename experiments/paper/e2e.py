@@ -19,16 +19,17 @@ epoch; linear warmup 10 %, linear decay), the response loss on the selection sli
 every ``--eval-every`` steps; the adapter with the lowest selection loss is the run's, and decodes the test set
 (beam search, ``--beams`` beams, length penalty 0.9, no-repeat 4-grams, at most ``--max-new-tokens`` tokens).
 
-Sweeps (``--sweep``): each row's grid — its rate × its scaling knob (FourierFT's ``scaling``, LoRA's
-``lora_alpha``, VeRA's ``d_initial``), 3 × 3 for every method, then walked on the grid's log spacing to a point
-better than all its neighbours (:func:`sweep_points`: the same rule for every method) — trained at that same
-schedule (seed 0) and scored by the best selection loss; ``e2e_sweep.jsonl`` holds one record per point (with its
-``selection_trace``: the selection loss at step 0 and at every evaluation). Table runs use each row's best point
-and refuse to start before its walk has ended; the seed-0 run of a row is its sweep's run at that point (same
-seed, data and schedule), decoded from the state the sweep kept (``reused_from`` in its record; its training time
-counts once, in the sweep). Every run saves its trainer's state at each evaluation under ``--state-dir``: a killed run
-resumes from its last evaluation. The 4-bit rows are not swept: they train at their float twin's point
-(``Row.sweep_row``), so their difference from the float rows is the base's alone.
+Sweeps (``--sweep``): each row's grid — its rate × its scaling knob (FourierFT's ``scaling``, LoRA's ``lora_alpha``,
+VeRA's ``d_initial``), 3 × 3 for every method, then walked on the grid's log spacing to a point better than all its
+neighbours or 2 values past an end of an axis (:func:`sweep_points`: the same rule for every method; ``--reach``
+widens it for a probe beyond the table's rule, run into its own ``--results``) — trained at that same schedule (seed
+0) and scored by the best selection loss; ``e2e_sweep.jsonl`` holds one record per point (with its
+``selection_trace``: the selection loss at step 0 and at every evaluation). Table runs use each row's best point and
+refuse to start before its walk has ended; the seed-0 run of a row is its sweep's run at that point (same seed, data
+and schedule), decoded from the state the sweep kept (``reused_from`` in its record; its training time counts once,
+in the sweep). Every run saves its trainer's state at each evaluation under ``--state-dir``: a killed run resumes
+from its last evaluation. The 4-bit rows are not swept: they train at their float twin's point (``Row.sweep_row``),
+so their difference from the float rows is the base's alone.
 
 Writes ``experiments/results/e2e_runs.jsonl`` (one record per finished run: row, method, seed, base, the five
 test metrics, selection loss and step, trainable parameters, hyperparameters, decoding settings, steps, wall_s,
@@ -124,30 +125,30 @@ def _rows() -> dict[str, Row]:
     }
 
 
-REACH = 2  # how many values a sweep may go past each end of each axis of a row's own grid (see sweep_points)
+REACH = 2  # the table's rule: how many values a sweep may go past each end of each axis of a row's own grid
 
 
-def _reach(values: tuple[float, ...]) -> tuple[float, ...]:
-    """``values`` with :data:`REACH` more past each end, each at its end's ratio (3 significant digits).
+def _reach(values: tuple[float, ...], reach: int = REACH) -> tuple[float, ...]:
+    """``values`` with ``reach`` more past each end, each at its end's ratio (3 significant digits).
 
     Example: rates (3e-3, 1e-2, 3e-2) reach (2.7e-4, 9e-4, 3e-3, 1e-2, 3e-2, 0.09, 0.27).
     """
     if len(values) < 2:  # no ratio to extend by (the smoke run's one-point grids)
         return values
     low, high = list(values[:2]), list(values[-2:])
-    for _ in range(REACH):
+    for _ in range(reach):
         low.insert(0, float(f"{low[0] * low[0] / low[1]:.3g}"))
         high.append(float(f"{high[-1] * high[-1] / high[-2]:.3g}"))
-    return (*low[:REACH], *values, *high[-REACH:])
+    return (*low[:reach], *values, *high[2:])
 
 
-def sweep_points(row: Row, losses: dict[tuple[float, float], float]) -> list[tuple[float, float]]:
+def sweep_points(row: Row, losses: dict[tuple[float, float], float], reach: int = REACH) -> list[tuple[float, float]]:
     """The (rate, knob) points row ``row``'s sweep must run, given the finished points' selection ``losses``.
 
     First its own 3 × 3 grid; once those are in, the grid neighbours (one value along either axis or both, at the
     axis's own ratio) of the best of them; once those are in too, the neighbours of the best point so far, and so
     on while that point has a neighbour not yet run: a walk to a point whose whole neighbourhood is worse, or to
-    :data:`REACH` values past an end of an axis, where the optimum may lie beyond (:func:`at_reach`). The walk
+    ``reach`` values past an end of an axis, where the optimum may lie beyond (:func:`at_reach`). The walk
     waits for each neighbourhood to finish, so the points do not depend on the order they ran in. The same rule
     for every row, so every method's sweep has the same density around its optimum; the sweep is complete when
     every returned point has a loss (points an older rule ran that are not returned take no part).
@@ -156,7 +157,7 @@ def sweep_points(row: Row, losses: dict[tuple[float, float], float]) -> list[tup
     rate 0.09 × scalings 25, 50, 100; if (0.09, 25) is then best, (0.27, 25), (0.27, 50) and the scaling 12.5
     points of rates 0.03 to 0.27 follow.
     """
-    axes = (_reach(row.rates), _reach(row.knob_values))
+    axes = (_reach(row.rates, reach), _reach(row.knob_values, reach))
     points = list(itertools.product(row.rates, row.knob_values))
     while len(points) > 1 and all(point in losses for point in points):
         best = min(points, key=losses.__getitem__)
@@ -169,11 +170,11 @@ def sweep_points(row: Row, losses: dict[tuple[float, float], float]) -> list[tup
     return points
 
 
-def at_reach(row: Row, point: tuple[float, float]) -> bool:
+def at_reach(row: Row, point: tuple[float, float], reach: int = REACH) -> bool:
     """Whether ``point`` lies at the end of the sweep's reach on either axis (the optimum may lie beyond)."""
     return any(
         value in (values[0], values[-1])
-        for values, value in zip((_reach(row.rates), _reach(row.knob_values)), point, strict=True)
+        for values, value in zip((_reach(row.rates, reach), _reach(row.knob_values, reach)), point, strict=True)
     )
 
 
@@ -320,7 +321,7 @@ def sweep(exp: Experiment, names: list[str]) -> None:
         trainer = None
         while True:
             losses = swept_losses(exp.args.results, name, exp.args.steps)
-            missing = [point for point in sweep_points(row, losses) if point not in losses]
+            missing = [point for point in sweep_points(row, losses, exp.args.reach) if point not in losses]
             if not missing:
                 break
             rate, knob = missing[0]
@@ -357,13 +358,15 @@ def chosen_point(exp: Experiment, name: str, row: Row) -> tuple[float, float] | 
     of :func:`sweep_points` is in; None before."""
     swept = row.sweep_row or name
     return sweep_choice(
-        table_rows(one_point=exp.args.smoke)[swept], swept_losses(exp.args.results, swept, exp.args.steps)
+        table_rows(one_point=exp.args.smoke)[swept],
+        swept_losses(exp.args.results, swept, exp.args.steps),
+        exp.args.reach,
     )
 
 
-def sweep_choice(row: Row, losses: dict[tuple[float, float], float]) -> tuple[float, float] | None:
+def sweep_choice(row: Row, losses: dict[tuple[float, float], float], reach: int = REACH) -> tuple[float, float] | None:
     """The best of the points :func:`sweep_points` asks for, once all are in ``losses``; None before."""
-    points = sweep_points(row, losses)
+    points = sweep_points(row, losses, reach)
     if any(point not in losses for point in points):
         return None
     return min(points, key=losses.__getitem__)
@@ -439,6 +442,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--state-dir", type=pathlib.Path, default=RUNS / "e2e_state", help="unfinished runs' saved trainer states"
     )
+    parser.add_argument(
+        "--reach", type=int, default=REACH,
+        help=f"values a sweep may walk past each end of a row's grid (the table's rule: {REACH}); a larger reach "
+        "probes beyond it: give it its own --results, seeded with the table's sweep records",
+    )  # fmt: skip
     parser.add_argument("--smoke", action="store_true", help="2 layers, a few MRs, 2 steps: checks the pipeline")
     args = parser.parse_args(argv)
     if args.smoke:
